@@ -1,0 +1,192 @@
+package atasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/atasks-go/atasks/internal/codec"
+	"github.com/atasks-go/atasks/internal/router"
+	"github.com/atasks-go/atasks/wire"
+)
+
+// NamespaceConfig configures one namespace: its own codec and transport.
+type NamespaceConfig struct {
+	// Name of the namespace. Defaults to "default".
+	Name string
+	// Codec encodes the inputs of calls made from this process. Defaults to
+	// JSON. Whatever codec a request names, the reply uses the same one.
+	Codec Codec
+	// Transport carries the namespace's calls. Defaults to a new Loopback().
+	Transport Transport
+}
+
+// Config configures a Client.
+type Config struct {
+	// Namespaces this process calls or serves. Defaults to one: "default",
+	// JSON over loopback.
+	Namespaces []NamespaceConfig
+	// Worker names this process in the "running" state it reports when it
+	// serves. Defaults to "".
+	Worker string
+	// Logger receives the client's logs. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy of c with every unset field set to its default.
+func (c Config) WithDefaults() Config {
+	if len(c.Namespaces) == 0 {
+		c.Namespaces = []NamespaceConfig{{}}
+	}
+	nss := make([]NamespaceConfig, len(c.Namespaces))
+	for i, ns := range c.Namespaces {
+		if ns.Name == "" {
+			ns.Name = DefaultNamespace
+		}
+		if ns.Codec == nil {
+			ns.Codec = JSON()
+		}
+		if ns.Transport == nil {
+			ns.Transport = Loopback()
+		}
+		nss[i] = ns
+	}
+	c.Namespaces = nss
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	seen := map[string]bool{}
+	for _, ns := range c.Namespaces {
+		if seen[ns.Name] {
+			return fmt.Errorf("atasks: namespace %q configured twice", ns.Name)
+		}
+		seen[ns.Name] = true
+	}
+	return nil
+}
+
+// Client connects a process to its namespaces. With it in the context
+// (WithClient), tasks can be called; a Worker built on it serves them.
+type Client struct {
+	cfg        Config
+	namespaces map[string]*namespace
+	stopOnce   sync.Once
+	stopErr    error
+}
+
+// namespace is one namespace at run time: its router and codecs.
+type namespace struct {
+	*router.Router
+	codec  Codec           // for calls made from here
+	codecs *codec.Registry // for whatever arrives
+}
+
+// NewClient returns a client for cfg; Start connects it.
+func NewClient(cfg Config) (*Client, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, namespaces: map[string]*namespace{}}
+	for _, nc := range cfg.Namespaces {
+		codecs := codec.NewRegistry(nc.Codec)
+		r, err := router.New(router.Config{NS: nc.Name, Transport: nc.Transport, Codecs: codecs, Worker: cfg.Worker, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		c.namespaces[nc.Name] = &namespace{Router: r, codec: nc.Codec, codecs: codecs}
+	}
+	return c, nil
+}
+
+// Start connects every namespace's transport.
+func (c *Client) Start(ctx context.Context) error {
+	for _, ns := range c.namespaces {
+		if err := ns.Open(ctx); err != nil {
+			return fmt.Errorf("atasks: open namespace %q: %w", ns.NS(), err)
+		}
+	}
+	return nil
+}
+
+// Stop disconnects every namespace, letting tasks this process serves
+// finish until ctx ends. Stopping twice is harmless.
+func (c *Client) Stop(ctx context.Context) error {
+	c.stopOnce.Do(func() {
+		var errs []error
+		for _, ns := range c.namespaces {
+			errs = append(errs, ns.Close(ctx))
+		}
+		c.stopErr = errors.Join(errs...)
+	})
+	return c.stopErr
+}
+
+// Namespaces returns the names of the client's namespaces in configuration order.
+func (c *Client) Namespaces() []string {
+	names := make([]string, len(c.cfg.Namespaces))
+	for i, ns := range c.cfg.Namespaces {
+		names[i] = ns.Name
+	}
+	return names
+}
+
+type clientKey struct{}
+
+// WithClient returns a context that carries c, for Task.Call and Task.Start.
+// Tasks that c's Worker runs get it in their context already.
+func WithClient(ctx context.Context, c *Client) context.Context {
+	return context.WithValue(ctx, clientKey{}, c)
+}
+
+// ClientFrom returns the client ctx carries, or nil.
+func ClientFrom(ctx context.Context) *Client {
+	c, _ := ctx.Value(clientKey{}).(*Client)
+	return c
+}
+
+// routerFor finds namespace ns of the client in ctx.
+func routerFor(ctx context.Context, ns string) (*namespace, error) {
+	c := ClientFrom(ctx)
+	if c == nil {
+		return nil, errors.New("atasks: no Client in the context; use atasks.WithClient")
+	}
+	return c.namespace(ns)
+}
+
+func (c *Client) namespace(ns string) (*namespace, error) {
+	n, ok := c.namespaces[ns]
+	if !ok {
+		return nil, &Error{Code: wire.CodeNamespaceNotFound, Message: fmt.Sprintf("namespace %q is not configured in this client", ns)}
+	}
+	return n, nil
+}
+
+// TaskInfo describes a task that servers offer: its name and how many
+// processes serve it.
+type TaskInfo = wire.TaskInfo
+
+// Catalog lists the tasks that servers reachable through namespace ns offer now.
+func (c *Client) Catalog(ctx context.Context, ns string) ([]TaskInfo, error) {
+	n, err := c.namespace(ns)
+	if err != nil {
+		return nil, err
+	}
+	return n.Catalog(ctx)
+}
+
+// Cancel asks whichever worker runs invocation id in namespace ns to cancel
+// it; through its context the cancellation reaches its children too.
+func (c *Client) Cancel(ctx context.Context, ns, id string) error {
+	n, err := c.namespace(ns)
+	if err != nil {
+		return err
+	}
+	return n.Cancel(ctx, id)
+}

@@ -1,0 +1,112 @@
+// Package demo defines the demo tasks both binaries serve: a few tasks in
+// namespace "default" that show calls, nesting, parallel awaits, errors and
+// panics, and the seed project's own scenarios in namespace "seed".
+package demo
+
+import (
+	"context"
+	"time"
+
+	"github.com/atasks-go/atasks"
+)
+
+// Echo returns its input unchanged: any JSON value.
+var Echo = atasks.Define(echo)
+
+func echo(_ context.Context, in any) (any, error) { return in, nil }
+
+// AddIn is the input of Add.
+type AddIn struct {
+	A int64 `json:"a"`
+	B int64 `json:"b"`
+}
+
+// Add returns a+b.
+var Add = atasks.Define(add)
+
+func add(_ context.Context, in AddIn) (int64, error) { return in.A + in.B, nil }
+
+// SleepIn is the input of Sleep.
+type SleepIn struct {
+	MS    int64 `json:"ms"`
+	Value any   `json:"value"`
+}
+
+// Sleep waits MS milliseconds, then returns Value; it returns early with
+// the context's error when its context ends.
+var Sleep = atasks.Define(sleep)
+
+func sleep(ctx context.Context, in SleepIn) (any, error) {
+	return sleepThen(ctx, time.Duration(in.MS)*time.Millisecond, in.Value)
+}
+
+// FibIn is the input of Fib.
+type FibIn struct {
+	N int `json:"n"`
+}
+
+// Fib returns the Nth Fibonacci number, awaiting Fib(N-1) and Fib(N-2) in
+// parallel as two task calls: a recursive fan-out of 2·fib(N+1)-1 invocations.
+var Fib *atasks.Task[FibIn, int64]
+
+func fib(ctx context.Context, in FibIn) (int64, error) {
+	if in.N < 2 {
+		return int64(max(in.N, 0)), nil
+	}
+	fs := []*atasks.Future[int64]{Fib.Start(ctx, FibIn{in.N - 1}), Fib.Start(ctx, FibIn{in.N - 2})}
+	outs, err := atasks.WaitAll(ctx, fs, atasks.CancelOnError())
+	if err != nil {
+		return 0, err
+	}
+	return outs[0] + outs[1], nil
+}
+
+// GatherIn is the input of Gather.
+type GatherIn struct {
+	N  int   `json:"n"`
+	MS int64 `json:"ms"`
+}
+
+// Gather awaits N Sleep calls of MS milliseconds in parallel, the i-th
+// returning i, and returns [0..N-1] in order.
+var Gather = atasks.Define(gather)
+
+func gather(ctx context.Context, in GatherIn) ([]int64, error) {
+	fs := make([]*atasks.Future[int64], in.N)
+	for i := range fs {
+		fs[i] = sleepInt.Start(ctx, SleepIn{MS: in.MS, Value: i})
+	}
+	return atasks.WaitAll(ctx, fs)
+}
+
+// sleepInt is Sleep seen by a caller that expects an integer back.
+var sleepInt = atasks.Ref[SleepIn, int64](atasks.DefaultNamespace, Sleep.Name())
+
+// FailIn is the input of Fail.
+type FailIn struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Fail fails with a typed error of the given code and message.
+var Fail = atasks.Define(fail)
+
+func fail(_ context.Context, in FailIn) (any, error) {
+	return nil, atasks.NewError(in.Code, in.Message, nil)
+}
+
+// Panic panics; the caller gets an error with code "panic".
+var Panic = atasks.Define(panicking, atasks.Name("demo.panic"))
+
+func panicking(context.Context, any) (any, error) { panic("demo.panic was called") }
+
+// Seed calls the seed namespace's RequestParallel: an await across namespaces.
+var Seed = atasks.Define(seed)
+
+func seed(ctx context.Context, _ any) ([]int64, error) {
+	return RequestParallel.Call(ctx, nil)
+}
+
+func init() {
+	Fib = atasks.Define(fib)
+}

@@ -1,0 +1,140 @@
+// Package router is the machinery of one namespace: the registry of the
+// tasks it serves, dispatch of incoming requests to them, the table of calls
+// in flight waiting for their replies, and the invocation each running task
+// carries in its context.
+package router
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/atasks-go/atasks/internal/codec"
+	"github.com/atasks-go/atasks/wire"
+)
+
+// HandlerFunc runs one invocation of a task: it decodes body with c, runs the
+// task and returns its output encoded with c.
+type HandlerFunc func(ctx context.Context, c wire.Codec, body []byte) ([]byte, error)
+
+// Config configures a Router.
+type Config struct {
+	// NS is the namespace's name. Required.
+	NS string
+	// Transport carries the namespace's messages. Required.
+	Transport wire.Transport
+	// Codecs decodes incoming requests by the codec they name. Defaults to codec.NewRegistry().
+	Codecs *codec.Registry
+	// Worker names this process in "running" replies. Defaults to "".
+	Worker string
+	// Logger logs panics and failed sends. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Router calls tasks of one namespace and serves them.
+type Router struct {
+	cfg   Config
+	mu    sync.Mutex
+	calls map[string]*Pending // calls in flight, by invocation id
+
+	handlers map[string]HandlerFunc // set once by Serve
+	slots    *Slots
+}
+
+// New returns a router; Open connects it.
+func New(cfg Config) (*Router, error) {
+	if cfg.NS == "" || cfg.Transport == nil {
+		return nil, fmt.Errorf("router: namespace name and transport are required")
+	}
+	if cfg.Codecs == nil {
+		cfg.Codecs = codec.NewRegistry()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Logger = cfg.Logger.With("ns", cfg.NS)
+	return &Router{cfg: cfg, calls: map[string]*Pending{}}, nil
+}
+
+// NS returns the namespace's name.
+func (r *Router) NS() string { return r.cfg.NS }
+
+// Open connects the transport; replies start arriving.
+func (r *Router) Open(ctx context.Context) error {
+	return r.cfg.Transport.Open(ctx, r.deliver)
+}
+
+// Close stops serving, drains until ctx ends and disconnects.
+func (r *Router) Close(ctx context.Context) error {
+	return r.cfg.Transport.Close(ctx)
+}
+
+// Catalog lists the tasks servers offer in this namespace.
+func (r *Router) Catalog(ctx context.Context) ([]wire.TaskInfo, error) {
+	return r.cfg.Transport.Catalog(ctx)
+}
+
+// Cancel asks the server running invocation id to cancel it.
+func (r *Router) Cancel(ctx context.Context, id string) error {
+	return r.cfg.Transport.Cancel(ctx, id)
+}
+
+// Serve starts serving handlers, computing at most slots.Size() at once
+// (nil slots: no bound).
+func (r *Router) Serve(ctx context.Context, handlers map[string]HandlerFunc, slots *Slots) error {
+	names := make([]string, 0, len(handlers))
+	for name := range handlers {
+		names = append(names, name)
+	}
+	r.handlers, r.slots = handlers, slots
+	return r.cfg.Transport.Serve(ctx, names, r)
+}
+
+// Handle implements wire.Handler: it runs req's task and returns its outcome.
+func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery) *wire.Reply {
+	log := r.cfg.Logger.With("task", req.Task, "invocation_id", req.ID)
+	fail := func(e *wire.Error) *wire.Reply {
+		return &wire.Reply{ID: req.ID, State: e.StateOf(), Err: e}
+	}
+	c, err := r.cfg.Codecs.Get(req.Codec)
+	if err != nil {
+		return fail(wire.AsError(err))
+	}
+	h, ok := r.handlers[req.Task]
+	if !ok {
+		return fail(&wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("task %q is not served here", req.Task)})
+	}
+	if !req.Deadline.IsZero() {
+		if time.Until(req.Deadline) <= 0 {
+			return fail(&wire.Error{Code: wire.CodeTimeout, Message: "deadline passed before the task started"})
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
+	}
+	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, delivery: d, slots: r.slots}
+	if err := inv.start(ctx); err != nil {
+		return fail(wire.AsError(err))
+	}
+	defer inv.finish()
+	d.Notify(&wire.Reply{ID: req.ID, State: wire.Running, Worker: r.cfg.Worker})
+	out, err := r.run(withInvocation(ctx, inv), h, c, req.Body, log)
+	if err != nil {
+		return fail(wire.AsError(err))
+	}
+	return &wire.Reply{ID: req.ID, State: wire.Succeeded, Codec: c.Name(), Body: out}
+}
+
+// run calls h, turning a panic into an error with code "panic".
+func (r *Router) run(ctx context.Context, h HandlerFunc, c wire.Codec, body []byte, log *slog.Logger) (out []byte, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("task panicked", "panic", p, "stack", string(debug.Stack()))
+			err = &wire.Error{Code: wire.CodePanic, Message: fmt.Sprint(p)}
+		}
+	}()
+	return h(ctx, c, body)
+}

@@ -1,0 +1,140 @@
+// Package loopback is the in-process transport: requests go straight to the
+// handler served in the same process, each in its own goroutine. It serves
+// unit tests and the embedded default, where one process both calls and serves.
+package loopback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/atasks-go/atasks/wire"
+)
+
+// Transport is an in-process wire.Transport. Its zero value is not usable; use New.
+type Transport struct {
+	mu      sync.Mutex
+	deliver func(*wire.Reply)
+	tasks   map[string]bool
+	handler wire.Handler
+	running map[string]context.CancelFunc // by invocation id
+	closed  bool
+	wg      sync.WaitGroup // running handlers
+
+	// serveCtx is the parent of every handler's context; stopServing ends it.
+	serveCtx    context.Context
+	stopServing context.CancelFunc
+}
+
+// New returns a loopback transport.
+func New() *Transport {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Transport{tasks: map[string]bool{}, running: map[string]context.CancelFunc{}, serveCtx: ctx, stopServing: cancel}
+}
+
+var errClosed = &wire.Error{Code: wire.CodeUnavailable, Message: "loopback: transport closed"}
+
+// Open records where replies go.
+func (t *Transport) Open(_ context.Context, deliver func(*wire.Reply)) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.deliver != nil {
+		return errors.New("loopback: already open")
+	}
+	t.deliver = deliver
+	return nil
+}
+
+// Serve makes the named tasks callable through the transport.
+func (t *Transport) Serve(_ context.Context, tasks []string, h wire.Handler) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.handler != nil {
+		return errors.New("loopback: already serving")
+	}
+	t.handler = h
+	for _, name := range tasks {
+		t.tasks[name] = true
+	}
+	return nil
+}
+
+// Send runs req's handler in a new goroutine. After Close it takes only
+// children of invocations still running, so that draining parents can finish.
+func (t *Transport) Send(_ context.Context, req *wire.Request) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case t.deliver == nil, t.closed && t.running[req.Parent] == nil:
+		return errClosed
+	case !t.tasks[req.Task]:
+		return &wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("no server offers task %q in namespace %q", req.Task, req.NS)}
+	}
+	ctx, cancel := context.WithCancel(t.serveCtx)
+	t.running[req.ID] = cancel
+	t.wg.Add(1)
+	in := *req
+	in.Attempt = 1
+	go t.handle(ctx, &in)
+	return nil
+}
+
+func (t *Transport) handle(ctx context.Context, req *wire.Request) {
+	defer t.wg.Done()
+	rep := t.handler.Handle(ctx, req, delivery{t})
+	t.mu.Lock()
+	t.running[req.ID]()
+	delete(t.running, req.ID)
+	t.mu.Unlock()
+	t.deliver(rep)
+}
+
+// Cancel cancels the context of invocation id's handler, if it runs.
+func (t *Transport) Cancel(_ context.Context, id string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if cancel, ok := t.running[id]; ok {
+		cancel()
+	}
+	return nil
+}
+
+// Catalog lists the served tasks, each with one server: this process.
+func (t *Transport) Catalog(context.Context) ([]wire.TaskInfo, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	infos := make([]wire.TaskInfo, 0, len(t.tasks))
+	for name := range t.tasks {
+		infos = append(infos, wire.TaskInfo{Name: name, Servers: 1})
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
+	return infos, nil
+}
+
+// Close refuses new requests, waits for running handlers until ctx ends,
+// then cancels them and waits for them to return. Their replies are still delivered.
+func (t *Transport) Close(ctx context.Context) error {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		t.stopServing()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// delivery is the loopback's side of a request being handled: replies go
+// straight to the caller, and there is no flow to control.
+type delivery struct{ t *Transport }
+
+func (d delivery) Notify(r *wire.Reply) { d.t.deliver(r) }
+func (d delivery) Suspend()             {}
+func (d delivery) Resume()              {}

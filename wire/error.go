@@ -1,0 +1,84 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+)
+
+// Error is a failure that crosses the wire. Codes are stable strings:
+// the ones below, or a task's own.
+type Error struct {
+	Code      string          `json:"code"`
+	Message   string          `json:"message"`
+	Details   json.RawMessage `json:"details,omitempty"`
+	Retryable bool            `json:"retryable"`
+}
+
+// Codes used by atasks itself.
+const (
+	CodeTaskFailed        = "task_failed"         // a task returned a plain error
+	CodePanic             = "panic"               // a task panicked
+	CodeTaskNotFound      = "task_not_found"      // no server offers the task
+	CodeNamespaceNotFound = "namespace_not_found" // the namespace is not configured here
+	CodeBadInput          = "bad_input"           // the input does not decode into the task's input type
+	CodeBadOutput         = "bad_output"          // the output does not decode into the caller's output type
+	CodeUnknownCodec      = "unknown_codec"       // a message names a codec the peer lacks
+	CodeCancelled         = "cancelled"           // the invocation was cancelled
+	CodeTimeout           = "timeout"             // the invocation's deadline passed
+	CodeUnavailable       = "unavailable"         // the transport cannot reach the broker or was closed
+)
+
+// Error implements error.
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return e.Code
+	}
+	return e.Code + ": " + e.Message
+}
+
+// Is reports whether target is an *Error with the same code. A "cancelled"
+// error also matches context.Canceled and a "timeout" error matches
+// context.DeadlineExceeded, so errors decoded off the wire compare like local ones.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	if errors.As(target, &t) {
+		return t.Code == e.Code
+	}
+	switch target {
+	case context.Canceled:
+		return e.Code == CodeCancelled
+	case context.DeadlineExceeded:
+		return e.Code == CodeTimeout
+	}
+	return false
+}
+
+// StateOf returns the final state an invocation that failed with e ends in.
+func (e *Error) StateOf() State {
+	switch e.Code {
+	case CodeCancelled:
+		return Cancelled
+	case CodeTimeout:
+		return TimedOut
+	}
+	return Failed
+}
+
+// AsError converts any error into an *Error: an *Error in err's chain is
+// returned as it is, context errors become "cancelled" or "timeout", and
+// anything else becomes "task_failed" with err's text.
+func AsError(err error) *Error {
+	var e *Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &e):
+		return e
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Code: CodeTimeout, Message: err.Error()}
+	case errors.Is(err, context.Canceled):
+		return &Error{Code: CodeCancelled, Message: err.Error()}
+	}
+	return &Error{Code: CodeTaskFailed, Message: err.Error()}
+}

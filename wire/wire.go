@@ -1,0 +1,123 @@
+// Package wire holds what crosses process boundaries in atasks: the request
+// and reply envelopes, invocation states, the error shape, and the Codec and
+// Transport interfaces that transports and codecs implement.
+//
+// It depends on the standard library only, so transports outside this module
+// can implement it. Users normally reach these names through the aliases in
+// package atasks.
+package wire
+
+import (
+	"context"
+	"time"
+)
+
+// State is where an invocation is in its life.
+type State string
+
+// The states of an invocation. Succeeded, Failed, Cancelled and TimedOut are final.
+const (
+	Queued    State = "queued"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	Failed    State = "failed"
+	Cancelled State = "cancelled"
+	TimedOut  State = "timed_out"
+)
+
+// Final reports whether no further state can follow s.
+func (s State) Final() bool {
+	switch s {
+	case Succeeded, Failed, Cancelled, TimedOut:
+		return true
+	}
+	return false
+}
+
+// Request asks some server of a task to run one invocation of it.
+type Request struct {
+	ID          string    // invocation id, unique; chosen by the caller
+	NS          string    // namespace
+	Task        string    // task name within NS
+	Codec       string    // name of the codec Body is encoded with; the reply uses the same
+	Body        []byte    // the task's input
+	Deadline    time.Time // zero means none; the server's context ends then
+	Parent      string    // invocation id of the calling task, if any
+	TraceParent string    // W3C trace context of the caller, if any
+	Attempt     int       // delivery attempt, from 1; set by the serving transport
+	ReplyTo     string    // the caller's address; set and read by transports only
+}
+
+// Reply tells a caller about one invocation: state changes while it runs
+// and, last, its outcome. A reply whose State is final is the outcome.
+type Reply struct {
+	ID     string
+	State  State  // Running while in progress, then a final state
+	Child  string // with State Running: the invocation started awaiting invocation Child
+	Worker string // with State Running: who runs it
+	Codec  string // codec of Body
+	Body   []byte // the task's output when State is Succeeded
+	Err    *Error // the failure when State is Failed, Cancelled or TimedOut
+}
+
+// Codec encodes task inputs and outputs. Implementations must be safe for
+// concurrent use. Its name travels with every message so that peers decode
+// it with the same codec.
+type Codec interface {
+	// Name identifies the codec on the wire, e.g. "json" or "cbor".
+	Name() string
+	// Marshal encodes v.
+	Marshal(v any) ([]byte, error)
+	// Unmarshal decodes data into the value v points to.
+	Unmarshal(data []byte, v any) error
+}
+
+// Handler runs requests for a serving transport.
+type Handler interface {
+	// Handle runs req and returns its outcome, which the transport delivers
+	// to the caller before it acknowledges req. ctx ends when the caller
+	// cancels the invocation or the transport stops serving. Handle uses d
+	// to report progress and flow.
+	Handle(ctx context.Context, req *Request, d Delivery) *Reply
+}
+
+// Delivery is a serving transport's side of one request being handled.
+type Delivery interface {
+	// Notify sends a non-final reply (a state change) to the caller. Best effort.
+	Notify(r *Reply)
+	// Suspend says the invocation stopped computing to await other tasks;
+	// Resume says it computes again. A transport that bounds how many
+	// requests it holds lets more in while some are suspended, so that
+	// awaited children are never stuck behind their parents.
+	Suspend()
+	Resume()
+}
+
+// TaskInfo describes a task some server offers.
+type TaskInfo struct {
+	Name    string `json:"name"`
+	Servers int    `json:"servers"` // how many processes serve it now
+}
+
+// Transport carries requests from callers to servers and replies back.
+// A process that only calls never serves: it opens the transport but never
+// calls Serve. Implementations must be safe for concurrent use.
+type Transport interface {
+	// Open connects. Replies to requests this process sends are passed to
+	// deliver, which must not block for long.
+	Open(ctx context.Context, deliver func(*Reply)) error
+	// Send hands req to the transport; when it returns nil the transport is
+	// responsible for delivering it. It returns an *Error with code
+	// "task_not_found" when it knows that no server offers req.Task.
+	Send(ctx context.Context, req *Request) error
+	// Cancel asks whichever server runs invocation id to cancel it.
+	Cancel(ctx context.Context, id string) error
+	// Serve starts passing requests for the named tasks to h, each in its
+	// own goroutine, until Close.
+	Serve(ctx context.Context, tasks []string, h Handler) error
+	// Catalog lists the tasks that servers reachable through the transport offer.
+	Catalog(ctx context.Context) ([]TaskInfo, error)
+	// Close stops serving, lets running handlers finish until ctx ends,
+	// cancels the rest, and disconnects.
+	Close(ctx context.Context) error
+}

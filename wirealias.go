@@ -1,0 +1,28 @@
+package atasks
+
+import (
+	"github.com/atasks-go/atasks/internal/codec"
+	"github.com/atasks-go/atasks/internal/transport/loopback"
+	"github.com/atasks-go/atasks/wire"
+)
+
+// Codec encodes task inputs and outputs; see wire.Codec. Implement it to
+// bring your own encoding and name it in NamespaceConfig.
+type Codec = wire.Codec
+
+// Transport carries requests and replies between processes; see wire.Transport.
+type Transport = wire.Transport
+
+// State is where an invocation is in its life: queued, running, succeeded,
+// failed, cancelled or timed_out.
+type State = wire.State
+
+// JSON returns the JSON codec, the default: every language speaks it.
+func JSON() Codec { return codec.JSON{} }
+
+// CBOR returns the CBOR (RFC 8949) codec: compact and binary.
+func CBOR() Codec { return codec.CBOR{} }
+
+// Loopback returns an in-process transport: tasks run in the process that
+// calls them. For tests and single-process programs.
+func Loopback() Transport { return loopback.New() }

@@ -1,0 +1,115 @@
+package atasks
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/atasks-go/atasks/internal/router"
+	"github.com/atasks-go/atasks/wire"
+)
+
+// WorkerConfig configures a Worker.
+type WorkerConfig struct {
+	// Concurrency bounds how many tasks compute at once. A task that awaits
+	// other tasks does not count while it waits, so nested calls never
+	// deadlock. Defaults to 256: tasks are mostly I/O-bound; lower it for
+	// CPU-bound ones.
+	Concurrency int
+	// Namespaces lists the client's namespaces to serve. Defaults to all of them.
+	Namespaces []string
+	// Tasks lists the task names to serve, "ns/name" or just "name" for every
+	// namespace served. Defaults to every task the program defines there.
+	Tasks []string
+}
+
+// WithDefaults returns a copy of c with every unset field set to its default.
+func (c WorkerConfig) WithDefaults(client *Client) WorkerConfig {
+	if c.Concurrency == 0 {
+		c.Concurrency = 256
+	}
+	if len(c.Namespaces) == 0 {
+		c.Namespaces = client.Namespaces()
+	}
+	return c
+}
+
+func (c WorkerConfig) validate(client *Client) error {
+	if c.Concurrency < 0 {
+		return fmt.Errorf("atasks: concurrency must be positive, not %d", c.Concurrency)
+	}
+	for _, ns := range c.Namespaces {
+		if _, err := client.namespace(ns); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Worker serves the tasks a program defines: it receives their invocations
+// through its client's transports and runs them. (The seed's
+// router.activate(transport).) A process that only calls tasks needs no Worker.
+type Worker struct {
+	client  *Client
+	cfg     WorkerConfig
+	slots   *router.Slots
+	stopped chan struct{}
+	once    sync.Once
+	stopErr error
+}
+
+// NewWorker returns a worker serving through client; Start starts it.
+func NewWorker(client *Client, cfg WorkerConfig) (*Worker, error) {
+	cfg = cfg.WithDefaults(client)
+	if err := cfg.validate(client); err != nil {
+		return nil, err
+	}
+	return &Worker{client: client, cfg: cfg, slots: router.NewSlots(cfg.Concurrency), stopped: make(chan struct{})}, nil
+}
+
+// Start begins serving. The client must be started.
+func (w *Worker) Start(ctx context.Context) error {
+	for _, name := range w.cfg.Namespaces {
+		ns, _ := w.client.namespace(name)
+		hs := w.handlers(name)
+		if len(hs) == 0 {
+			continue
+		}
+		if err := ns.Serve(ctx, hs, w.slots); err != nil {
+			return fmt.Errorf("atasks: serve namespace %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// handlers returns what the worker serves in namespace ns, each running
+// with the client in its context.
+func (w *Worker) handlers(ns string) map[string]router.HandlerFunc {
+	hs := map[string]router.HandlerFunc{}
+	for name, h := range definedIn(ns) {
+		if len(w.cfg.Tasks) > 0 && !slices.Contains(w.cfg.Tasks, name) && !slices.Contains(w.cfg.Tasks, ns+"/"+name) {
+			continue
+		}
+		hs[name] = func(ctx context.Context, c wire.Codec, body []byte) ([]byte, error) {
+			return h(WithClient(ctx, w.client), c, body)
+		}
+	}
+	return hs
+}
+
+// Stop stops taking new invocations, lets running ones finish until ctx
+// ends, cancels the rest, and disconnects the client: stop a worker last.
+func (w *Worker) Stop(ctx context.Context) error {
+	w.once.Do(func() {
+		w.stopErr = w.client.Stop(ctx)
+		close(w.stopped)
+	})
+	return w.stopErr
+}
+
+// Stopped is closed once Stop has finished.
+func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
+
+// Busy returns how many of the worker's compute slots are taken, and how many there are.
+func (w *Worker) Busy() (busy, size int) { return w.slots.Busy(), w.slots.Size() }
