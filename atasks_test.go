@@ -3,6 +3,7 @@ package atasks_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,25 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startExample is the plumbing examples leave out: a started loopback client
+// whose worker serves every task defined here, in a context. Loopback keeps
+// no goroutines while idle, so it needs no stopping.
+func startExample() context.Context {
+	ctx := context.Background()
+	c, err := atasks.NewClient(atasks.Config{})
+	if err != nil {
+		panic(err)
+	}
+	w, err := atasks.NewWorker(c, atasks.WorkerConfig{})
+	if err != nil {
+		panic(err)
+	}
+	if err := errors.Join(c.Start(ctx), w.Start(ctx)); err != nil {
+		panic(err)
+	}
+	return atasks.WithClient(ctx, c)
+}
 
 // Tasks of these tests; defined before any worker starts, as in a real program.
 var (
@@ -197,5 +217,42 @@ func TestConcurrencyBoundWithoutDeadlock(t *testing.T) {
 	f, err := demo.Fib.Call(atasks.WithClient(ctx, c), demo.FibIn{N: 12})
 	if err != nil || f != 144 {
 		t.Fatalf("fib(12) with 2 slots = %v, %v", f, err)
+	}
+	if busy, size := w.Busy(); busy != 0 || size != 2 {
+		t.Errorf("slots after the calls: %d busy of %d", busy, size)
+	}
+}
+
+var (
+	computing, maxComputing atomic.Int64
+	measured                = atasks.Define(func(ctx context.Context, _ int) (int, error) {
+		n := computing.Add(1)
+		defer computing.Add(-1)
+		for m := maxComputing.Load(); n > m && !maxComputing.CompareAndSwap(m, n); m = maxComputing.Load() {
+		}
+		time.Sleep(5 * time.Millisecond)
+		return 0, nil
+	}, atasks.Name("test.measured"))
+)
+
+func TestConcurrencyIsBounded(t *testing.T) {
+	t.Parallel()
+	c, _ := atasks.NewClient(atasks.Config{})
+	ctx := context.Background()
+	w, _ := atasks.NewWorker(c, atasks.WorkerConfig{Concurrency: 3, Tasks: []string{"test.measured"}})
+	if err := errors.Join(c.Start(ctx), w.Start(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(ctx)
+	ctx = atasks.WithClient(ctx, c)
+	fs := make([]*atasks.Future[int], 40)
+	for i := range fs {
+		fs[i] = measured.Start(ctx, i)
+	}
+	if _, err := atasks.WaitAll(ctx, fs); err != nil {
+		t.Fatal(err)
+	}
+	if m := maxComputing.Load(); m != 3 {
+		t.Errorf("at most %d tasks computed at once; want exactly the 3 slots used", m)
 	}
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -23,7 +24,8 @@ type Pending struct {
 // Start sends req and returns the pending call. If ctx carries a running
 // invocation, req becomes its child: it gets a derived id unless req.ID is
 // set, and the parent is told. When ctx ends before the outcome arrives, the
-// server is asked to cancel and the call ends with "cancelled" or "timeout".
+// call ends with "cancelled" or "timeout", and if cancelled, the server is
+// asked to cancel too (it knows the deadline already).
 // observe, if not nil, sees every non-final reply; it must not block.
 func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wire.Reply)) *Pending {
 	if parent := FromContext(ctx); parent != nil {
@@ -53,7 +55,8 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 		return p
 	}
 	stop := context.AfterFunc(ctx, func() {
-		if p.complete(failure(req.ID, context.Cause(ctx))) {
+		// A passed deadline needs no message: the server has it too.
+		if p.complete(failure(req.ID, context.Cause(ctx))) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			r.cancelRemote(req.ID)
 		}
 	})

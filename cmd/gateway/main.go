@@ -1,0 +1,101 @@
+// Command gateway is the HTTP front of atasks. With no broker configured it
+// serves the demo tasks in-process (embedded mode), so one command gives a
+// working system; with --amqp-url it fronts the workers behind RabbitMQ.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/cli"
+	"github.com/atasks-go/atasks/internal/demo"
+	"github.com/atasks-go/atasks/internal/gateway"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	f := cli.NewFlags("gateway", "gateway serves atasks over HTTP/JSON. Without --amqp-url it runs the demo tasks in-process.")
+	listen := f.String("listen", "ATASKS_LISTEN", "127.0.0.1:8080", "address to serve HTTP on")
+	amqpURL := f.String("amqp-url", "ATASKS_AMQP_URL", "", "RabbitMQ URL; empty runs the demo tasks in-process (embedded mode)")
+	concurrency := f.Int("concurrency", "ATASKS_CONCURRENCY", 256, "embedded mode: how many tasks compute at once")
+	maxBody := f.Int("max-body", "ATASKS_MAX_BODY", 1<<20, "largest request body in bytes")
+	wait := f.Duration("wait", "ATASKS_WAIT", 10*time.Second, "how long an invoke waits for the outcome by default")
+	maxWait := f.Duration("max-wait", "ATASKS_MAX_WAIT", 60*time.Second, "cap on ?wait=")
+	retention := f.Duration("retention", "ATASKS_RETENTION", 10*time.Minute, "how long finished invocations stay readable")
+	maxFinished := f.Int("max-finished", "ATASKS_MAX_FINISHED", 100_000, "how many finished invocations are kept at most, oldest evicted first")
+	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish")
+	level := f.String("log-level", "ATASKS_LOG_LEVEL", "info", "debug, info, warn or error")
+	_ = f.Parse(args)
+	log, err := cli.Logger(*level)
+	if err != nil {
+		return err
+	}
+	if *amqpURL != "" {
+		return errors.New("--amqp-url: the AMQP transport is not built into this version yet; leave it empty for embedded mode")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	nss, err := demo.Namespaces(nil)
+	if err != nil {
+		return err
+	}
+	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: cli.WorkerName(), Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := client.Start(ctx); err != nil {
+		return err
+	}
+	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: *concurrency})
+	if err != nil {
+		return err
+	}
+	if err := worker.Start(ctx); err != nil {
+		return err
+	}
+	gw, err := gateway.New(gateway.Config{Client: client, MaxBody: int64(*maxBody), DefaultWait: *wait, MaxWait: *maxWait, Retention: *retention, MaxFinished: *maxFinished, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("gateway listening", "addr", "http://"+ln.Addr().String(), "mode", "embedded", "namespaces", client.Namespaces())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	// Shutdown order: stop taking HTTP requests and let open ones finish;
+	// then drain the worker (running tasks finish, their outcomes are
+	// recorded); then stop waiting for outcomes.
+	log.Info("shutting down", "drain", *drain)
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	err = srv.Shutdown(dctx)
+	err = errors.Join(err, worker.Stop(dctx))
+	gw.Close()
+	return err
+}

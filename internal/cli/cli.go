@@ -1,0 +1,64 @@
+// Package cli holds what the two binaries share: flags that fall back to
+// environment variables, logging set-up, and the demo client they build.
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Flags wraps a FlagSet whose every flag defaults to an environment variable.
+type Flags struct{ *flag.FlagSet }
+
+// NewFlags returns flags for the program called name, described by about.
+func NewFlags(name, about string) Flags {
+	fs := flag.NewFlagSet(name, flag.ExitOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\n\nUsage: %s [flags]\n\nEvery flag can also be set by the environment variable named after it.\n\n", about, name)
+		fs.PrintDefaults()
+	}
+	return Flags{fs}
+}
+
+// String defines a string flag defaulting to $env, else def.
+func (f Flags) String(name, env, def, usage string) *string {
+	if v, ok := os.LookupEnv(env); ok {
+		def = v
+	}
+	return f.FlagSet.String(name, def, usage+" ($"+env+")")
+}
+
+// Int defines an int flag defaulting to $env, else def.
+func (f Flags) Int(name, env string, def int, usage string) *int {
+	if v, err := strconv.Atoi(os.Getenv(env)); err == nil {
+		def = v
+	}
+	return f.FlagSet.Int(name, def, usage+" ($"+env+")")
+}
+
+// Duration defines a duration flag defaulting to $env, else def.
+func (f Flags) Duration(name, env string, def time.Duration, usage string) *time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(env)); err == nil {
+		def = v
+	}
+	return f.FlagSet.Duration(name, def, usage+" ($"+env+")")
+}
+
+// Logger returns a text logger on stderr at level ("debug", "info", "warn", "error").
+func Logger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// WorkerName names this process in the states it reports: host:pid.
+func WorkerName() string {
+	host, _ := os.Hostname()
+	return host + ":" + strconv.Itoa(os.Getpid())
+}

@@ -1,0 +1,244 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/demo"
+	"github.com/atasks-go/atasks/internal/gateway"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// setup runs a gateway in embedded mode over loopback with the demo tasks.
+func setup(t *testing.T, cfg gateway.Config) *httptest.Server {
+	t.Helper()
+	nss, err := demo.Namespaces(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := atasks.NewClient(atasks.Config{Namespaces: nss})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := worker.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Client = client
+	gw, err := gateway.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := worker.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+		gw.Close()
+	})
+	return srv
+}
+
+type response struct {
+	status   int
+	header   http.Header
+	body     map[string]any
+	location string
+}
+
+func do(t *testing.T, method, url, body string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	r := response{status: res.StatusCode, header: res.Header, location: res.Header.Get("Location")}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.UseNumber()
+	if err := dec.Decode(&r.body); err != nil {
+		t.Fatalf("%s %s: body is not a JSON object: %q", method, url, raw)
+	}
+	return r
+}
+
+func TestInvoke(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	for _, tc := range []struct {
+		ns, task, in string
+		want         string
+	}{
+		{"default", "demo.add", `{"a":2,"b":3}`, `5`},
+		{"default", "demo.echo", `{"x":[1,2.5,"é",null,true],"big":9007199254740993}`, `{"big":9007199254740993,"x":[1,2.5,"é",null,true]}`},
+		{"default", "demo.echo", ``, `null`},
+		{"default", "demo.fib", `{"n":15}`, `610`},
+		{"default", "demo.gather", `{"n":5,"ms":10}`, `[0,1,2,3,4]`},
+		{"seed", "task_three", `"x"`, `"x"`},
+		{"seed", "request_sequence", ``, `[1,3]`},
+	} {
+		r := do(t, "POST", srv.URL+"/v1/ns/"+tc.ns+"/tasks/"+tc.task, tc.in)
+		got, _ := json.Marshal(r.body["result"])
+		if r.status != 200 || r.body["state"] != "succeeded" || string(got) != tc.want {
+			t.Errorf("%s %s: %d %v; want result %s", tc.task, tc.in, r.status, r.body, tc.want)
+		}
+	}
+}
+
+func TestFailuresAreInvocations(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	for _, tc := range []struct{ task, in, code string }{
+		{"demo.fail", `{"code":"c","message":"m"}`, "c"},
+		{"demo.panic", ``, "panic"},
+		{"demo.add", `{"a":"x"}`, "bad_input"},
+	} {
+		r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/"+tc.task, tc.in)
+		e, _ := r.body["error"].(map[string]any)
+		if r.status != 200 || r.body["state"] != "failed" || e["code"] != tc.code {
+			t.Errorf("%s: %d %v; want failed with code %s", tc.task, r.status, r.body, tc.code)
+		}
+	}
+}
+
+func TestBadInputGetsProblem(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{MaxBody: 64})
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":2,`, 400, "malformed_json"},
+		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":1} {"b":2}`, 400, "malformed_json"},
+		{"POST", "/v1/ns/default/tasks/demo.echo", `"` + strings.Repeat("x", 100) + `"`, 413, "body_too_large"},
+		{"POST", "/v1/ns/default/tasks/nope", `{}`, 404, "task_not_found"},
+		{"POST", "/v1/ns/nope/tasks/demo.add", `{}`, 404, "namespace_not_found"},
+		{"POST", "/v1/ns/default/tasks/demo.add?wait=soon", `{}`, 400, "bad_request"},
+		{"GET", "/v1/ns/default/invocations/nope", ``, 404, "invocation_not_found"},
+		{"DELETE", "/v1/ns/default/invocations/nope", ``, 404, "invocation_not_found"},
+		{"GET", "/v1/nope", ``, 404, "not_found"},
+		{"PUT", "/v1/ns/default/tasks/demo.add", ``, 405, "method_not_allowed"},
+	} {
+		r := do(t, tc.method, srv.URL+tc.path, tc.body)
+		if r.status != tc.status || r.body["code"] != tc.code || r.header.Get("Content-Type") != "application/problem+json" || r.body["detail"] == "" {
+			t.Errorf("%s %s %q: %d %v", tc.method, tc.path, tc.body, r.status, r.body)
+		}
+	}
+	if r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":1}`); r.status != 200 {
+		t.Errorf("the gateway stopped serving after bad input: %d", r.status)
+	}
+}
+
+func TestAcceptedThenLongPoll(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.sleep?wait=100ms", `{"ms":1000,"value":"late"}`)
+	if r.status != 202 || r.location != "/v1/ns/default/invocations/"+r.body["id"].(string) {
+		t.Fatalf("got %d %v %q", r.status, r.body, r.location)
+	}
+	r = do(t, "GET", srv.URL+r.location+"?wait=10s", "")
+	if r.status != 200 || r.body["state"] != "succeeded" || r.body["result"] != "late" {
+		t.Fatalf("long-poll: %d %v", r.status, r.body)
+	}
+	if r := do(t, "GET", srv.URL+"/v1/ns/seed/invocations/"+r.body["id"].(string), ""); r.status != 404 {
+		t.Errorf("an invocation is readable through another namespace: %d", r.status)
+	}
+}
+
+func TestCancelReachesChildren(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.gather?wait=50ms", `{"n":3,"ms":60000}`)
+	if r.status != 202 {
+		t.Fatalf("got %d %v", r.status, r.body)
+	}
+	start, loc := time.Now(), r.location
+	r = do(t, "DELETE", srv.URL+loc, "")
+	if r.status != 200 || r.body["state"] != "cancelled" || time.Since(start) > 5*time.Second {
+		t.Fatalf("cancel: %d %v", r.status, r.body)
+	}
+	if again := do(t, "DELETE", srv.URL+loc, ""); again.status != 200 || again.body["state"] != "cancelled" {
+		t.Errorf("cancel is not idempotent: %d %v", again.status, again.body)
+	}
+}
+
+func TestRetentionCapEvictsOldest(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{MaxFinished: 2})
+	var ids []string
+	for range 3 {
+		ids = append(ids, do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":1}`).body["id"].(string))
+	}
+	if r := do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+ids[0], ""); r.status != 404 {
+		t.Errorf("oldest finished invocation still readable beyond the cap: %d", r.status)
+	}
+	if r := do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+ids[2], ""); r.status != 200 {
+		t.Errorf("newest finished invocation not readable: %d", r.status)
+	}
+}
+
+func TestCatalogAndNamespaces(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	r := do(t, "GET", srv.URL+"/v1/ns", "")
+	if got, _ := json.Marshal(r.body["namespaces"]); string(got) != `["default","seed"]` {
+		t.Errorf("namespaces: %s", got)
+	}
+	r = do(t, "GET", srv.URL+"/v1/ns/seed/tasks", "")
+	if got, _ := json.Marshal(r.body["tasks"]); !strings.Contains(string(got), `{"name":"request_parallel","servers":1}`) {
+		t.Errorf("seed tasks: %s", got)
+	}
+}
+
+// 300 concurrent one-second sleeps finish together: tasks wait, they don't queue.
+func TestManyConcurrentSleeps(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for i := range 300 {
+		wg.Go(func() {
+			r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.sleep", `{"ms":1000,"value":`+strconvItoa(i)+`}`)
+			if r.status == 200 && r.body["result"] == json.Number(strconvItoa(i)) {
+				mu.Lock()
+				ok++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 300 {
+		t.Fatalf("%d of 300 calls succeeded", ok)
+	}
+	t.Logf("300 concurrent 1 s sleeps took %v", time.Since(start))
+}
+
+func strconvItoa(i int) string { b, _ := json.Marshal(i); return string(b) }
