@@ -14,7 +14,7 @@ import (
 type WorkerConfig struct {
 	// Concurrency bounds how many tasks compute at once. A task that awaits
 	// other tasks does not count while it waits, so nested calls never
-	// deadlock. Defaults to 256: tasks are mostly I/O-bound; lower it for
+	// deadlock. Defaults to 1000 (as Temporal's workers): tasks are mostly I/O-bound; lower it for
 	// CPU-bound ones.
 	Concurrency int
 	// Namespaces lists the client's namespaces to serve. Defaults to all of them.
@@ -27,7 +27,7 @@ type WorkerConfig struct {
 // WithDefaults returns a copy of c with every unset field set to its default.
 func (c WorkerConfig) WithDefaults(client *Client) WorkerConfig {
 	if c.Concurrency == 0 {
-		c.Concurrency = 256
+		c.Concurrency = 1000
 	}
 	if len(c.Namespaces) == 0 {
 		c.Namespaces = client.Namespaces()

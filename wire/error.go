@@ -27,6 +27,7 @@ const (
 	CodeCancelled         = "cancelled"           // the invocation was cancelled
 	CodeTimeout           = "timeout"             // the invocation's deadline passed
 	CodeUnavailable       = "unavailable"         // the transport cannot reach the broker or was closed
+	CodePoison            = "poison"              // delivered too often without an outcome (it kept killing workers)
 )
 
 // Error implements error.

@@ -52,6 +52,7 @@ type Request struct {
 // and, last, its outcome. A reply whose State is final is the outcome.
 type Reply struct {
 	ID     string
+	Task   string // the task's name, when the server knows it
 	State  State  // Running while in progress, then a final state
 	Child  string // with State Running: the invocation started awaiting invocation Child
 	Worker string // with State Running: who runs it
@@ -75,9 +76,9 @@ type Codec interface {
 // Handler runs requests for a serving transport.
 type Handler interface {
 	// Handle runs req and returns its outcome, which the transport delivers
-	// to the caller before it acknowledges req. ctx ends when the caller
-	// cancels the invocation or the transport stops serving. Handle uses d
-	// to report progress and flow.
+	// to the caller before it acknowledges req. ctx ends at req.Deadline,
+	// when the caller cancels the invocation, or when the transport stops
+	// serving. Handle uses d to report progress and flow.
 	Handle(ctx context.Context, req *Request, d Delivery) *Reply
 }
 
@@ -88,7 +89,8 @@ type Delivery interface {
 	// Suspend says the invocation stopped computing to await other tasks;
 	// Resume says it computes again. A transport that bounds how many
 	// requests it holds lets more in while some are suspended, so that
-	// awaited children are never stuck behind their parents.
+	// awaited children are never stuck behind their parents. Resume must not
+	// block: the bound may be exceeded for a moment.
 	Suspend()
 	Resume()
 }
@@ -113,7 +115,10 @@ type Transport interface {
 	// Cancel asks whichever server runs invocation id to cancel it.
 	Cancel(ctx context.Context, id string) error
 	// Serve starts passing requests for the named tasks to h, each in its
-	// own goroutine, until Close.
+	// own goroutine, until Close. The handler's context ends at the
+	// request's deadline; a request whose deadline has passed, or that was
+	// cancelled before it reached a handler, is answered "timeout" or
+	// "cancelled" without calling h.
 	Serve(ctx context.Context, tasks []string, h Handler) error
 	// Catalog lists the tasks that servers reachable through the transport offer.
 	Catalog(ctx context.Context) ([]TaskInfo, error)

@@ -32,7 +32,9 @@ func run(args []string) error {
 	f := cli.NewFlags("gateway", "gateway serves atasks over HTTP/JSON. Without --amqp-url it runs the demo tasks in-process.")
 	listen := f.String("listen", "ATASKS_LISTEN", "127.0.0.1:8080", "address to serve HTTP on")
 	amqpURL := f.String("amqp-url", "ATASKS_AMQP_URL", "", "RabbitMQ URL; empty runs the demo tasks in-process (embedded mode)")
-	concurrency := f.Int("concurrency", "ATASKS_CONCURRENCY", 256, "embedded mode: how many tasks compute at once")
+	identity := f.String("identity", "ATASKS_IDENTITY", "", "stable id of this gateway on the broker: results that arrive while it is down wait for it to come back with the same id; empty is a random id")
+	prefix := f.String("prefix", "ATASKS_PREFIX", "atasks", "first part of every exchange and queue name on the broker")
+	concurrency := f.Int("concurrency", "ATASKS_CONCURRENCY", 1000, "embedded mode: how many tasks compute at once")
 	maxBody := f.Int("max-body", "ATASKS_MAX_BODY", 1<<20, "largest request body in bytes")
 	wait := f.Duration("wait", "ATASKS_WAIT", 10*time.Second, "how long an invoke waits for the outcome by default")
 	maxWait := f.Duration("max-wait", "ATASKS_MAX_WAIT", 60*time.Second, "cap on ?wait=")
@@ -45,14 +47,12 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *amqpURL != "" {
-		return errors.New("--amqp-url: the AMQP transport is not built into this version yet; leave it empty for embedded mode")
-	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	nss, err := demo.Namespaces(nil)
+	broker := cli.Broker{URL: *amqpURL, Identity: *identity, Prefix: *prefix, Logger: log}
+	nss, err := demo.Namespaces(broker.Transports())
 	if err != nil {
 		return err
 	}
@@ -63,12 +63,16 @@ func run(args []string) error {
 	if err := client.Start(ctx); err != nil {
 		return err
 	}
-	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: *concurrency})
-	if err != nil {
-		return err
-	}
-	if err := worker.Start(ctx); err != nil {
-		return err
+	mode, stopWork := "amqp", client.Stop
+	if *amqpURL == "" {
+		worker, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: *concurrency})
+		if err != nil {
+			return err
+		}
+		if err := worker.Start(ctx); err != nil {
+			return err
+		}
+		mode, stopWork = "embedded", worker.Stop
 	}
 	gw, err := gateway.New(gateway.Config{Client: client, MaxBody: int64(*maxBody), DefaultWait: *wait, MaxWait: *maxWait, Retention: *retention, MaxFinished: *maxFinished, Logger: log})
 	if err != nil {
@@ -79,7 +83,7 @@ func run(args []string) error {
 		return err
 	}
 	srv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	log.Info("gateway listening", "addr", "http://"+ln.Addr().String(), "mode", "embedded", "namespaces", client.Namespaces())
+	log.Info("gateway listening", "addr", "http://"+ln.Addr().String(), "mode", mode, "namespaces", client.Namespaces())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
@@ -89,13 +93,15 @@ func run(args []string) error {
 	case <-ctx.Done():
 	}
 	// Shutdown order: stop taking HTTP requests and let open ones finish;
-	// then drain the worker (running tasks finish, their outcomes are
-	// recorded); then stop waiting for outcomes.
+	// then drain the embedded worker (running tasks finish, their outcomes
+	// are recorded) or disconnect from the broker (tasks go on in the
+	// workers; with --identity their outcomes wait for our return); then stop
+	// waiting for outcomes.
 	log.Info("shutting down", "drain", *drain)
 	dctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
 	err = srv.Shutdown(dctx)
-	err = errors.Join(err, worker.Stop(dctx))
+	err = errors.Join(err, stopWork(dctx))
 	gw.Close()
 	return err
 }

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
-	"time"
 
 	"github.com/atasks-go/atasks/internal/codec"
 	"github.com/atasks-go/atasks/wire"
@@ -97,7 +96,7 @@ func (r *Router) Serve(ctx context.Context, handlers map[string]HandlerFunc, slo
 func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery) *wire.Reply {
 	log := r.cfg.Logger.With("task", req.Task, "invocation_id", req.ID)
 	fail := func(e *wire.Error) *wire.Reply {
-		return &wire.Reply{ID: req.ID, State: e.StateOf(), Err: e}
+		return &wire.Reply{ID: req.ID, Task: req.Task, State: e.StateOf(), Err: e}
 	}
 	c, err := r.cfg.Codecs.Get(req.Codec)
 	if err != nil {
@@ -106,14 +105,6 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	h, ok := r.handlers[req.Task]
 	if !ok {
 		return fail(&wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("task %q is not served here", req.Task)})
-	}
-	if !req.Deadline.IsZero() {
-		if time.Until(req.Deadline) <= 0 {
-			return fail(&wire.Error{Code: wire.CodeTimeout, Message: "deadline passed before the task started"})
-		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, req.Deadline)
-		defer cancel()
 	}
 	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, delivery: d, slots: r.slots}
 	if err := inv.start(ctx); err != nil {
@@ -125,7 +116,7 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	if err != nil {
 		return fail(wire.AsError(err))
 	}
-	return &wire.Reply{ID: req.ID, State: wire.Succeeded, Codec: c.Name(), Body: out}
+	return &wire.Reply{ID: req.ID, Task: req.Task, State: wire.Succeeded, Codec: c.Name(), Body: out}
 }
 
 // run calls h, turning a panic into an error with code "panic".

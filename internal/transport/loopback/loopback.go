@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/atasks-go/atasks/wire"
 )
@@ -73,6 +74,9 @@ func (t *Transport) Send(_ context.Context, req *wire.Request) error {
 		return &wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("no server offers task %q in namespace %q", req.Task, req.NS)}
 	}
 	ctx, cancel := context.WithCancel(t.serveCtx)
+	if !req.Deadline.IsZero() {
+		ctx, cancel = withDeadline(ctx, cancel, req.Deadline)
+	}
 	t.running[req.ID] = cancel
 	t.wg.Add(1)
 	in := *req
@@ -83,7 +87,13 @@ func (t *Transport) Send(_ context.Context, req *wire.Request) error {
 
 func (t *Transport) handle(ctx context.Context, req *wire.Request) {
 	defer t.wg.Done()
-	rep := t.handler.Handle(ctx, req, delivery{t})
+	var rep *wire.Reply
+	if err := ctx.Err(); err != nil { // cancelled, or the deadline passed, before it started
+		e := wire.AsError(err)
+		rep = &wire.Reply{ID: req.ID, Task: req.Task, State: e.StateOf(), Err: e}
+	} else {
+		rep = t.handler.Handle(ctx, req, delivery{t})
+	}
 	t.mu.Lock()
 	t.running[req.ID]()
 	delete(t.running, req.ID)
@@ -129,6 +139,11 @@ func (t *Transport) Close(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+func withDeadline(ctx context.Context, cancel context.CancelFunc, d time.Time) (context.Context, context.CancelFunc) {
+	dctx, dcancel := context.WithDeadline(ctx, d)
+	return dctx, func() { dcancel(); cancel() }
 }
 
 // delivery is the loopback's side of a request being handled: replies go

@@ -1,0 +1,28 @@
+package cli
+
+import (
+	"log/slog"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/transport/amqp"
+)
+
+// Broker is how the binaries reach RabbitMQ.
+type Broker struct {
+	URL      string // empty: no broker, loopback
+	Identity string // stable id of this process among callers; see amqp.Config.Identity
+	Prefix   string // first part of every exchange and queue name
+	Slots    int    // per served task, how many deliveries compute at once
+	Logger   *slog.Logger
+}
+
+// Transports returns a constructor of each namespace's transport for
+// demo.Namespaces: nil (loopback) without a broker URL, else AMQP.
+func (b Broker) Transports() func(ns string) (atasks.Transport, error) {
+	if b.URL == "" {
+		return nil
+	}
+	return func(ns string) (atasks.Transport, error) {
+		return amqp.New(amqp.Config{URL: b.URL, Namespace: ns, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, Logger: b.Logger})
+	}
+}

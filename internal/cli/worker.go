@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/demo"
+)
+
+// RunWorker is the worker command: it parses args, serves every task the
+// program defines in the demo namespaces through RabbitMQ until SIGINT or
+// SIGTERM, then drains. Worker binaries call it after defining their tasks.
+func RunWorker(args []string) error {
+	f := NewFlags("worker", "worker serves the atasks demo tasks through RabbitMQ.")
+	amqpURL := f.String("amqp-url", "ATASKS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
+	prefix := f.String("prefix", "ATASKS_PREFIX", "atasks", "first part of every exchange and queue name")
+	concurrency := f.Int("concurrency", "ATASKS_CONCURRENCY", 1000, "how many tasks compute at once; a task awaiting others does not count")
+	tasks := f.String("tasks", "ATASKS_TASKS", "", "comma-separated tasks to serve, as name or ns/name; empty serves all")
+	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish before they are cancelled and returned to the queue")
+	level := f.String("log-level", "ATASKS_LOG_LEVEL", "info", "debug, info, warn or error")
+	_ = f.Parse(args)
+	log, err := Logger(*level)
+	if err != nil {
+		return err
+	}
+	if *amqpURL == "" {
+		return errors.New("--amqp-url is required: a worker serves through RabbitMQ (for everything in one process, run the gateway without it)")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, Logger: log}
+	nss, err := demo.Namespaces(broker.Transports())
+	if err != nil {
+		return err
+	}
+	name := WorkerName()
+	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: name, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := client.Start(ctx); err != nil {
+		return err
+	}
+	cfg := atasks.WorkerConfig{Concurrency: *concurrency}
+	if *tasks != "" {
+		cfg.Tasks = strings.Split(*tasks, ",")
+	}
+	worker, err := atasks.NewWorker(client, cfg)
+	if err != nil {
+		return err
+	}
+	if err := worker.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("worker serving", "worker", name, "namespaces", client.Namespaces(), "concurrency", *concurrency)
+	<-ctx.Done()
+	// Stop takes no new tasks, lets running ones finish until the drain
+	// deadline, cancels the rest (they return to the queue) and disconnects.
+	log.Info("draining", "drain", *drain)
+	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	return worker.Stop(dctx)
+}

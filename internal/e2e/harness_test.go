@@ -1,0 +1,281 @@
+// Package e2e tests atasks as users run it: the real binaries as processes,
+// talking through a real RabbitMQ.
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+)
+
+// bin holds the binaries TestMain builds.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "atasks-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	bin = dir
+	build := exec.Command("go", "build", "-race", "-o", dir+"/", "github.com/atasks-go/atasks/cmd/gateway", "github.com/atasks-go/atasks/cmd/worker", "github.com/atasks-go/atasks/internal/e2e/testworker")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// brokerURL returns the URL of the test broker, failing the test with how to
+// get one when none answers. It never skips: broker tests must run.
+func brokerURL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("ATASKS_AMQP_URL")
+	if url == "" {
+		url = "amqp://guest:guest@127.0.0.1:5672/"
+	}
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		t.Fatalf("no RabbitMQ at %s (%v): run scripts/test, which finds or starts one, or set ATASKS_AMQP_URL", url, err)
+	}
+	conn.Close()
+	return url
+}
+
+// system is one isolated installation on the test broker: its own prefix.
+type system struct {
+	t      *testing.T
+	url    string
+	prefix string
+}
+
+func newSystem(t *testing.T) *system {
+	t.Helper()
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	s := &system{t: t, url: brokerURL(t), prefix: "e2e" + hex.EncodeToString(b)}
+	t.Cleanup(s.deleteTopology)
+	return s
+}
+
+// deleteTopology deletes the exchanges and queues the system's processes declared.
+func (s *system) deleteTopology() {
+	conn, err := amqp091.Dial(s.url)
+	if err != nil {
+		s.t.Logf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close()
+	out, err := exec.Command("rabbitmqctl", "-q", "list_queues", "name").Output()
+	if err == nil {
+		for _, q := range strings.Fields(string(out)) {
+			if strings.HasPrefix(q, s.prefix+".") {
+				if ch, err := conn.Channel(); err == nil {
+					_, _ = ch.QueueDelete(q, false, false, false)
+					ch.Close()
+				}
+			}
+		}
+	}
+	for _, ns := range []string{"default", "seed"} {
+		for _, x := range []string{"tasks", "control", "dlx"} {
+			if ch, err := conn.Channel(); err == nil {
+				_ = ch.ExchangeDelete(s.prefix+"."+ns+"."+x, false, false)
+				ch.Close()
+			}
+		}
+	}
+}
+
+// proc is a started binary.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+}
+
+func (p *proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// start runs binary name with args; the test's end kills it if still running.
+func (s *system) start(name string, args ...string) *proc {
+	s.t.Helper()
+	p := &proc{name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(filepath.Join(bin, name), args...)
+	p.cmd.Env = append(os.Environ(), "ATASKS_AMQP_URL="+s.url, "ATASKS_PREFIX="+s.prefix, "ATASKS_LOG_LEVEL=debug")
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	s.t.Cleanup(func() {
+		p.kill()
+		if s.t.Failed() {
+			p.mu.Lock()
+			s.t.Logf("--- %s output:\n%s", p.name, p.out.String())
+			p.mu.Unlock()
+		}
+	})
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to end.
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop sends SIGTERM and waits up to d for a graceful exit.
+func (p *proc) stop(t *testing.T, d time.Duration) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(d):
+		t.Fatalf("%s did not stop within %v", p.name, d)
+	}
+}
+
+// worker starts a worker (cmd/worker, or testworker when name says so).
+func (s *system) worker(args ...string) *proc { return s.start("worker", args...) }
+
+// gateway starts a gateway on a free port and returns it once it answers.
+func (s *system) gateway(args ...string) (*proc, string) {
+	s.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p := s.start("gateway", append([]string{"--listen", addr}, args...)...)
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		res, err := http.Get(base + "/healthz")
+		if err == nil {
+			res.Body.Close()
+			return p, base
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("gateway did not answer at %s: %v", base, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// invocation is the gateway's resource, as tests read it.
+type invocation struct {
+	ID       string          `json:"id"`
+	State    string          `json:"state"`
+	Result   json.RawMessage `json:"result"`
+	Children []string        `json:"children"`
+	Error    *struct {
+		Code      string `json:"code"`
+		Message   string `json:"message"`
+		Retryable bool   `json:"retryable"`
+	} `json:"error"`
+	status int
+}
+
+// call posts an invocation and returns the response.
+func call(t testing.TB, base, ns, task, input, query string) invocation {
+	t.Helper()
+	res, err := http.Post(base+"/v1/ns/"+ns+"/tasks/"+task+query, "application/json", strings.NewReader(input))
+	if err != nil {
+		t.Fatalf("POST %s: %v", task, err)
+	}
+	return read(t, res)
+}
+
+// poll long-polls an invocation until it is final or d passes.
+func poll(t testing.TB, base, ns, id string, d time.Duration) invocation {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		res, err := http.Get(base + "/v1/ns/" + ns + "/invocations/" + id + "?wait=5s")
+		if err != nil {
+			t.Fatalf("GET %s: %v", id, err)
+		}
+		inv := read(t, res)
+		if inv.status != 200 || isFinal(inv.State) || time.Now().After(deadline) {
+			return inv
+		}
+	}
+}
+
+func isFinal(state string) bool {
+	switch state {
+	case "succeeded", "failed", "cancelled", "timed_out":
+		return true
+	}
+	return false
+}
+
+func read(t testing.TB, res *http.Response) invocation {
+	t.Helper()
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var inv invocation
+	if err := json.Unmarshal(raw, &inv); err != nil {
+		t.Fatalf("response %d is not JSON: %q", res.StatusCode, raw)
+	}
+	inv.status = res.StatusCode
+	return inv
+}
+
+// within fails the test if fn does not return within d.
+func within(t *testing.T, d time.Duration, what string, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); fn() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s did not finish within %v", what, d)
+	}
+}
+
+// waitServed waits until the gateway's catalog lists task in ns.
+func waitServed(t *testing.T, base, ns, task string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		res, err := http.Get(base + "/v1/ns/" + ns + "/tasks")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cat struct{ Tasks []struct{ Name string } }
+		_ = json.NewDecoder(res.Body).Decode(&cat)
+		res.Body.Close()
+		for _, x := range cat.Tasks {
+			if x.Name == task {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no worker announced %s/%s within 30s", ns, task)
+}

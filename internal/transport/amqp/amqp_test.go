@@ -1,0 +1,529 @@
+package amqp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/atasks-go/atasks/internal/transport/transporttest"
+	"github.com/atasks-go/atasks/wire"
+)
+
+func ignore(*wire.Reply) {}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	transporttest.Run(t, func(t *testing.T) (wire.Transport, wire.Transport) {
+		f := newFixture(t)
+		caller := f.transport(Config{Namespace: transporttest.Namespace}, "caller")
+		server := f.transport(Config{Namespace: transporttest.Namespace, Slots: 1}, "server")
+		return caller, server
+	}, transporttest.Options{Queues: true})
+}
+
+func TestCompetingServers(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	var mu sync.Mutex
+	started := map[string]bool{}
+	both := make(chan struct{})
+	var bothOnce sync.Once
+	for _, name := range []string{"s1", "s2"} {
+		srv := f.open(Config{Slots: 1}, name, ignore)
+		f.serve(srv, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+			mu.Lock()
+			started[name] = true
+			if len(started) == 2 {
+				bothOnce.Do(func() { close(both) })
+			}
+			mu.Unlock()
+			select {
+			case <-both:
+			case <-time.After(wait):
+			}
+			return succeeded(req, strconv.Quote(name))
+		}), "work")
+	}
+	// Each server holds one request at a time, so the first two requests
+	// can only both start if each server took one.
+	var reqs []*wire.Request
+	for i := range 20 {
+		reqs = append(reqs, request("work", strconv.Itoa(i)))
+	}
+	for _, req := range reqs {
+		send(t, caller, req)
+	}
+	served := map[string]int{}
+	for _, req := range reqs {
+		r := wantFinal(t, in, req.ID, wire.Succeeded)
+		served[string(r.Body)]++
+	}
+	if served[`"s1"`] == 0 || served[`"s2"`] == 0 {
+		t.Errorf("requests served per server: %v, want both to serve", served)
+	}
+}
+
+func TestSendConfirmedAndPersistent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	server := f.open(Config{Slots: 1}, "server", ignore)
+	started := make(chan struct{}, 2)
+	release := make(chan struct{})
+	f.serve(server, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		started <- struct{}{}
+		<-release
+		return succeeded(req, `"ok"`)
+	}), "hold")
+	first := request("hold", "first")
+	send(t, caller, first)
+	<-started
+
+	// The only slot is taken: once Send returns, the broker has confirmed
+	// the request, so it must be in the queue, ready.
+	req := request("hold", "second")
+	req.Parent = "parent-id"
+	req.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	req.Deadline = time.Now().Add(time.Minute)
+	send(t, caller, req)
+	ch := f.channel()
+	name := server.topo.taskQueue("hold")
+	q, err := ch.QueueDeclarePassive(name, true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Messages != 1 {
+		t.Fatalf("queue %s holds %d ready messages right after Send, want 1", name, q.Messages)
+	}
+	m, ok, err := ch.Get(name, false)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	exp, _ := strconv.Atoi(m.Expiration)
+	checks := []struct {
+		what      string
+		got, want any
+	}{
+		{"delivery mode", m.DeliveryMode, uint8(2)},
+		{"content type", m.ContentType, "application/json"},
+		{"message id", m.MessageId, req.ID},
+		{"correlation id", m.CorrelationId, req.ID},
+		{"reply to", m.ReplyTo, caller.replyQ},
+		{"type", m.Type, "request"},
+		{"deadline header", m.Headers[headerDeadline], req.Deadline.UTC().Format(time.RFC3339Nano)},
+		{"parent header", m.Headers[headerParent], req.Parent},
+		{"traceparent header", m.Headers[headerTraceParent], req.TraceParent},
+		{"expiration within the minute", exp > 50_000 && exp <= 60_000, true},
+		{"routing key", m.RoutingKey, "hold"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: %v, want %v", c.what, c.got, c.want)
+		}
+	}
+	if err := m.Nack(false, true); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	wantFinal(t, in, first.ID, wire.Succeeded)
+	wantFinal(t, in, req.ID, wire.Succeeded)
+}
+
+// waitNewGen waits until tr runs on a generation other than old.
+func waitNewGen(t *testing.T, tr *Transport, old *generation) {
+	t.Helper()
+	timeout := time.After(wait)
+	for {
+		tr.mu.Lock()
+		g, changed := tr.gen, tr.genChanged
+		tr.mu.Unlock()
+		if g != nil && g != old && !g.isDone() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("%s did not reconnect within %v", tr.cfg.ConnectionName, wait)
+		}
+	}
+}
+
+// testReconnect breaks the connections of a caller and a server while two
+// calls run, and checks that both calls end (succeeded, or failed with a
+// retryable error) and that new calls work.
+func testReconnect(t *testing.T, f *fixture, breakConns func(...*Transport)) {
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	server := f.open(Config{Slots: 2}, "server", ignore)
+	started := make(chan string, 8)
+	release := make(chan struct{})
+	f.serve(server, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		started <- req.ID
+		select {
+		case <-release:
+		case <-time.After(wait):
+		}
+		return succeeded(req, `"done"`)
+	}), "slow")
+	r1, r2 := request("slow", "1"), request("slow", "2")
+	send(t, caller, r1)
+	send(t, caller, r2)
+	<-started
+	<-started
+
+	oldCaller, oldServer := caller.current(), server.current()
+	breakConns(caller, server)
+	waitNewGen(t, caller, oldCaller)
+	waitNewGen(t, server, oldServer)
+	close(release)
+	for _, req := range []*wire.Request{r1, r2} {
+		r := in.final(req.ID)
+		switch {
+		case r == nil:
+			t.Fatalf("call %s hung across the reconnect", req.ID)
+		case r.State == wire.Succeeded:
+		case r.Err != nil && r.Err.Code == wire.CodeUnavailable && r.Err.Retryable:
+		default:
+			t.Errorf("call %s ended %s (%v), want success or a retryable error", req.ID, r.State, r.Err)
+		}
+	}
+	r3 := request("slow", "3")
+	send(t, caller, r3)
+	wantFinal(t, in, r3.ID, wire.Succeeded)
+}
+
+func TestReconnectAfterConnectionLoss(t *testing.T) {
+	t.Parallel()
+	testReconnect(t, newFixture(t), func(trs ...*Transport) {
+		for _, tr := range trs {
+			_ = tr.current().conn.Close()
+		}
+	})
+}
+
+func TestReconnectAfterBrokerClosesConnection(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctl, err := exec.LookPath("rabbitmqctl")
+	if err != nil {
+		msg := "rabbitmqctl not found: it closes connections from the broker's side"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	testReconnect(t, f, func(trs ...*Transport) {
+		out, err := exec.Command(ctl, "list_connections", "-q", "--no-table-headers", "pid", "client_properties").Output()
+		if err != nil {
+			t.Fatalf("rabbitmqctl list_connections: %v", err)
+		}
+		var wg sync.WaitGroup
+		for _, tr := range trs {
+			property := `{"connection_name","` + tr.cfg.ConnectionName + `"}`
+			var pid string
+			for line := range strings.Lines(string(out)) {
+				if p, props, ok := strings.Cut(strings.TrimSpace(line), "\t"); ok && strings.Contains(props, property) {
+					pid = p
+				}
+			}
+			if pid == "" {
+				t.Fatalf("connection %q not listed by rabbitmqctl", tr.cfg.ConnectionName)
+			}
+			wg.Go(func() {
+				if out, err := exec.Command(ctl, "close_connection", pid, "test: broker closes connection").CombinedOutput(); err != nil {
+					t.Errorf("rabbitmqctl close_connection: %v: %s", err, out)
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
+func TestSuspendHoldsNothingBehindParent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	server := f.open(Config{Slots: 1}, "server", ignore)
+	childRunning := make(chan struct{})
+	releaseChild := make(chan struct{})
+	f.serve(server, handlerFunc(func(ctx context.Context, req *wire.Request, d wire.Delivery) *wire.Reply {
+		switch string(req.Body) {
+		case `"parent"`:
+			child := request("nest", "child")
+			child.Parent = req.ID
+			d.Suspend()
+			if err := caller.Send(ctx, child); err != nil {
+				return &wire.Reply{ID: req.ID, State: wire.Failed, Err: wire.AsError(err)}
+			}
+			r := in.final(child.ID)
+			d.Resume()
+			if r == nil {
+				return &wire.Reply{ID: req.ID, State: wire.Failed, Err: &wire.Error{Code: "no_child_reply"}}
+			}
+			return succeeded(req, string(r.Body))
+		case `"child"`:
+			close(childRunning)
+			<-releaseChild
+			return succeeded(req, `"child done"`)
+		}
+		return succeeded(req, string(req.Body))
+	}), "nest")
+	parent := request("nest", "parent")
+	send(t, caller, parent)
+	if !closed(childRunning) {
+		t.Fatal("the child never ran while its parent was suspended on the only slot")
+	}
+	extra := request("nest", "extra")
+	send(t, caller, extra)
+	q, err := f.channel().QueueDeclarePassive(server.topo.taskQueue("nest"), true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The parent (suspended) and the child (computing) hold one consumer
+	// each; with no free slot there is no third consumer, and the extra
+	// request waits in the queue instead of in this process.
+	if q.Messages != 1 || q.Consumers != 2 {
+		t.Errorf("queue has %d ready, %d consumers; want 1 ready, 2 consumers", q.Messages, q.Consumers)
+	}
+	close(releaseChild)
+	if r := wantFinal(t, in, parent.ID, wire.Succeeded); string(r.Body) != `"child done"` {
+		t.Errorf("parent returned %s", r.Body)
+	}
+	wantFinal(t, in, extra.ID, wire.Succeeded)
+}
+
+func TestCloseGivesBackWithoutCountingDelivery(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	a := f.open(Config{Slots: 1}, "server a", ignore)
+	started := make(chan struct{})
+	f.serve(a, handlerFunc(func(ctx context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		close(started)
+		<-ctx.Done()
+		return &wire.Reply{ID: req.ID, State: wire.Cancelled, Err: wire.AsError(ctx.Err())}
+	}), "long")
+	req := request("long", "x")
+	send(t, caller, req)
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := a.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close with a handler running past ctx: %v, want context.DeadlineExceeded", err)
+	}
+	b := f.open(Config{Slots: 1}, "server b", ignore)
+	f.serve(b, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		return succeeded(req, strconv.Itoa(req.Attempt))
+	}), "long")
+	if r := wantFinal(t, in, req.ID, wire.Succeeded); string(r.Body) != "1" {
+		t.Errorf("request given back by Close ran as attempt %s, want 1", r.Body)
+	}
+}
+
+func TestIdentityRepliesSurviveRestart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in1 := newInbox()
+	c1 := f.open(Config{Identity: "gw"}, "caller 1", in1.deliver)
+	server := f.open(Config{}, "server", ignore)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	f.serve(server, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		close(started)
+		<-release
+		return succeeded(req, `"kept"`)
+	}), "job")
+	req := request("job", "x")
+	send(t, c1, req)
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := c1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := in1.final(req.ID); r == nil || r.Err == nil || r.Err.Code != wire.CodeUnavailable || !r.Err.Retryable {
+		t.Errorf("closing caller: final %+v, want a retryable unavailable error", r)
+	}
+	close(release)
+	in2 := newInbox()
+	f.open(Config{Identity: "gw"}, "caller 2", in2.deliver)
+	if r := wantFinal(t, in2, req.ID, wire.Succeeded); string(r.Body) != `"kept"` {
+		t.Errorf("reply after restart: %s", r.Body)
+	}
+}
+
+// The poison test runs its servers in child processes (this test binary,
+// re-executed with childEnv set), so that a handler can kill its whole
+// process with SIGKILL, as a crashing worker would.
+const (
+	childEnv         = "ATASKS_AMQP_TEST_CHILD" // the child's prefix
+	childIdentityEnv = "ATASKS_AMQP_TEST_CHILD_IDENTITY"
+	childNameEnv     = "ATASKS_AMQP_TEST_CHILD_NAME"
+	poisonLimit      = 2
+)
+
+// runChild serves task "boom" until its stdin closes. A request with body
+// "poison" kills the process; any other is answered with its attempt.
+func runChild() int {
+	tr, err := New(Config{
+		URL:            os.Getenv("ATASKS_AMQP_URL"),
+		Prefix:         os.Getenv(childEnv),
+		Identity:       os.Getenv(childIdentityEnv),
+		ConnectionName: os.Getenv(childNameEnv),
+		Slots:          1,
+		DeliveryLimit:  poisonLimit,
+		Logger:         testLogger(),
+	})
+	if err != nil {
+		return 3
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := tr.Open(ctx, ignore); err != nil {
+		return 3
+	}
+	err = tr.Serve(ctx, []string{"boom"}, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		if string(req.Body) == `"poison"` {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+		return succeeded(req, strconv.Itoa(req.Attempt))
+	}))
+	if err != nil {
+		return 3
+	}
+	_, _ = bufio.NewReader(os.Stdin).ReadString(0) // until the parent closes stdin
+	_ = tr.Close(ctx)
+	return 0
+}
+
+func TestPoisonDeadLettered(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	// An in-process server of another task answers the namespace's dead letters.
+	helper := f.open(Config{}, "dead letters", ignore)
+	f.serve(helper, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		return succeeded(req, `""`)
+	}), "other")
+	f.addQueue(caller.topo.taskQueue("boom"))
+
+	type child struct {
+		cmd   *exec.Cmd
+		stdin interface{ Close() error }
+		done  chan struct{}
+	}
+	var children []child
+	t.Cleanup(func() {
+		for _, c := range children {
+			_ = c.stdin.Close()
+			select {
+			case <-c.done:
+			case <-time.After(wait):
+				_ = c.cmd.Process.Kill()
+				<-c.done
+			}
+		}
+	})
+	killed := make(chan struct{}, 8)
+	start := func() {
+		identity := "child" + strconv.Itoa(len(children)+1)
+		f.addQueue(caller.topo.replyQueue(identity))
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(),
+			"ATASKS_AMQP_URL="+f.url,
+			childEnv+"="+f.prefix,
+			childIdentityEnv+"="+identity,
+			childNameEnv+"="+t.Name()+" "+identity,
+		)
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		c := child{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+		children = append(children, c)
+		go func() {
+			defer close(c.done)
+			if err := cmd.Wait(); err != nil && !cmd.ProcessState.Exited() {
+				killed <- struct{}{} // by a signal: the poison
+			}
+		}()
+	}
+	start()
+	waitForTask(t, caller, "boom")
+
+	poison, innocent := request("boom", "poison"), request("boom", "innocent")
+	send(t, caller, poison)
+	send(t, caller, innocent)
+	finals := make(chan *wire.Reply, 2)
+	for _, id := range []string{poison.ID, innocent.ID} {
+		go func() { finals <- in.final(id) }()
+	}
+	kills := 0
+	got := map[string]*wire.Reply{}
+	timeout := time.After(2 * wait)
+	for len(got) < 2 {
+		select {
+		case <-killed:
+			kills++
+			start()
+		case r := <-finals:
+			if r == nil {
+				t.Fatalf("no final reply within %v (got %d, %d workers killed)", wait, len(got), kills)
+			}
+			got[r.ID] = r
+		case <-timeout:
+			t.Fatalf("no final replies (got %d, %d workers killed)", len(got), kills)
+		}
+	}
+	if r := got[poison.ID]; r.State != wire.Failed || r.Err == nil || r.Err.Code != wire.CodePoison {
+		t.Errorf("poison request ended %s (%v), want failed with code %q", r.State, r.Err, wire.CodePoison)
+	}
+	if r := got[innocent.ID]; r.State != wire.Succeeded || string(r.Body) != "1" {
+		t.Errorf("innocent request ended %s (%v) on attempt %s, want success on attempt 1", r.State, r.Err, r.Body)
+	}
+	if kills != poisonLimit {
+		t.Errorf("%d workers killed, want %d (DeliveryLimit)", kills, poisonLimit)
+	}
+}
+
+// waitForTask waits until tr's catalog lists task.
+func waitForTask(t *testing.T, tr *Transport, task string) {
+	t.Helper()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(wait)
+	for {
+		infos, err := tr.Catalog(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(infos, func(i wire.TaskInfo) bool { return i.Name == task }) {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-timeout:
+			t.Fatalf("no server announced %s within %v", task, wait)
+		}
+	}
+}

@@ -1,0 +1,139 @@
+package amqp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config configures a Transport. The zero value is usable: every field has
+// a default, applied by WithDefaults.
+type Config struct {
+	// URL is the broker's AMQP URI.
+	// Defaults to "amqp://guest:guest@127.0.0.1:5672/".
+	URL string
+
+	// Namespace is the atasks namespace this transport carries. Every name
+	// the transport declares on the broker includes it. It must not contain
+	// '.' or white space.
+	// Defaults to "default".
+	Namespace string
+
+	// Prefix starts the name of every exchange and queue the transport
+	// declares, so that several atasks installations (or tests) can share
+	// one broker without seeing each other. It must not contain '.' or
+	// white space.
+	// Defaults to "atasks".
+	Prefix string
+
+	// Identity is this process's stable name among the namespace's callers.
+	// When set, the reply queue is a durable quorum queue named after it:
+	// replies published while the process is down wait there for the next
+	// process that opens with the same Identity, so results survive a
+	// restart. At most one live process may use an Identity at a time. It
+	// must not contain '.' or white space.
+	// Defaults to "", which means a random id and a reply queue that the
+	// broker deletes a minute after the process stops consuming from it.
+	Identity string
+
+	// Slots is how many requests of each served task this transport lets
+	// compute at once. A request whose handler is suspended (awaiting other
+	// tasks) does not occupy a slot. Slots is per task, not per process:
+	// quorum queues have no channel-wide prefetch, so a bound shared by
+	// several queues could only be kept by holding deliveries that do not
+	// compute (see the comment on taskQueue). At most 1000.
+	// Defaults to 10, enough for a ten-way gather of one task to run at once
+	// on a single worker.
+	Slots int
+
+	// DeliveryLimit is how many times a request may be delivered to servers
+	// before it is dead-lettered as poison and its caller gets a "poison"
+	// error. Every delivery that ends without an acknowledgement counts: a
+	// crashed or disconnected worker, not a graceful Close. All servers of a
+	// namespace must agree on it, because it is an argument of the task
+	// queues (x-delivery-limit = DeliveryLimit-1).
+	// Defaults to 5.
+	DeliveryLimit int
+
+	// AnnounceInterval is how often a serving transport announces its tasks
+	// on the namespace's control exchange. Callers forget a server that has
+	// not announced for three intervals.
+	// Defaults to 5s.
+	AnnounceInterval time.Duration
+
+	// LookupTimeout is how long Send waits to hear from a server of a task it
+	// has not heard of before it returns a "task_not_found" error, and how
+	// long after Open Catalog waits for the first announcements.
+	// Defaults to 500ms.
+	LookupTimeout time.Duration
+
+	// ConnectionName is the connection_name client property, shown by
+	// rabbitmqctl list_connections and the management UI.
+	// Defaults to "atasks <Namespace> <Identity or random id>".
+	ConnectionName string
+
+	// Logger receives the transport's diagnostics.
+	// Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// WithDefaults returns a copy of c with every unset field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.URL == "" {
+		c.URL = "amqp://guest:guest@127.0.0.1:5672/"
+	}
+	if c.Namespace == "" {
+		c.Namespace = "default"
+	}
+	if c.Prefix == "" {
+		c.Prefix = "atasks"
+	}
+	if c.Slots == 0 {
+		c.Slots = 10
+	}
+	if c.DeliveryLimit == 0 {
+		c.DeliveryLimit = 5
+	}
+	if c.AnnounceInterval == 0 {
+		c.AnnounceInterval = 5 * time.Second
+	}
+	if c.LookupTimeout == 0 {
+		c.LookupTimeout = 500 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validate reports the first setting of c that cannot work.
+func (c Config) validate() error {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fmt.Errorf("amqp: URL: %w", err)
+	}
+	if u.Scheme != "amqp" && u.Scheme != "amqps" {
+		return fmt.Errorf("amqp: URL scheme %q, want amqp or amqps", u.Scheme)
+	}
+	for _, f := range []struct{ name, value string }{
+		{"Namespace", c.Namespace}, {"Prefix", c.Prefix}, {"Identity", c.Identity},
+	} {
+		if strings.ContainsAny(f.value, ". \t\r\n") {
+			return fmt.Errorf("amqp: %s %q contains '.' or white space", f.name, f.value)
+		}
+	}
+	switch {
+	case c.Slots < 1 || c.Slots > 1000:
+		return fmt.Errorf("amqp: Slots %d out of range 1..1000", c.Slots)
+	case c.DeliveryLimit < 1:
+		return fmt.Errorf("amqp: DeliveryLimit %d, want at least 1", c.DeliveryLimit)
+	case c.AnnounceInterval < 10*time.Millisecond:
+		return errors.New("amqp: AnnounceInterval below 10ms")
+	case c.LookupTimeout < 0:
+		return errors.New("amqp: negative LookupTimeout")
+	}
+	return nil
+}

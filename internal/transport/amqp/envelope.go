@@ -1,0 +1,324 @@
+package amqp
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/atasks-go/atasks/wire"
+)
+
+// What docs/PROTOCOL.md calls the envelope: message types, headers and the
+// reply body. Keep the two in step.
+
+// Values of the AMQP type property.
+const (
+	typeRequest  = "request"
+	typeReply    = "reply"
+	typeAnnounce = "announce"
+	typeLeave    = "leave"
+	typeQuery    = "query"
+	typeCancel   = "cancel"
+)
+
+// Header names.
+const (
+	headerDeadline         = "atasks-deadline"
+	headerParent           = "atasks-parent"
+	headerTraceParent      = "traceparent"
+	headerDeliveryCount    = "x-delivery-count"
+	headerFirstDeathReason = "x-first-death-reason"
+)
+
+const (
+	appID           = "atasks"
+	jsonContentType = "application/json"
+)
+
+// topology names the broker objects of one prefix and namespace.
+type topology struct {
+	base string // "<prefix>.<namespace>"
+}
+
+func newTopology(prefix, ns string) topology { return topology{base: prefix + "." + ns} }
+
+// tasks is the direct exchange requests are published to, routing key = task name.
+func (n topology) tasks() string { return n.base + ".tasks" }
+
+// taskQueue is the quorum queue holding the requests for task.
+func (n topology) taskQueue(task string) string { return n.base + ".task." + task }
+
+// control is the fanout exchange carrying announcements, queries and cancels.
+func (n topology) control() string { return n.base + ".control" }
+
+// dlx is the fanout exchange task queues dead-letter to.
+func (n topology) dlx() string { return n.base + ".dlx" }
+
+// dead is the quorum queue bound to dlx.
+func (n topology) dead() string { return n.base + ".dead" }
+
+// replyQueue is the reply queue of the caller with the given id.
+func (n topology) replyQueue(id string) string { return n.base + ".reply." + id }
+
+// taskQueueArgs are the arguments every task queue is declared with.
+func taskQueueArgs(n topology, deliveryLimit int) amqp.Table {
+	return amqp.Table{
+		"x-queue-type":           "quorum",
+		"x-delivery-limit":       int64(deliveryLimit - 1),
+		"x-dead-letter-exchange": n.dlx(),
+		"x-dead-letter-strategy": "at-least-once",
+		"x-overflow":             "reject-publish",
+	}
+}
+
+// contentType is the content type a body encoded with codec travels with.
+func contentType(codec string) string {
+	if codec == "" {
+		return ""
+	}
+	return "application/" + codec
+}
+
+// codecOf is the inverse of contentType. A content type of another shape is
+// returned whole, so that the router reports it as an unknown codec.
+func codecOf(ct string) string {
+	if c, ok := strings.CutPrefix(ct, "application/"); ok {
+		return c
+	}
+	return ct
+}
+
+// expiration is the per-message TTL for a request with deadline d.
+func expiration(d, now time.Time) string {
+	ms := d.Sub(now).Milliseconds()
+	if d.Sub(now) > time.Duration(ms)*time.Millisecond {
+		ms++ // round up: never expire a request before its deadline
+	}
+	return strconv.FormatInt(max(ms, 0), 10)
+}
+
+// requestPublishing is the message that carries req, answered to replyTo.
+func requestPublishing(req *wire.Request, replyTo string, now time.Time) amqp.Publishing {
+	h := amqp.Table{}
+	var exp string
+	if !req.Deadline.IsZero() {
+		h[headerDeadline] = req.Deadline.UTC().Format(time.RFC3339Nano)
+		exp = expiration(req.Deadline, now)
+	}
+	if req.Parent != "" {
+		h[headerParent] = req.Parent
+	}
+	if req.TraceParent != "" {
+		h[headerTraceParent] = req.TraceParent
+	}
+	return amqp.Publishing{
+		Headers:       h,
+		ContentType:   contentType(req.Codec),
+		DeliveryMode:  amqp.Persistent,
+		CorrelationId: req.ID,
+		ReplyTo:       replyTo,
+		Expiration:    exp,
+		MessageId:     req.ID,
+		Timestamp:     now,
+		Type:          typeRequest,
+		AppId:         appID,
+		Body:          req.Body,
+	}
+}
+
+// copyPublishing is a fresh copy of the request in m, for returning it to
+// its queue without counting a delivery (Close gives unfinished work back
+// this way). The delivery count starts again; the deadline is kept.
+func copyPublishing(m *amqp.Delivery, now time.Time) amqp.Publishing {
+	h := amqp.Table{}
+	for k, v := range m.Headers {
+		if !strings.HasPrefix(k, "x-") {
+			h[k] = v
+		}
+	}
+	var exp string
+	if d, ok := headerString(m.Headers, headerDeadline); ok {
+		if t, err := time.Parse(time.RFC3339Nano, d); err == nil {
+			exp = expiration(t, now)
+		}
+	}
+	return amqp.Publishing{
+		Headers:       h,
+		ContentType:   m.ContentType,
+		DeliveryMode:  amqp.Persistent,
+		CorrelationId: m.CorrelationId,
+		ReplyTo:       m.ReplyTo,
+		Expiration:    exp,
+		MessageId:     m.MessageId,
+		Timestamp:     m.Timestamp,
+		Type:          m.Type,
+		AppId:         m.AppId,
+		Body:          m.Body,
+	}
+}
+
+// messageID is the invocation id a request or dead letter is about.
+func messageID(m *amqp.Delivery) string {
+	if m.MessageId != "" {
+		return m.MessageId
+	}
+	return m.CorrelationId
+}
+
+// headerString reads a string header; AMQP peers send long strings or bytes.
+func headerString(h amqp.Table, k string) (string, bool) {
+	switch v := h[k].(type) {
+	case string:
+		return v, true
+	case []byte:
+		return string(v), true
+	}
+	return "", false
+}
+
+// attempt is the delivery attempt of m, from 1: quorum queues count earlier
+// deliveries that ended without an acknowledgement in x-delivery-count.
+func attempt(h amqp.Table) int {
+	switch v := h[headerDeliveryCount].(type) {
+	case int64:
+		return int(v) + 1
+	case int32:
+		return int(v) + 1
+	case int16:
+		return int(v) + 1
+	case int8:
+		return int(v) + 1
+	case int:
+		return v + 1
+	}
+	return 1
+}
+
+// decodeRequest reads the request in m, which came from the queue of task
+// in namespace ns. With a non-nil error, req still carries whatever is
+// needed to answer (ID, Codec, ReplyTo).
+func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Error) {
+	req := &wire.Request{
+		ID:      messageID(m),
+		NS:      ns,
+		Task:    task,
+		Codec:   codecOf(m.ContentType),
+		Body:    m.Body,
+		Attempt: attempt(m.Headers),
+		ReplyTo: m.ReplyTo,
+	}
+	req.Parent, _ = headerString(m.Headers, headerParent)
+	req.TraceParent, _ = headerString(m.Headers, headerTraceParent)
+	if req.ID == "" {
+		return req, &wire.Error{Code: wire.CodeBadInput, Message: "request without message_id"}
+	}
+	if _, present := m.Headers[headerDeadline]; present {
+		s, _ := headerString(m.Headers, headerDeadline)
+		d, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return req, &wire.Error{Code: wire.CodeBadInput, Message: fmt.Sprintf("bad %s header %q", headerDeadline, s)}
+		}
+		req.Deadline = d
+	}
+	return req, nil
+}
+
+// replyEnvelope is the JSON body of every reply message.
+type replyEnvelope struct {
+	ID     string      `json:"id"`
+	State  wire.State  `json:"state"`
+	Child  string      `json:"child,omitempty"`
+	Worker string      `json:"worker,omitempty"`
+	Codec  string      `json:"codec,omitempty"`
+	Body   []byte      `json:"body,omitempty"`
+	Error  *wire.Error `json:"error,omitempty"`
+}
+
+// replyPublishing is the message that carries r. Final replies are
+// persistent; state changes are not.
+func replyPublishing(r *wire.Reply, now time.Time) (amqp.Publishing, error) {
+	body, err := json.Marshal(replyEnvelope{
+		ID: r.ID, State: r.State, Child: r.Child, Worker: r.Worker,
+		Codec: r.Codec, Body: r.Body, Error: r.Err,
+	})
+	if err != nil {
+		return amqp.Publishing{}, fmt.Errorf("amqp: encode reply %s: %w", r.ID, err)
+	}
+	mode := amqp.Transient
+	if r.State.Final() {
+		mode = amqp.Persistent
+	}
+	return amqp.Publishing{
+		ContentType:   jsonContentType,
+		DeliveryMode:  mode,
+		CorrelationId: r.ID,
+		Timestamp:     now,
+		Type:          typeReply,
+		AppId:         appID,
+		Body:          body,
+	}, nil
+}
+
+// decodeReply reads a reply message body.
+func decodeReply(body []byte) (*wire.Reply, error) {
+	var e replyEnvelope
+	if err := json.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("amqp: decode reply: %w", err)
+	}
+	switch e.State {
+	case wire.Queued, wire.Running, wire.Succeeded, wire.Failed, wire.Cancelled, wire.TimedOut:
+	default:
+		return nil, fmt.Errorf("amqp: decode reply: unknown state %q", e.State)
+	}
+	if e.ID == "" {
+		return nil, fmt.Errorf("amqp: decode reply: missing id")
+	}
+	if len(e.Body) == 0 {
+		e.Body = nil
+	}
+	if e.State.Final() && e.State != wire.Succeeded && e.Error == nil {
+		return nil, fmt.Errorf("amqp: decode reply %s: state %s without error", e.ID, e.State)
+	}
+	return &wire.Reply{
+		ID: e.ID, State: e.State, Child: e.Child, Worker: e.Worker,
+		Codec: e.Codec, Body: e.Body, Err: e.Error,
+	}, nil
+}
+
+// failure is the final reply to request id that failed with err.
+func failure(id, codec string, err *wire.Error) *wire.Reply {
+	return &wire.Reply{ID: id, State: err.StateOf(), Codec: codec, Err: err}
+}
+
+// announcement is the body of announce and leave messages.
+type announcement struct {
+	Server   string   `json:"server"`
+	Identity string   `json:"identity,omitempty"`
+	Tasks    []string `json:"tasks,omitempty"`
+	TTLMs    int64    `json:"ttl_ms,omitempty"`
+}
+
+// cancelRequest is the body of cancel messages.
+type cancelRequest struct {
+	ID string `json:"id"`
+}
+
+// controlPublishing is a control message of type typ with a JSON body.
+func controlPublishing(typ string, v any, now time.Time) (amqp.Publishing, error) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return amqp.Publishing{}, fmt.Errorf("amqp: encode %s: %w", typ, err)
+	}
+	return amqp.Publishing{
+		ContentType:  jsonContentType,
+		DeliveryMode: amqp.Transient,
+		Timestamp:    now,
+		Type:         typ,
+		AppId:        appID,
+		Body:         body,
+	}, nil
+}

@@ -1,0 +1,337 @@
+package amqp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// generation is one connection to the broker and everything bound to it.
+//
+// Acknowledgements are tied to their generation by construction: a
+// delivery is acked through its own amqp.Delivery, whose Acknowledger is
+// the *amqp.Channel it arrived on. Delivery tags restart at 1 on every
+// channel, so acking tag n on a newer channel would settle some other
+// message; an old channel object only ever returns an error. Every
+// generation dials a fresh connection (no amqp091-go recovery), and code
+// checks isDone before acking to skip the pointless call.
+type generation struct {
+	t    *Transport
+	conn *amqp.Connection
+	pub  *amqp.Channel // confirm mode; every message this process publishes
+	work *amqp.Channel // task and dead-letter consumers, prefetch 1 each
+	in   *amqp.Channel // the reply and control consumers
+
+	done    chan struct{} // closed when the connection or one of its channels ends
+	causeMu sync.Mutex
+	err     *amqp.Error // why, if the broker or the network said
+
+	srv  atomic.Pointer[server] // set once serving starts on this generation
+	kick chan struct{}          // wakes the slot manager
+
+	// slotMu serialises the consumer changes on work: the slot manager's
+	// and those of stopServing.
+	slotMu  sync.Mutex
+	deadTag string // consumer tag on the dead-letter queue, if serving
+
+	// wg counts this generation's goroutines: watcher, reply and control
+	// consumers, and when serving the slot manager, announcer, task and
+	// dead-letter consumers. None of them waits for a later generation.
+	wg sync.WaitGroup
+}
+
+func (g *generation) isDone() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (g *generation) cause() error {
+	g.causeMu.Lock()
+	defer g.causeMu.Unlock()
+	if g.err == nil {
+		return nil
+	}
+	return g.err
+}
+
+// connect dials a new generation, declares the namespace's topology and
+// starts consuming replies and control messages, and, when t serves,
+// task requests. first is false on reconnects, which check that the reply
+// queue survived.
+func (t *Transport) connect(ctx context.Context, first bool) (*generation, error) {
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(t.cfg.ConnectionName)
+	conn, err := amqp.DialConfig(t.cfg.URL, amqp.Config{Properties: props, Dial: dialer(ctx)})
+	if err != nil {
+		return nil, fmt.Errorf("amqp: dial: %w", err)
+	}
+	g := &generation{t: t, conn: conn, done: make(chan struct{}), kick: make(chan struct{}, 1)}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = conn.Close()
+			g.wg.Wait()
+		}
+	}()
+	if g.pub, err = openChannel(conn, "publish"); err != nil {
+		return nil, err
+	}
+	if err := g.pub.Confirm(false); err != nil {
+		return nil, fmt.Errorf("amqp: confirm mode: %w", err)
+	}
+	if g.work, err = openChannel(conn, "work"); err != nil {
+		return nil, err
+	}
+	if err := g.work.Qos(1, 0, false); err != nil {
+		return nil, fmt.Errorf("amqp: qos: %w", err)
+	}
+	if g.in, err = openChannel(conn, "in"); err != nil {
+		return nil, err
+	}
+	if err := g.in.Qos(replyPrefetch, 0, false); err != nil {
+		return nil, fmt.Errorf("amqp: qos: %w", err)
+	}
+	closes := []chan *amqp.Error{
+		conn.NotifyClose(make(chan *amqp.Error, 1)),
+		g.pub.NotifyClose(make(chan *amqp.Error, 1)),
+		g.work.NotifyClose(make(chan *amqp.Error, 1)),
+		g.in.NotifyClose(make(chan *amqp.Error, 1)),
+	}
+	g.wg.Add(1)
+	go g.watch(closes)
+
+	lost := false
+	if !first {
+		if lost, err = g.replyQueueLost(); err != nil {
+			return nil, err
+		}
+	}
+	if err := g.declareCommon(); err != nil {
+		return nil, err
+	}
+	replies, err := g.in.Consume(t.replyQ, "reply/"+t.id, false, true, false, false, nil)
+	if err != nil {
+		return nil, fmt.Errorf("amqp: consume %s: %w", t.replyQ, err)
+	}
+	q, err := g.in.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		return nil, fmt.Errorf("amqp: declare control queue: %w", err)
+	}
+	if err := g.in.QueueBind(q.Name, "", t.topo.control(), false, nil); err != nil {
+		return nil, fmt.Errorf("amqp: bind %s: %w", q.Name, err)
+	}
+	controls, err := g.in.Consume(q.Name, "control/"+t.id, true, true, false, false, nil)
+	if err != nil {
+		return nil, fmt.Errorf("amqp: consume %s: %w", q.Name, err)
+	}
+	g.wg.Add(2)
+	go g.consumeReplies(replies)
+	go g.consumeControl(controls)
+
+	t.setupMu.Lock()
+	defer t.setupMu.Unlock()
+	if srv := t.serving(); srv != nil {
+		if err := g.serve(srv); err != nil {
+			return nil, err
+		}
+	}
+	if lost {
+		t.failInflight("reply queue lost with the connection")
+	}
+	t.cat.queried(time.Now())
+	g.control(typeQuery, struct{}{})
+	t.setGen(g)
+	ok = true
+	return g, nil
+}
+
+func openChannel(conn *amqp.Connection, name string) (*amqp.Channel, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("amqp: open %s channel: %w", name, err)
+	}
+	return ch, nil
+}
+
+// watch ends the generation when the connection or any of its channels
+// closes, for whatever reason: the next generation starts from scratch.
+func (g *generation) watch(closes []chan *amqp.Error) {
+	defer g.wg.Done()
+	var err *amqp.Error
+	select {
+	case err = <-closes[0]:
+	case err = <-closes[1]:
+	case err = <-closes[2]:
+	case err = <-closes[3]:
+	}
+	g.causeMu.Lock()
+	g.err = err
+	g.causeMu.Unlock()
+	close(g.done)
+	_ = g.conn.Close()
+}
+
+// replyQueueLost reports whether the reply queue disappeared while the
+// transport was disconnected (x-expires deletes the queue of a caller
+// without Identity after a minute without consumer; an operator may delete
+// any), taking any replies with it.
+func (g *generation) replyQueueLost() (bool, error) {
+	ch, err := openChannel(g.conn, "check")
+	if err != nil {
+		return false, err
+	}
+	_, err = ch.QueueDeclarePassive(g.t.replyQ, false, false, false, false, nil)
+	var amqpErr *amqp.Error
+	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.NotFound {
+		return true, nil // the failed passive declare closed ch
+	}
+	_ = ch.Close()
+	if err != nil {
+		return false, fmt.Errorf("amqp: check %s: %w", g.t.replyQ, err)
+	}
+	return false, nil
+}
+
+// declareCommon declares what every transport of the namespace uses: the
+// exchanges, the dead-letter queue and this transport's reply queue (a
+// durable quorum queue, so replies survive a broker restart; without
+// Identity it expires a minute after its consumer goes). It
+// uses a channel of its own, so that a refused declaration (say, a queue
+// that exists with other arguments) does not end the generation.
+func (g *generation) declareCommon() error {
+	t := g.t
+	ch, err := openChannel(g.conn, "declare")
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	for _, x := range []struct{ name, kind string }{
+		{t.topo.tasks(), amqp.ExchangeDirect},
+		{t.topo.control(), amqp.ExchangeFanout},
+		{t.topo.dlx(), amqp.ExchangeFanout},
+	} {
+		if err := ch.ExchangeDeclare(x.name, x.kind, true, false, false, false, nil); err != nil {
+			return fmt.Errorf("amqp: declare %s: %w", x.name, err)
+		}
+	}
+	dead := t.topo.dead()
+	if _, err := ch.QueueDeclare(dead, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
+		return fmt.Errorf("amqp: declare %s: %w", dead, err)
+	}
+	if err := ch.QueueBind(dead, "", t.topo.dlx(), false, nil); err != nil {
+		return fmt.Errorf("amqp: bind %s: %w", dead, err)
+	}
+	args := amqp.Table{"x-queue-type": "quorum"}
+	if t.cfg.Identity == "" {
+		args["x-expires"] = ephemeralExpiry.Milliseconds()
+	}
+	if _, err := ch.QueueDeclare(t.replyQ, true, false, false, false, args); err != nil {
+		return fmt.Errorf("amqp: declare %s: %w", t.replyQ, err)
+	}
+	return nil
+}
+
+// publish publishes msg on this generation and waits for the broker's
+// confirm (a per-message deferred confirmation). It returns
+// errGenerationLost when the connection ended first.
+func (g *generation) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	dc, err := g.pub.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, msg)
+	if err == nil {
+		var acked bool
+		if acked, err = dc.WaitContext(ctx); err != nil {
+			return err
+		}
+		if acked {
+			return nil
+		}
+		if !g.pub.IsClosed() {
+			return unavailable("the broker refused the message")
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if !g.pub.IsClosed() {
+		return fmt.Errorf("amqp: publish to %q key %q: %w", exchange, key, err)
+	}
+	select {
+	case <-g.done:
+		return errGenerationLost
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// control publishes a control message without waiting for its confirm:
+// announcements and queries are repeated when they matter.
+func (g *generation) control(typ string, v any) {
+	msg, err := controlPublishing(typ, v, time.Now())
+	if err == nil {
+		err = g.pub.Publish(g.t.topo.control(), "", false, false, msg)
+	}
+	if err != nil && !g.isDone() {
+		g.t.log.Warn("amqp: publish "+typ, "err", err)
+	}
+}
+
+// consumeReplies passes replies to the router and acks them.
+func (g *generation) consumeReplies(deliveries <-chan amqp.Delivery) {
+	defer g.wg.Done()
+	for m := range deliveries {
+		r, err := decodeReply(m.Body)
+		if err != nil {
+			g.t.log.Warn("amqp: dropped undecodable reply", "err", err, "correlation_id", m.CorrelationId)
+		} else {
+			g.t.received(r)
+		}
+		if !g.isDone() {
+			_ = m.Ack(false)
+		}
+	}
+}
+
+// consumeControl handles announcements, leaves, queries and cancels.
+func (g *generation) consumeControl(deliveries <-chan amqp.Delivery) {
+	defer g.wg.Done()
+	t := g.t
+	for m := range deliveries {
+		switch m.Type {
+		case typeAnnounce, typeLeave:
+			var a announcement
+			if err := json.Unmarshal(m.Body, &a); err != nil || a.Server == "" {
+				t.log.Warn("amqp: dropped bad "+m.Type, "err", err)
+				continue
+			}
+			if m.Type == typeLeave {
+				t.cat.leave(a.Server)
+			} else {
+				t.cat.announce(a.Server, a.Tasks, time.Duration(a.TTLMs)*time.Millisecond, time.Now())
+			}
+		case typeQuery:
+			if srv := g.srv.Load(); srv != nil {
+				g.announce(srv)
+			}
+		case typeCancel:
+			var c cancelRequest
+			if err := json.Unmarshal(m.Body, &c); err != nil || c.ID == "" {
+				t.log.Warn("amqp: dropped bad cancel", "err", err)
+				continue
+			}
+			if srv := t.serving(); srv != nil {
+				srv.cancel(c.ID)
+			}
+		default:
+			t.log.Warn("amqp: dropped control message of unknown type", "type", m.Type)
+		}
+	}
+}

@@ -1,0 +1,297 @@
+package amqp
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/atasks-go/atasks/wire"
+)
+
+// wait bounds every wait of these tests.
+const wait = 15 * time.Second
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(runChild())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+var (
+	brokerOnce sync.Once
+	brokerErr  error
+)
+
+// brokerURL returns the broker the tests use: $ATASKS_AMQP_URL, or the
+// local default. Without a reachable broker the test fails under CI=true
+// and is skipped elsewhere, saying how to get one.
+func brokerURL(t testing.TB) string {
+	t.Helper()
+	url := os.Getenv("ATASKS_AMQP_URL")
+	if url == "" {
+		url = Config{}.WithDefaults().URL
+	}
+	brokerOnce.Do(func() {
+		conn, err := amqp.Dial(url)
+		if err == nil {
+			_ = conn.Close()
+		}
+		brokerErr = err
+	})
+	if brokerErr != nil {
+		msg := fmt.Sprintf("no RabbitMQ at %s: %v\n"+
+			"Start one (Debian: apt-get install rabbitmq-server && rabbitmq-server -detached; "+
+			"Docker: docker run -d -p 5672:5672 rabbitmq:3.10) or point ATASKS_AMQP_URL at one.", url, brokerErr)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return url
+}
+
+// testLogger discards unless ATASKS_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("ATASKS_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// fixture is one test's share of the broker: a unique prefix, and the
+// broker objects to delete when the test ends.
+type fixture struct {
+	t      *testing.T
+	url    string
+	prefix string
+
+	mu         sync.Mutex
+	transports []*Transport
+	queues     []string
+}
+
+// newFixture registers deleting the test's broker objects; since t.Cleanup
+// runs in reverse, that happens after the transports are closed.
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{t: t, url: brokerURL(t), prefix: "t" + randomID()}
+	t.Cleanup(f.deleteAll)
+	return f
+}
+
+// config is cfg completed for this test: URL, prefix, connection name.
+func (f *fixture) config(cfg Config, role string) Config {
+	cfg.URL = f.url
+	cfg.Prefix = f.prefix
+	cfg.ConnectionName = f.t.Name() + " " + role
+	cfg.Logger = testLogger()
+	return cfg
+}
+
+// transport returns a new, unopened transport.
+func (f *fixture) transport(cfg Config, role string) *Transport {
+	f.t.Helper()
+	tr, err := New(f.config(cfg, role))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.transports = append(f.transports, tr)
+	f.mu.Unlock()
+	return tr
+}
+
+// open returns an opened transport that Cleanup closes.
+func (f *fixture) open(cfg Config, role string, deliver func(*wire.Reply)) *Transport {
+	f.t.Helper()
+	tr := f.transport(cfg, role)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := tr.Open(ctx, deliver); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_ = tr.Close(ctx)
+	})
+	return tr
+}
+
+// serve starts tr serving tasks with h.
+func (f *fixture) serve(tr *Transport, h wire.Handler, tasks ...string) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := tr.Serve(ctx, tasks, h); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// addQueue records a queue declared outside the fixture's transports.
+func (f *fixture) addQueue(name string) {
+	f.mu.Lock()
+	f.queues = append(f.queues, name)
+	f.mu.Unlock()
+}
+
+// channel returns a channel on a connection of the test's own.
+func (f *fixture) channel() *amqp.Channel {
+	f.t.Helper()
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(f.t.Name() + " test")
+	conn, err := amqp.DialConfig(f.url, amqp.Config{Properties: props})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { _ = conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ch
+}
+
+// deleteAll deletes every queue and exchange the test's transports declared.
+func (f *fixture) deleteAll() {
+	queues := map[string]bool{}
+	exchanges := map[string]bool{}
+	f.mu.Lock()
+	for _, q := range f.queues {
+		queues[q] = true
+	}
+	for _, tr := range f.transports {
+		queues[tr.replyQ] = true
+		queues[tr.topo.dead()] = true
+		exchanges[tr.topo.tasks()] = true
+		exchanges[tr.topo.control()] = true
+		exchanges[tr.topo.dlx()] = true
+		if srv := tr.serving(); srv != nil {
+			for _, q := range srv.queues {
+				queues[q.name] = true
+			}
+		}
+	}
+	f.mu.Unlock()
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(f.t.Name() + " cleanup")
+	conn, err := amqp.DialConfig(f.url, amqp.Config{Properties: props})
+	if err != nil {
+		f.t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer conn.Close()
+	del := func(kind, name string, op func(*amqp.Channel) error) {
+		ch, err := conn.Channel()
+		if err == nil {
+			err = op(ch)
+			_ = ch.Close()
+		}
+		if err != nil {
+			f.t.Errorf("cleanup: delete %s %s: %v", kind, name, err)
+		}
+	}
+	for q := range queues {
+		del("queue", q, func(ch *amqp.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err })
+	}
+	for x := range exchanges {
+		del("exchange", x, func(ch *amqp.Channel) error { return ch.ExchangeDelete(x, false, false) })
+	}
+}
+
+// inbox sorts replies by invocation id.
+type inbox struct {
+	mu   sync.Mutex
+	byID map[string]chan *wire.Reply
+}
+
+func newInbox() *inbox { return &inbox{byID: map[string]chan *wire.Reply{}} }
+
+func (b *inbox) ch(id string) chan *wire.Reply {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c, ok := b.byID[id]
+	if !ok {
+		c = make(chan *wire.Reply, 64)
+		b.byID[id] = c
+	}
+	return c
+}
+
+func (b *inbox) deliver(r *wire.Reply) {
+	select {
+	case b.ch(r.ID) <- r:
+	default:
+	}
+}
+
+// final returns the first final reply for id, or nil after wait.
+func (b *inbox) final(id string) *wire.Reply {
+	timeout := time.After(wait)
+	for {
+		select {
+		case r := <-b.ch(id):
+			if r.State.Final() {
+				return r
+			}
+		case <-timeout:
+			return nil
+		}
+	}
+}
+
+// handlerFunc adapts a function to wire.Handler.
+type handlerFunc func(ctx context.Context, req *wire.Request, d wire.Delivery) *wire.Reply
+
+func (f handlerFunc) Handle(ctx context.Context, req *wire.Request, d wire.Delivery) *wire.Reply {
+	return f(ctx, req, d)
+}
+
+func request(task, body string) *wire.Request {
+	return &wire.Request{ID: randomID(), NS: "default", Task: task, Codec: "json", Body: []byte(strconv.Quote(body))}
+}
+
+func succeeded(req *wire.Request, body string) *wire.Reply {
+	return &wire.Reply{ID: req.ID, State: wire.Succeeded, Codec: req.Codec, Body: []byte(body)}
+}
+
+// send sends req through tr, failing the test on error.
+func send(t *testing.T, tr *Transport, req *wire.Request) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := tr.Send(ctx, req); err != nil {
+		t.Fatalf("send %s: %v", req.Task, err)
+	}
+}
+
+// wantFinal fails unless b gets a final reply for id in state.
+func wantFinal(t *testing.T, b *inbox, id string, state wire.State) *wire.Reply {
+	t.Helper()
+	r := b.final(id)
+	if r == nil {
+		t.Fatalf("no final reply for %s within %v", id, wait)
+	}
+	if r.State != state {
+		t.Fatalf("final reply for %s: %s (%v), want %s", id, r.State, r.Err, state)
+	}
+	return r
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	case <-time.After(wait):
+		return false
+	}
+}

@@ -1,0 +1,478 @@
+// Package amqp is the RabbitMQ transport of atasks, built on amqp091-go.
+//
+// docs/PROTOCOL.md describes what it puts on the wire: exchanges, queues,
+// properties, headers and bodies. In short: requests go to a durable quorum
+// queue per task through a direct exchange and are acknowledged only after
+// their final reply is confirmed by the broker; replies go to the caller's
+// reply queue; announcements, queries and cancels travel on a fanout
+// control exchange; requests that exhaust their delivery limit are
+// dead-lettered and answered with a "poison" error by any server of the
+// namespace.
+//
+// A Transport keeps one connection at a time (a "generation") with three
+// channels: one in confirm mode for publishing, one for task and dead-letter
+// consumers (prefetch 1 each), one for replies and control messages. When
+// the connection or any of its channels fails, the supervisor dials a new
+// connection with backoff, declares the topology again and resumes
+// consuming; see supervise.
+package amqp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/atasks-go/atasks/wire"
+)
+
+const (
+	dialTimeout     = 10 * time.Second
+	replyPrefetch   = 256
+	ephemeralExpiry = time.Minute // x-expires of a reply queue without Identity
+	minBackoff      = 100 * time.Millisecond
+	maxBackoff      = 5 * time.Second
+	giveBackTimeout = 5 * time.Second
+)
+
+var (
+	_ wire.Transport = (*Transport)(nil)
+	_ wire.Delivery  = (*delivery)(nil)
+)
+
+// errGenerationLost says a connection ended under an operation; the
+// operation may be retried on the next connection.
+var errGenerationLost = errors.New("amqp: connection lost")
+
+// Transport carries atasks requests and replies over RabbitMQ. It
+// implements wire.Transport; create it with New.
+type Transport struct {
+	cfg    Config
+	log    *slog.Logger
+	topo   topology
+	id     string // this instance, random: server id in announcements
+	replyQ string
+	cat    *catalog
+
+	deliver func(*wire.Reply)
+
+	// setupMu serialises Serve with connect, so that every generation
+	// serves exactly when t.srv is set.
+	setupMu sync.Mutex
+
+	mu         sync.Mutex
+	opened     bool
+	closed     bool
+	gen        *generation   // the live connection; nil while reconnecting
+	genChanged chan struct{} // closed and replaced whenever gen changes
+	srv        *server
+	inflight   map[string]struct{} // sent requests without a final reply yet
+
+	stopCtx context.Context // ends reconnecting; cancelled last by Close
+	stop    context.CancelFunc
+	killCtx context.Context // parent of handler contexts and reply publishes
+	kill    context.CancelFunc
+	wg      sync.WaitGroup // the supervisor
+}
+
+// New returns a Transport for cfg, with defaults applied. It does not
+// connect: Open does.
+func New(cfg Config) (*Transport, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	id := randomID()
+	replyID := cfg.Identity
+	if replyID == "" {
+		replyID = id
+	}
+	if cfg.ConnectionName == "" {
+		cfg.ConnectionName = "atasks " + cfg.Namespace + " " + replyID
+	}
+	t := &Transport{
+		cfg:        cfg,
+		log:        cfg.Logger.With("ns", cfg.Namespace),
+		topo:       newTopology(cfg.Prefix, cfg.Namespace),
+		id:         id,
+		cat:        newCatalog(),
+		genChanged: make(chan struct{}),
+		inflight:   map[string]struct{}{},
+	}
+	t.replyQ = t.topo.replyQueue(replyID)
+	t.stopCtx, t.stop = context.WithCancel(context.Background())
+	t.killCtx, t.kill = context.WithCancel(context.Background())
+	return t, nil
+}
+
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// unavailable is the error of operations the transport cannot carry out now.
+func unavailable(msg string) *wire.Error {
+	return &wire.Error{Code: wire.CodeUnavailable, Message: msg, Retryable: true}
+}
+
+// Open connects to the broker, declares the namespace's topology and starts
+// consuming replies. Replies to requests sent through t are passed to
+// deliver. The first connection must succeed before ctx ends; after that t
+// reconnects by itself.
+func (t *Transport) Open(ctx context.Context, deliver func(*wire.Reply)) error {
+	if deliver == nil {
+		return errors.New("amqp: Open with nil deliver")
+	}
+	t.mu.Lock()
+	switch {
+	case t.closed:
+		t.mu.Unlock()
+		return unavailable("transport closed")
+	case t.opened:
+		t.mu.Unlock()
+		return errors.New("amqp: Open called twice")
+	}
+	t.opened = true
+	t.deliver = deliver
+	t.mu.Unlock()
+	g, err := t.connect(ctx, true)
+	if err != nil {
+		t.mu.Lock()
+		t.opened = false
+		t.mu.Unlock()
+		return err
+	}
+	t.wg.Add(1)
+	go t.supervise(g)
+	return nil
+}
+
+// usable reports why t cannot take new work, if it cannot.
+func (t *Transport) usable() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case !t.opened:
+		return errors.New("amqp: transport not open")
+	case t.closed:
+		return unavailable("transport closed")
+	}
+	return nil
+}
+
+// Send publishes req to its task's queue and returns once the broker has
+// confirmed it. It returns a "task_not_found" error when no server has
+// announced req.Task within LookupTimeout. While the broker is unreachable
+// it waits for a reconnect until ctx ends.
+func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	if req.ID == "" {
+		return &wire.Error{Code: wire.CodeBadInput, Message: "request without id"}
+	}
+	if req.NS != "" && req.NS != t.cfg.Namespace {
+		return &wire.Error{Code: wire.CodeNamespaceNotFound, Message: fmt.Sprintf("transport carries namespace %q, not %q", t.cfg.Namespace, req.NS)}
+	}
+	if err := t.cat.lookup(ctx, req.Task, t.cfg.LookupTimeout, t.query); err != nil {
+		return err
+	}
+	t.track(req.ID)
+	if err := t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQ, time.Now())); err != nil {
+		t.untrack(req.ID)
+		return err
+	}
+	return nil
+}
+
+// Cancel broadcasts a cancel for invocation id to every server of the
+// namespace; the one running it cancels its handler's context, and all of
+// them remember id for a while so that it does not start later.
+func (t *Transport) Cancel(ctx context.Context, id string) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	msg, err := controlPublishing(typeCancel, cancelRequest{ID: id}, time.Now())
+	if err != nil {
+		return err
+	}
+	return t.publish(ctx, t.topo.control(), "", msg)
+}
+
+// Catalog lists the tasks that servers have announced, with how many
+// servers offer each. Right after Open it first waits up to LookupTimeout
+// for the servers' first announcements.
+func (t *Transport) Catalog(ctx context.Context) ([]wire.TaskInfo, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
+	if err := t.cat.settle(ctx, t.cfg.LookupTimeout); err != nil {
+		return nil, err
+	}
+	return t.cat.list(time.Now()), nil
+}
+
+// Close stops serving and disconnects. Shutdown order:
+//  1. Send, Cancel and Serve start failing with "unavailable".
+//  2. Serving stops: every task and dead-letter consumer is cancelled
+//     (basic.cancel), callers are told this server leaves; a delivery that
+//     still arrives is returned to its queue unstarted.
+//  3. Running handlers may finish and have their replies confirmed until
+//     ctx ends.
+//  4. The deliveries of handlers still running are returned to their queues
+//     as fresh copies (so the return does not count towards DeliveryLimit),
+//     then the handlers' contexts are cancelled and Close waits for them to
+//     return.
+//  5. Without Identity, the reply queue is deleted (replies still on their
+//     way are lost with it; with Identity they wait for the next process).
+//  6. The supervisor closes the connection and waits for the goroutines of
+//     the last generation (consumers, slot manager, announcer, watcher).
+//  7. Calls still waiting for a reply get a final "unavailable" reply; no
+//     reply is delivered after Close returns.
+//
+// Close returns ctx's error when it had to cancel running handlers.
+func (t *Transport) Close(ctx context.Context) error {
+	t.setupMu.Lock() // so that a Serve in progress completes first
+	t.mu.Lock()
+	wasOpen := t.opened && !t.closed
+	t.closed = true
+	srv := t.srv
+	t.mu.Unlock()
+	t.setupMu.Unlock()
+	if !wasOpen {
+		return nil
+	}
+
+	var err error
+	if srv != nil {
+		t.stopServing(srv)
+		err = t.drain(ctx, srv)
+	}
+	if t.cfg.Identity == "" {
+		t.deleteReplyQueue()
+	}
+	t.kill()
+	t.stop()
+	t.wg.Wait()
+
+	t.failInflight("transport closed before the reply arrived")
+	return err
+}
+
+// deleteReplyQueue deletes the reply queue of a transport without
+// Identity, if connected; otherwise x-expires deletes it later.
+func (t *Transport) deleteReplyQueue() {
+	g := t.current()
+	if g == nil {
+		return
+	}
+	ch, err := openChannel(g.conn, "delete")
+	if err == nil {
+		_, err = ch.QueueDelete(t.replyQ, false, false, false)
+		_ = ch.Close()
+	}
+	if err != nil {
+		t.log.Warn("amqp: delete reply queue", "queue", t.replyQ, "err", err)
+	}
+}
+
+func (t *Transport) track(id string) {
+	t.mu.Lock()
+	t.inflight[id] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *Transport) untrack(id string) {
+	t.mu.Lock()
+	delete(t.inflight, id)
+	t.mu.Unlock()
+}
+
+// received passes a reply to the router.
+func (t *Transport) received(r *wire.Reply) {
+	if r.State.Final() {
+		t.untrack(r.ID)
+	}
+	t.deliver(r)
+}
+
+// failInflight ends every call waiting for a reply with a retryable
+// "unavailable" error: the transport closed, or the reply queue was lost
+// with the replies in it.
+func (t *Transport) failInflight(why string) {
+	t.mu.Lock()
+	ids := make([]string, 0, len(t.inflight))
+	for id := range t.inflight {
+		ids = append(ids, id)
+	}
+	clear(t.inflight)
+	t.mu.Unlock()
+	for _, id := range ids {
+		t.deliver(failure(id, "", unavailable(why)))
+	}
+}
+
+// current returns the live generation, or nil while reconnecting.
+func (t *Transport) current() *generation {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.gen == nil || t.gen.isDone() {
+		return nil
+	}
+	return t.gen
+}
+
+func (t *Transport) setGen(g *generation) {
+	t.mu.Lock()
+	t.gen = g
+	close(t.genChanged)
+	t.genChanged = make(chan struct{})
+	t.mu.Unlock()
+}
+
+// waitGen returns the live generation, waiting for a reconnect if needed.
+func (t *Transport) waitGen(ctx context.Context) (*generation, error) {
+	for {
+		t.mu.Lock()
+		g, changed := t.gen, t.genChanged
+		t.mu.Unlock()
+		if g != nil && !g.isDone() {
+			return g, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.stopCtx.Done():
+			return nil, unavailable("transport closed")
+		}
+	}
+}
+
+// publish publishes msg and waits for the broker's confirm. When the
+// connection is lost before the confirm, it publishes again on the next
+// one, until ctx ends: duplicates are harmless, losses are not.
+// Goroutines of a generation must not call it (they would wait for the
+// next generation, which waits for them); they use generation.publish.
+func (t *Transport) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	for {
+		g, err := t.waitGen(ctx)
+		if err != nil {
+			return err
+		}
+		err = g.publish(ctx, exchange, key, msg)
+		if !errors.Is(err, errGenerationLost) {
+			return err
+		}
+	}
+}
+
+// query asks every server to announce its tasks now.
+func (t *Transport) query() {
+	if g := t.current(); g != nil {
+		g.control(typeQuery, struct{}{})
+	}
+}
+
+// kick wakes the current generation's slot manager.
+func (t *Transport) kick() {
+	if g := t.current(); g != nil {
+		select {
+		case g.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// supervise owns the connection: it waits for the generation to end,
+// then reconnects with exponential backoff (100ms doubling to 5s, with
+// jitter) until it succeeds or Close stops it. Each new generation
+// declares the topology again, checks that the reply queue survived (if
+// not, calls waiting for replies fail with "unavailable"), resumes
+// consuming replies and control messages, and, when serving, redeclares
+// the task queues and starts consumers for the free slots. Handlers of the
+// old generation keep running; their replies are published on the new
+// connection, and their acks are skipped (the broker has already returned
+// those deliveries to their queues, so they will run again: at least once).
+func (t *Transport) supervise(g *generation) {
+	defer t.wg.Done()
+	for {
+		select {
+		case <-g.done:
+		case <-t.stopCtx.Done():
+		}
+		t.mu.Lock()
+		if t.gen == g {
+			t.gen = nil
+			close(t.genChanged)
+			t.genChanged = make(chan struct{})
+		}
+		t.mu.Unlock()
+		_ = g.conn.Close()
+		g.wg.Wait()
+		if t.stopCtx.Err() != nil {
+			return
+		}
+		t.log.Warn("amqp: connection lost; reconnecting", "err", g.cause())
+		if g = t.reconnect(); g == nil {
+			return
+		}
+		t.log.Info("amqp: reconnected")
+	}
+}
+
+// reconnect dials until it has a new generation, or returns nil when Close
+// stops it.
+func (t *Transport) reconnect() *generation {
+	delay := minBackoff
+	for {
+		g, err := t.connect(t.stopCtx, false)
+		if err == nil {
+			return g
+		}
+		t.log.Warn("amqp: reconnect failed", "err", err, "retry_in", delay)
+		timer := time.NewTimer(delay/2 + time.Duration(randomUint64()%uint64(delay)))
+		select {
+		case <-timer.C:
+		case <-t.stopCtx.Done():
+			timer.Stop()
+			return nil
+		}
+		delay = min(2*delay, maxBackoff)
+	}
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
+
+// dialer dials the broker until ctx ends, with the handshake deadline
+// amqp091-go expects its Dial functions to set (it clears it once open).
+func dialer(ctx context.Context) func(network, addr string) (net.Conn, error) {
+	return func(network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: dialTimeout}
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if err := conn.SetDeadline(time.Now().Add(dialTimeout)); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
+}
