@@ -179,6 +179,44 @@ func TestInvocationInContext(t *testing.T) {
 	}
 }
 
+func TestDuplicateIDIsRefused(t *testing.T) {
+	t.Parallel()
+	ctx := atasktest.Start(t)
+	f := demo.Sleep.Start(ctx, demo.SleepIn{MS: 5000}, atasks.WithID("same"))
+	defer f.Cancel()
+	if _, err := demo.Sleep.Call(ctx, demo.SleepIn{}, atasks.WithID("same")); !errors.Is(err, &atasks.Error{Code: "duplicate_id"}) {
+		t.Fatalf("second call with the same id: %v", err)
+	}
+}
+
+// A task whose WaitAll returns early (CancelOnError) leaves no slot taken.
+func TestNoSlotLeaks(t *testing.T) {
+	t.Parallel()
+	c, _ := atasks.NewClient(atasks.Config{})
+	ctx := context.Background()
+	w, _ := atasks.NewWorker(c, atasks.WorkerConfig{Concurrency: 2})
+	if err := errors.Join(c.Start(ctx), w.Start(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(ctx)
+	ctx = atasks.WithClient(ctx, c)
+	for range 5 {
+		tctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		_, _ = demo.Fib.Call(tctx, demo.FibIn{N: 12})
+		cancel()
+	}
+	if sum, err := demo.Add.Call(ctx, demo.AddIn{A: 1, B: 1}); err != nil || sum != 2 {
+		t.Fatalf("after timed-out nested calls: %v %v", sum, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for busy, _ := w.Busy(); busy != 0; busy, _ = w.Busy() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still taken", busy)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestWaitAllCancelOnError(t *testing.T) {
 	t.Parallel()
 	ctx := atasktest.Start(t)

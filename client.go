@@ -33,6 +33,12 @@ type Config struct {
 	Worker string
 	// Logger receives the client's logs. Defaults to slog.Default().
 	Logger *slog.Logger
+	// OnOrphan receives outcomes that arrive for no call in flight: with a
+	// transport whose replies outlive the process (AMQP with an Identity),
+	// the outcomes of calls this process made before it restarted; also
+	// late duplicates of outcomes already delivered. It must not block.
+	// Defaults to nil: such outcomes are dropped.
+	OnOrphan func(Outcome)
 }
 
 // WithDefaults returns a copy of c with every unset field set to its default.
@@ -96,7 +102,7 @@ func NewClient(cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, namespaces: map[string]*namespace{}}
 	for _, nc := range cfg.Namespaces {
 		codecs := codec.NewRegistry(nc.Codec)
-		r, err := router.New(router.Config{NS: nc.Name, Transport: nc.Transport, Codecs: codecs, Worker: cfg.Worker, Logger: cfg.Logger})
+		r, err := router.New(router.Config{NS: nc.Name, Transport: nc.Transport, Codecs: codecs, Worker: cfg.Worker, Logger: cfg.Logger, OnOrphan: orphanFunc(cfg.OnOrphan, nc.Name, codecs)})
 		if err != nil {
 			return nil, err
 		}
@@ -105,11 +111,15 @@ func NewClient(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Start connects every namespace's transport.
+// Start connects every namespace's transport, in configuration order; if
+// one fails, those already connected are closed again.
 func (c *Client) Start(ctx context.Context) error {
-	for _, ns := range c.namespaces {
-		if err := ns.Open(ctx); err != nil {
-			return fmt.Errorf("atasks: open namespace %q: %w", ns.NS(), err)
+	for i, name := range c.Namespaces() {
+		if err := c.namespaces[name].Open(ctx); err != nil {
+			for _, opened := range c.Namespaces()[:i] {
+				_ = c.namespaces[opened].Close(ctx)
+			}
+			return fmt.Errorf("atasks: open namespace %q: %w", name, err)
 		}
 	}
 	return nil
@@ -126,6 +136,17 @@ func (c *Client) Stop(ctx context.Context) error {
 		c.stopErr = errors.Join(errs...)
 	})
 	return c.stopErr
+}
+
+// Ready returns nil when every namespace's transport can carry messages now
+// (for AMQP: is connected to the broker), else the first problem.
+func (c *Client) Ready(ctx context.Context) error {
+	for _, name := range c.Namespaces() {
+		if err := c.namespaces[name].Check(ctx); err != nil {
+			return fmt.Errorf("atasks: namespace %q: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Namespaces returns the names of the client's namespaces in configuration order.

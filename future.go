@@ -45,6 +45,17 @@ func (f *Future[Out]) Wait(ctx context.Context) (Out, error) {
 	return out, nil
 }
 
+// Done returns a channel that is closed when the outcome is known, for
+// select; Wait then returns at once.
+func (f *Future[Out]) Done() <-chan struct{} {
+	if f.p == nil {
+		return closedChan
+	}
+	return f.p.Done()
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // Cancel cancels the task; Wait then returns ErrCancelled unless the outcome arrived first.
 func (f *Future[Out]) Cancel() {
 	if f.p != nil {
@@ -84,15 +95,19 @@ func WaitAll[Out any](ctx context.Context, fs []*Future[Out], opts ...WaitOption
 	}
 	outs := make([]Out, len(fs))
 	errs := make([]error, len(fs))
+	var first error // in time
 	for range fs {
 		r := <-results
 		outs[r.i], errs[r.i] = r.out, r.err
-		if r.err != nil && cfg.cancelOnError {
+		if r.err != nil && first == nil && cfg.cancelOnError {
+			first = r.err
 			for _, f := range fs {
-				f.Cancel()
+				f.Cancel() // the remaining waits return at once
 			}
-			return outs, r.err
 		}
+	}
+	if first != nil {
+		return outs, first
 	}
 	for _, err := range errs {
 		if err != nil {

@@ -39,11 +39,18 @@ func InNamespace(ns string) DefineOption { return func(d *definition) { d.ns = n
 // Define registers fn as a task and returns its definition. Define it once,
 // usually in a package-level var, in every program that calls or serves it:
 // callers use the definition for its name and types, workers to run fn.
-// Define panics if the namespace already has a task of that name.
+// Define panics if the namespace already has a task of that name, or if fn
+// is a function literal or method and no Name is given.
 func Define[In, Out any](fn func(context.Context, In) (Out, error), opts ...DefineOption) *Task[In, Out] {
-	d := definition{ns: DefaultNamespace, name: funcName(fn)}
+	var d definition
 	for _, o := range opts {
 		o(&d)
+	}
+	if d.ns == "" {
+		d.ns = DefaultNamespace
+	}
+	if d.name == "" {
+		d.name = funcName(fn)
 	}
 	register(d.ns, d.name, handlerOf(fn))
 	return &Task[In, Out]{ns: d.ns, name: d.name}
@@ -103,7 +110,8 @@ type callConfig struct {
 func WithID(id string) CallOption { return func(c *callConfig) { c.id = id } }
 
 // OnState makes the call report the invocation's progress to fn: when it
-// starts running and when it starts awaiting a child. fn must not block.
+// starts running and when it starts awaiting a child. fn must not block; it
+// may be called from several goroutines, and until the outcome arrives.
 func OnState(fn func(Event)) CallOption { return func(c *callConfig) { c.onState = fn } }
 
 func (c callConfig) observer() func(*wire.Reply) {
@@ -178,10 +186,13 @@ func Defined(ns string) []string {
 }
 
 // funcName derives a task name from fn: its package's last path element and
-// the function's name, e.g. "demo.add".
+// the function's name, e.g. "demo.add". Function literals, methods and
+// generic functions have no stable name of that kind: they need Name.
 func funcName(fn any) string {
 	full := runtime.FuncForPC(reflect.ValueOf(fn).Pointer()).Name()
-	dir, base := path.Split(full)
-	_ = dir
-	return strings.TrimSuffix(base, "-fm")
+	base := path.Base(full)
+	if strings.Count(base, ".") != 1 || strings.ContainsAny(base, "[]()*") || strings.HasSuffix(base, "-fm") {
+		panic(fmt.Sprintf("atasks: %s has no stable task name; give one with atasks.Name", full))
+	}
+	return base
 }

@@ -14,7 +14,8 @@ import (
 type WorkerConfig struct {
 	// Concurrency bounds how many tasks compute at once. A task that awaits
 	// other tasks does not count while it waits, so nested calls never
-	// deadlock. Defaults to 1000 (as Temporal's workers): tasks are mostly I/O-bound; lower it for
+	// deadlock; while any goroutine of a task awaits, the task does not count.
+	// Defaults to 1000 (as Temporal's workers): tasks are mostly I/O-bound; lower it for
 	// CPU-bound ones.
 	Concurrency int
 	// Namespaces lists the client's namespaces to serve. Defaults to all of them.
@@ -44,7 +45,24 @@ func (c WorkerConfig) validate(client *Client) error {
 			return err
 		}
 	}
+	for _, task := range c.Tasks {
+		if !c.defines(task) {
+			return fmt.Errorf("atasks: task %q is not defined in the namespaces served, %v", task, c.Namespaces)
+		}
+	}
 	return nil
+}
+
+// defines reports whether task, "name" or "ns/name", is defined in a served namespace.
+func (c WorkerConfig) defines(task string) bool {
+	for _, ns := range c.Namespaces {
+		for _, name := range Defined(ns) {
+			if task == name || task == ns+"/"+name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Worker serves the tasks a program defines: it receives their invocations

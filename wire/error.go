@@ -28,6 +28,7 @@ const (
 	CodeTimeout           = "timeout"             // the invocation's deadline passed
 	CodeUnavailable       = "unavailable"         // the transport cannot reach the broker or was closed
 	CodePoison            = "poison"              // delivered too often without an outcome (it kept killing workers)
+	CodeDuplicateID       = "duplicate_id"        // a call reused the id of a call in flight
 )
 
 // Error implements error.

@@ -126,3 +126,10 @@ type Transport interface {
 	// cancels the rest, and disconnects.
 	Close(ctx context.Context) error
 }
+
+// Checker is implemented by transports that can tell whether they can
+// carry messages now, e.g. whether they are connected to their broker.
+type Checker interface {
+	// Check returns nil when the transport can carry messages.
+	Check(ctx context.Context) error
+}

@@ -34,18 +34,29 @@ func (f Flags) String(name, env, def, usage string) *string {
 
 // Int defines an int flag defaulting to $env, else def.
 func (f Flags) Int(name, env string, def int, usage string) *int {
-	if v, err := strconv.Atoi(os.Getenv(env)); err == nil {
-		def = v
+	if s, ok := os.LookupEnv(env); ok {
+		def = fromEnv(env, s, strconv.Atoi)
 	}
 	return f.FlagSet.Int(name, def, usage+" ($"+env+")")
 }
 
 // Duration defines a duration flag defaulting to $env, else def.
 func (f Flags) Duration(name, env string, def time.Duration, usage string) *time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(env)); err == nil {
-		def = v
+	if s, ok := os.LookupEnv(env); ok {
+		def = fromEnv(env, s, time.ParseDuration)
 	}
 	return f.FlagSet.Duration(name, def, usage+" ($"+env+")")
+}
+
+// fromEnv parses environment variable env's value s, exiting with status 2,
+// as a bad flag does, if it does not parse.
+func fromEnv[T any](env, s string, parse func(string) (T, error)) T {
+	v, err := parse(s)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "invalid value %q for $%s: %v\n", s, env, err)
+		os.Exit(2)
+	}
+	return v
 }
 
 // Logger returns a text logger on stderr at level ("debug", "info", "warn", "error").

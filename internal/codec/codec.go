@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math/big"
 	"reflect"
 	"sync"
 
@@ -31,7 +33,7 @@ func (JSON) Unmarshal(data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("json: trailing data after the value")
 	}
 	return nil
@@ -106,33 +108,49 @@ func (r *Registry) Get(name string) (wire.Codec, error) {
 
 // DecodeJSON decodes a JSON document into plain Go values that every codec
 // encodes alike: objects, arrays, strings, booleans, nil, and numbers as
-// int64 when integral and in range, else float64.
+// int64 when integral and in its range, *big.Int when integral beyond it,
+// else float64. A number too large for float64 is an error.
 func DecodeJSON(data []byte) (any, error) {
 	var v any
 	if err := (JSON{}).Unmarshal(data, &v); err != nil {
 		return nil, err
 	}
-	return plainNumbers(v), nil
+	return plainNumbers(v)
 }
 
 // plainNumbers replaces the json.Number values in v, which other codecs would
 // encode as strings, with int64 or float64.
-func plainNumbers(v any) any {
+func plainNumbers(v any) (any, error) {
+	var err error
 	switch x := v.(type) {
 	case json.Number:
-		if i, err := x.Int64(); err == nil {
-			return i
-		}
-		f, _ := x.Float64()
-		return f
+		return plainNumber(x)
 	case map[string]any:
 		for k, e := range x {
-			x[k] = plainNumbers(e)
+			if x[k], err = plainNumbers(e); err != nil {
+				return nil, err
+			}
 		}
 	case []any:
 		for i, e := range x {
-			x[i] = plainNumbers(e)
+			if x[i], err = plainNumbers(e); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return v
+	return v, nil
+}
+
+func plainNumber(n json.Number) (any, error) {
+	if i, err := n.Int64(); err == nil {
+		return i, nil
+	}
+	if b, ok := new(big.Int).SetString(string(n), 10); ok {
+		return b, nil
+	}
+	f, err := n.Float64()
+	if err != nil {
+		return nil, fmt.Errorf("json: number %s is out of range", n)
+	}
+	return f, nil
 }

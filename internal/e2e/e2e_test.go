@@ -176,3 +176,50 @@ func (s *system) client(t *testing.T) context.Context {
 	})
 	return atasks.WithClient(context.Background(), c)
 }
+
+// A gateway with an identity restarts while a slow task runs: the outcome
+// waits in its reply queue and is readable from the new process.
+func TestGatewayRestartKeepsResult(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	s.worker()
+	gw1, base := s.gateway("--identity", "gw1")
+	inv := call(t, base, "default", "demo.sleep", `{"ms":3000,"value":"kept"}`, "?wait=200ms")
+	if inv.status != 202 {
+		t.Fatalf("call: %d %s", inv.status, inv.State)
+	}
+	gw1.stop(t, 10*time.Second)
+	_, base = s.gateway("--identity", "gw1")
+	// Unknown to the new process until its outcome arrives: each long-poll
+	// waits for it to appear, then 404s.
+	got := poll(t, base, "default", inv.ID, 30*time.Second)
+	for deadline := time.Now().Add(30 * time.Second); got.status == 404 && time.Now().Before(deadline); {
+		got = poll(t, base, "default", inv.ID, 30*time.Second)
+	}
+	if got.status != 200 || got.State != "succeeded" || string(got.Result) != `"kept"` || got.Task != "demo.sleep" {
+		t.Fatalf("after restart: %d %s %s %s %+v", got.status, got.Task, got.State, got.Result, got.Error)
+	}
+}
+
+// SIGTERM drains a worker: its running task finishes and answers, and the
+// worker exits; work sent afterwards goes to the other worker.
+func TestGracefulDrain(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	draining := s.worker()
+	_, base := s.gateway()
+	waitServed(t, base, "default", "demo.sleep")
+	inv := call(t, base, "default", "demo.sleep", `{"ms":2000,"value":"finished"}`, "?wait=300ms")
+	if inv.status != 202 {
+		t.Fatalf("call: %d %s", inv.status, inv.State)
+	}
+	s.worker()
+	within(t, 20*time.Second, "the drain", func() { draining.stop(t, 20*time.Second) })
+	got := poll(t, base, "default", inv.ID, 10*time.Second)
+	if got.State != "succeeded" || string(got.Result) != `"finished"` {
+		t.Fatalf("the running task: %s %s %+v", got.State, got.Result, got.Error)
+	}
+	if after := call(t, base, "default", "demo.add", `{"a":1,"b":1}`, "?wait=20s"); after.State != "succeeded" {
+		t.Fatalf("after the drain: %d %s %+v", after.status, after.State, after.Error)
+	}
+}

@@ -189,6 +189,7 @@ func (s *system) gateway(args ...string) (*proc, string) {
 // invocation is the gateway's resource, as tests read it.
 type invocation struct {
 	ID       string          `json:"id"`
+	Task     string          `json:"task"`
 	State    string          `json:"state"`
 	Result   json.RawMessage `json:"result"`
 	Children []string        `json:"children"`

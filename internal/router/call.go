@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -17,8 +18,9 @@ type Pending struct {
 	id      string
 	r       *Router
 	observe func(*wire.Reply)
-	done    chan *wire.Reply // receives the outcome once
-	stop    func() bool      // stops the context watch; guarded by r.mu
+	outcome *wire.Reply   // set once, before finished closes
+	closed  chan struct{} // closed when the outcome is known
+	stop    func() bool   // stops the context watch; guarded by r.mu
 }
 
 // Start sends req and returns the pending call. If ctx carries a running
@@ -28,12 +30,12 @@ type Pending struct {
 // asked to cancel too (it knows the deadline already).
 // observe, if not nil, sees every non-final reply; it must not block.
 func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wire.Reply)) *Pending {
-	if parent := FromContext(ctx); parent != nil {
+	parent := FromContext(ctx)
+	if parent != nil {
 		req.Parent = parent.ID
 		if req.ID == "" {
 			req.ID = parent.childID()
 		}
-		parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID})
 	}
 	if req.ID == "" {
 		req.ID = NewID()
@@ -41,12 +43,20 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	if dl, ok := ctx.Deadline(); ok && (req.Deadline.IsZero() || dl.Before(req.Deadline)) {
 		req.Deadline = dl
 	}
-	p := &Pending{id: req.ID, r: r, observe: observe, done: make(chan *wire.Reply, 1)}
+	p := &Pending{id: req.ID, r: r, observe: observe, closed: make(chan struct{})}
 	r.mu.Lock()
-	r.calls[req.ID] = p
+	_, dup := r.calls[req.ID]
+	if !dup {
+		r.calls[req.ID] = p
+	}
 	r.mu.Unlock()
-	if err := ctx.Err(); err != nil {
-		p.complete(failure(req.ID, err))
+	if dup {
+		p.outcome = failure(req.ID, &wire.Error{Code: wire.CodeDuplicateID, Message: fmt.Sprintf("invocation %q is already in flight", req.ID)})
+		close(p.closed)
+		return p
+	}
+	if ctx.Err() != nil {
+		p.complete(ctxFailure(req.ID, ctx))
 		return p
 	}
 	if err := r.cfg.Transport.Send(ctx, req); err != nil {
@@ -54,9 +64,12 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 		p.complete(failure(req.ID, err))
 		return p
 	}
+	if parent != nil {
+		parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID})
+	}
 	stop := context.AfterFunc(ctx, func() {
 		// A passed deadline needs no message: the server has it too.
-		if p.complete(failure(req.ID, context.Cause(ctx))) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if p.complete(ctxFailure(req.ID, ctx)) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			r.cancelRemote(req.ID)
 		}
 	})
@@ -79,18 +92,25 @@ func (p *Pending) ID() string { return p.id }
 // ends first (the call itself goes on). While a running invocation waits, it
 // gives up its compute slot.
 func (p *Pending) Wait(ctx context.Context) *wire.Reply {
+	select {
+	case <-p.closed:
+		return p.outcome
+	default:
+	}
 	if inv := FromContext(ctx); inv != nil {
 		inv.suspend()
 		defer inv.resume()
 	}
 	select {
-	case rep := <-p.done:
-		p.done <- rep // keep it for the next Wait
-		return rep
+	case <-p.closed:
+		return p.outcome
 	case <-ctx.Done():
-		return failure(p.id, context.Cause(ctx))
+		return ctxFailure(p.id, ctx)
 	}
 }
+
+// Done returns a channel that is closed when the outcome is known.
+func (p *Pending) Done() <-chan struct{} { return p.closed }
 
 // Cancel ends the call with "cancelled" and asks its server to cancel it.
 func (p *Pending) Cancel() {
@@ -113,7 +133,8 @@ func (p *Pending) complete(rep *wire.Reply) bool {
 	if stop != nil {
 		stop()
 	}
-	p.done <- rep
+	p.outcome = rep
+	close(p.closed)
 	return true
 }
 
@@ -123,6 +144,8 @@ func (r *Router) deliver(rep *wire.Reply) {
 	p := r.calls[rep.ID]
 	r.mu.Unlock()
 	switch {
+	case p == nil && rep.State.Final() && r.cfg.OnOrphan != nil:
+		r.cfg.OnOrphan(rep)
 	case p == nil:
 		r.cfg.Logger.Debug("reply for no call in flight", "invocation_id", rep.ID, "state", rep.State)
 	case rep.State.Final():
@@ -132,16 +155,30 @@ func (r *Router) deliver(rep *wire.Reply) {
 	}
 }
 
+// cancelRemote asks the call's server to cancel it, in the background so
+// that cancelling many calls takes no longer than one; Close waits for it.
 func (r *Router) cancelRemote(id string) {
-	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
-	defer cancel()
-	if err := r.cfg.Transport.Cancel(ctx, id); err != nil {
-		r.cfg.Logger.Warn("cancel failed", slog.String("invocation_id", id), slog.Any("err", err))
-	}
+	r.cancels.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+		defer cancel()
+		if err := r.cfg.Transport.Cancel(ctx, id); err != nil {
+			r.cfg.Logger.Warn("cancel failed", slog.String("invocation_id", id), slog.Any("err", err))
+		}
+	})
 }
 
 // failure is the final reply of a call that ended with err.
 func failure(id string, err error) *wire.Reply {
 	e := wire.AsError(err)
+	return &wire.Reply{ID: id, State: e.StateOf(), Err: e}
+}
+
+// ctxFailure is the final reply of a call whose context ended: "timeout" or
+// "cancelled" by ctx.Err(), with the cause's text when one was given.
+func ctxFailure(id string, ctx context.Context) *wire.Reply {
+	e := wire.AsError(ctx.Err())
+	if cause := context.Cause(ctx); cause != ctx.Err() {
+		e.Message = cause.Error()
+	}
 	return &wire.Reply{ID: id, State: e.StateOf(), Err: e}
 }

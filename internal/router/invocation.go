@@ -21,13 +21,16 @@ type Invocation struct {
 	Parent  string // invocation id of the caller, "" at the top
 	Attempt int
 
+	ctx      context.Context // ends when the task returns
 	delivery wire.Delivery
 	slots    *Slots
 	children atomic.Uint64 // calls made so far, for child ids
 
-	mu    sync.Mutex // guards waits and held; held across a slot acquisition
-	waits int        // goroutines of this invocation awaiting children
-	held  bool       // whether it holds a compute slot
+	mu        sync.Mutex
+	waits     int  // goroutines of this invocation awaiting children
+	held      bool // it holds a compute slot
+	suspended bool // the delivery was told it is suspended
+	finished  bool // the task returned
 }
 
 type ctxKey struct{}
@@ -43,55 +46,82 @@ func FromContext(ctx context.Context) *Invocation {
 }
 
 // childID derives the id of the invocation's next child from its own id and
-// the call's position, so a re-run of the same parent names its children the same.
+// the call's position, so a re-run of the same parent that starts its
+// children in the same order names them the same.
 func (inv *Invocation) childID() string {
 	n := inv.children.Add(1)
 	sum := sha256.Sum256([]byte(inv.ID + "/" + strconv.FormatUint(n, 10)))
 	return encodeID(sum[:16])
 }
 
-// start takes a compute slot, waiting for one until ctx ends.
-func (inv *Invocation) start(ctx context.Context) error {
-	if err := inv.slots.acquire(ctx); err != nil {
+// start takes a compute slot, waiting for one until the invocation's context ends.
+func (inv *Invocation) start() error {
+	if err := inv.slots.acquire(inv.ctx); err != nil {
 		return err
 	}
 	inv.held = true
 	return nil
 }
 
-// finish gives the compute slot back.
+// finish gives the compute slot back once the task has returned; waits
+// still in progress (futures awaited after the task returned) no longer count.
 func (inv *Invocation) finish() {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
+	inv.finished = true
 	if inv.held {
 		inv.slots.release()
 		inv.held = false
 	}
 }
 
-// suspend gives up the compute slot while the invocation awaits children.
+// suspend gives up the compute slot while a goroutine of the invocation
+// awaits children. While any goroutine awaits, the invocation does not count
+// as computing, even if its other goroutines do.
 func (inv *Invocation) suspend() {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
 	inv.waits++
-	if inv.waits == 1 && inv.held {
+	if inv.waits > 1 || inv.finished {
+		return
+	}
+	if inv.held {
 		inv.slots.release()
 		inv.held = false
+	}
+	if !inv.suspended {
+		inv.suspended = true
 		inv.delivery.Suspend()
 	}
 }
 
 // resume takes a compute slot again once no goroutine of the invocation
-// awaits children any more.
+// awaits children any more. It waits for the slot without holding the lock,
+// so that a concurrent suspend or finish can proceed; whoever acquires a slot
+// that is no longer wanted gives it back.
 func (inv *Invocation) resume() {
 	inv.mu.Lock()
-	defer inv.mu.Unlock()
 	inv.waits--
-	if inv.waits == 0 && !inv.held {
-		inv.delivery.Resume()
-		_ = inv.slots.acquire(context.Background())
-		inv.held = true
+	if inv.waits > 0 || inv.finished {
+		inv.mu.Unlock()
+		return
 	}
+	if inv.suspended {
+		inv.suspended = false
+		inv.delivery.Resume()
+	}
+	inv.mu.Unlock()
+
+	if inv.slots.acquire(inv.ctx) != nil {
+		return // the task is ending anyway
+	}
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if inv.finished || inv.waits > 0 || inv.held {
+		inv.slots.release()
+		return
+	}
+	inv.held = true
 }
 
 // Slots bounds how many invocations compute at once. A nil *Slots has no bound.

@@ -31,6 +31,10 @@ type Config struct {
 	Worker string
 	// Logger logs panics and failed sends. Defaults to slog.Default().
 	Logger *slog.Logger
+	// OnOrphan receives final replies for no call in flight: outcomes of
+	// calls made before this process restarted, and late duplicates.
+	// Defaults to nil: they are dropped.
+	OnOrphan func(*wire.Reply)
 }
 
 // Router calls tasks of one namespace and serves them.
@@ -41,6 +45,7 @@ type Router struct {
 
 	handlers map[string]HandlerFunc // set once by Serve
 	slots    *Slots
+	cancels  sync.WaitGroup // cancel messages being sent
 }
 
 // New returns a router; Open connects it.
@@ -68,12 +73,23 @@ func (r *Router) Open(ctx context.Context) error {
 
 // Close stops serving, drains until ctx ends and disconnects.
 func (r *Router) Close(ctx context.Context) error {
-	return r.cfg.Transport.Close(ctx)
+	err := r.cfg.Transport.Close(ctx)
+	r.cancels.Wait()
+	return err
 }
 
 // Catalog lists the tasks servers offer in this namespace.
 func (r *Router) Catalog(ctx context.Context) ([]wire.TaskInfo, error) {
 	return r.cfg.Transport.Catalog(ctx)
+}
+
+// Check returns the transport's wire.Checker verdict; nil for transports
+// that cannot tell.
+func (r *Router) Check(ctx context.Context) error {
+	if c, ok := r.cfg.Transport.(wire.Checker); ok {
+		return c.Check(ctx)
+	}
+	return nil
 }
 
 // Cancel asks the server running invocation id to cancel it.
@@ -106,13 +122,17 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	if !ok {
 		return fail(&wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("task %q is not served here", req.Task)})
 	}
-	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, delivery: d, slots: r.slots}
-	if err := inv.start(ctx); err != nil {
+	// The task's context ends when it returns, so that children it left
+	// running are cancelled and a goroutine waiting for a slot gives up.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, ctx: ctx, delivery: d, slots: r.slots}
+	if err := inv.start(); err != nil {
 		return fail(wire.AsError(err))
 	}
-	defer inv.finish()
 	d.Notify(&wire.Reply{ID: req.ID, State: wire.Running, Worker: r.cfg.Worker})
 	out, err := r.run(withInvocation(ctx, inv), h, c, req.Body, log)
+	inv.finish()
 	if err != nil {
 		return fail(wire.AsError(err))
 	}

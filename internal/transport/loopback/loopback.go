@@ -62,16 +62,19 @@ func (t *Transport) Serve(_ context.Context, tasks []string, h wire.Handler) err
 	return nil
 }
 
-// Send runs req's handler in a new goroutine. After Close it takes only
-// children of invocations still running, so that draining parents can finish.
+// Send runs req's handler in a new goroutine. Once Close began it takes only
+// children of invocations, so that draining parents can finish, whichever
+// namespace they run in.
 func (t *Transport) Send(_ context.Context, req *wire.Request) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
-	case t.deliver == nil, t.closed && t.running[req.Parent] == nil:
+	case t.deliver == nil, t.closed && req.Parent == "":
 		return errClosed
 	case !t.tasks[req.Task]:
 		return &wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("no server offers task %q in namespace %q", req.Task, req.NS)}
+	case t.running[req.ID] != nil:
+		return &wire.Error{Code: wire.CodeDuplicateID, Message: fmt.Sprintf("invocation %q is already running", req.ID)}
 	}
 	ctx, cancel := context.WithCancel(t.serveCtx)
 	if !req.Deadline.IsZero() {
@@ -95,8 +98,10 @@ func (t *Transport) handle(ctx context.Context, req *wire.Request) {
 		rep = t.handler.Handle(ctx, req, delivery{t})
 	}
 	t.mu.Lock()
-	t.running[req.ID]()
-	delete(t.running, req.ID)
+	if cancel, ok := t.running[req.ID]; ok {
+		cancel()
+		delete(t.running, req.ID)
+	}
 	t.mu.Unlock()
 	t.deliver(rep)
 }
