@@ -211,3 +211,12 @@ func (c *Client) Cancel(ctx context.Context, ns, id string) error {
 	}
 	return n.Cancel(ctx, id)
 }
+
+// Codec returns the codec that calls made from this process encode namespace ns's inputs with.
+func (c *Client) Codec(ns string) (Codec, error) {
+	n, err := c.namespace(ns)
+	if err != nil {
+		return nil, err
+	}
+	return n.codec, nil
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,6 +41,8 @@ func run(args []string) error {
 	maxWait := f.Duration("max-wait", "ATASKS_MAX_WAIT", 60*time.Second, "cap on ?wait=")
 	retention := f.Duration("retention", "ATASKS_RETENTION", 10*time.Minute, "how long finished invocations stay readable")
 	maxFinished := f.Int("max-finished", "ATASKS_MAX_FINISHED", 100_000, "how many finished invocations are kept at most, oldest evicted first")
+	allowedOrigins := f.String("allowed-origins", "ATASKS_ALLOWED_ORIGINS", "", "comma-separated origins (e.g. https://app.example.com) whose pages may open WebSockets besides the gateway's own host; * for any")
+	wsMaxCalls := f.Int("ws-max-calls", "ATASKS_WS_MAX_CALLS", 1000, "how many calls and subscriptions one WebSocket may have open")
 	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish")
 	level := f.String("log-level", "ATASKS_LOG_LEVEL", "info", "debug, info, warn or error")
 	_ = f.Parse(args)
@@ -56,7 +59,17 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: cli.WorkerName(), Logger: log})
+	// The gateway adopts outcomes that arrive for invocations it started in
+	// an earlier life (with --identity, they waited in its reply queue).
+	var gw *gateway.Gateway
+	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: cli.WorkerName(), Logger: log,
+		OnOrphan: func(o atasks.Outcome) { gw.Adopt(o) }})
+	if err != nil {
+		return err
+	}
+	gw, err = gateway.New(gateway.Config{Client: client, MaxBody: int64(*maxBody), DefaultWait: *wait, MaxWait: *maxWait,
+		Retention: *retention, MaxFinished: *maxFinished, AwaitUnknown: *identity != "",
+		AllowedOrigins: origins(*allowedOrigins), WSMaxCalls: *wsMaxCalls})
 	if err != nil {
 		return err
 	}
@@ -74,15 +87,12 @@ func run(args []string) error {
 		}
 		mode, stopWork = "embedded", worker.Stop
 	}
-	gw, err := gateway.New(gateway.Config{Client: client, MaxBody: int64(*maxBody), DefaultWait: *wait, MaxWait: *maxWait, Retention: *retention, MaxFinished: *maxFinished, Logger: log})
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv.RegisterOnShutdown(gw.Close) // open long-polls answer now instead of holding up the shutdown
 	log.Info("gateway listening", "addr", "http://"+ln.Addr().String(), "mode", mode, "namespaces", client.Namespaces())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -92,16 +102,28 @@ func run(args []string) error {
 		return err
 	case <-ctx.Done():
 	}
-	// Shutdown order: stop taking HTTP requests and let open ones finish;
-	// then drain the embedded worker (running tasks finish, their outcomes
-	// are recorded) or disconnect from the broker (tasks go on in the
-	// workers; with --identity their outcomes wait for our return); then stop
-	// waiting for outcomes.
+	// Shutdown order: stop taking HTTP requests, answer open long-polls
+	// (gw.Close, on shutdown) and let open requests finish, for up to 10 s;
+	// then, for up to --drain, drain the embedded worker (running tasks
+	// finish) or disconnect from the broker (tasks go on in the workers; with
+	// --identity their outcomes wait for our return).
 	log.Info("shutting down", "drain", *drain)
+	hctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(hctx)
+	gw.Close() // idempotent; waits for WebSocket connections to end
 	dctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
-	err = srv.Shutdown(dctx)
-	err = errors.Join(err, stopWork(dctx))
-	gw.Close()
-	return err
+	return errors.Join(err, stopWork(dctx))
+}
+
+// origins splits a comma-separated list of origins, dropping blanks.
+func origins(list string) []string {
+	var out []string
+	for o := range strings.SplitSeq(list, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }

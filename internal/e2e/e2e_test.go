@@ -59,6 +59,8 @@ func TestSDKCallsWorkersWithoutGateway(t *testing.T) {
 	s := newSystem(t)
 	s.worker()
 	ctx := s.client(t)
+	waitCatalog(t, ctx, "default", demo.Add.Name())
+	waitCatalog(t, ctx, demo.SeedNamespace, demo.RequestParallel.Name())
 	sum, err := demo.Add.Call(ctx, demo.AddIn{A: 40, B: 2})
 	if err != nil || sum != 42 {
 		t.Fatalf("add: %v %v", sum, err)
@@ -222,4 +224,23 @@ func TestGracefulDrain(t *testing.T) {
 	if after := call(t, base, "default", "demo.add", `{"a":1,"b":1}`, "?wait=20s"); after.State != "succeeded" {
 		t.Fatalf("after the drain: %d %s %+v", after.status, after.State, after.Error)
 	}
+}
+
+// waitCatalog waits until the client in ctx hears of a worker serving task in ns.
+func waitCatalog(t *testing.T, ctx context.Context, ns, task string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		tasks, err := atasks.ClientFrom(ctx).Catalog(ctx, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range tasks {
+			if x.Name == task {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no worker announced %s/%s within 30s", ns, task)
 }

@@ -5,23 +5,28 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/api"
 	"github.com/atasks-go/atasks/internal/codec"
 	"github.com/atasks-go/atasks/internal/router"
+	"github.com/atasks-go/atasks/wire"
 	"github.com/go-chi/chi/v5"
 )
 
 // Config configures a Gateway.
 type Config struct {
-	// Client calls the tasks. Required; it must be started.
+	// Client calls the tasks. Required; it must be started before the
+	// gateway serves requests.
 	Client *atasks.Client
 	// MaxBody bounds request bodies; larger ones get 413. Defaults to 1 MiB.
 	MaxBody int64
@@ -35,8 +40,20 @@ type Config struct {
 	// MaxFinished caps how many finished invocations are kept; the oldest go
 	// first. Defaults to 100000.
 	MaxFinished int
-	// Logger receives the gateway's logs. Defaults to slog.Default().
-	Logger *slog.Logger
+	// AwaitUnknown makes a long-poll on an unknown invocation wait for it to
+	// appear. Set it when outcomes outlive the gateway (AMQP with an
+	// identity): after a restart, an invocation started before it becomes
+	// known when its outcome arrives (see Adopt). Defaults to false: unknown
+	// is 404 at once.
+	AwaitUnknown bool
+	// AllowedOrigins lists the origins (such as "https://app.example.com")
+	// whose browser pages may open WebSockets, besides pages of the
+	// gateway's own host; "*" allows any. Requests without an Origin are
+	// not from a browser and always allowed. Defaults to none.
+	AllowedOrigins []string
+	// WSMaxCalls caps the calls and subscriptions open at once on one
+	// WebSocket connection. Defaults to 1000.
+	WSMaxCalls int
 }
 
 // WithDefaults returns a copy of c with every unset field set to its default.
@@ -56,8 +73,8 @@ func (c Config) WithDefaults() Config {
 	if c.MaxFinished == 0 {
 		c.MaxFinished = 100_000
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
+	if c.WSMaxCalls == 0 {
+		c.WSMaxCalls = 1000
 	}
 	return c
 }
@@ -69,20 +86,25 @@ func (c Config) validate() error {
 	if c.MaxBody < 0 || c.DefaultWait < 0 || c.MaxWait < 0 || c.Retention < 0 || c.MaxFinished < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
+	if c.WSMaxCalls < 0 {
+		return errors.New("gateway: WSMaxCalls must not be negative")
+	}
 	return nil
 }
 
 // Gateway serves the HTTP API.
 type Gateway struct {
-	cfg     Config
-	store   *store
-	handler http.Handler
+	cfg       Config
+	store     *store
+	validator *validator
+	handler   http.Handler
 
 	// life ends at Close; waiters for outcomes stop then, while the
 	// invocations themselves go on.
 	life    context.Context
 	endLife context.CancelFunc
-	waiters sync.WaitGroup
+	mu      sync.Mutex     // orders waiters.Add before waiters.Wait
+	waiters sync.WaitGroup // one per invocation whose outcome is awaited, one per WebSocket
 }
 
 // New returns a gateway for cfg.
@@ -91,7 +113,11 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished)}
+	v, err := newValidator()
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished), validator: v}
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.handler = g.routes()
 	return g, nil
@@ -100,25 +126,36 @@ func New(cfg Config) (*Gateway, error) {
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.handler.ServeHTTP(w, r) }
 
-// Close stops waiting for outcomes; invocations in flight go on.
-// Stop the HTTP server first.
+// Close stops waiting for outcomes: long-polls answer at once, new invokes
+// get 503, WebSockets close (1001, going away) without cancelling their
+// calls, and invocations in flight go on. Register it with
+// http.Server.RegisterOnShutdown so that open long-polls do not hold up a
+// graceful shutdown.
 func (g *Gateway) Close() {
+	g.mu.Lock()
 	g.endLife()
+	g.mu.Unlock()
 	g.waiters.Wait()
 }
 
 func (g *Gateway) routes() http.Handler {
 	r := chi.NewRouter()
+	r.Use(g.validator.validate(g.cfg.MaxBody))
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+		writeProblem(w, codeNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+		w.Header().Set("Allow", allowed(r.URL.Path))
+		writeProblem(w, codeMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	r.Get("/readyz", g.ready)
+	mountWeb(r) // the page: GET / and /ui/{file} (web.go)
+	r.Get("/v1/openapi.yaml", serveSpec)
 	r.Get("/v1/ns", g.listNamespaces)
+	r.Get("/v1/ws", newWSHandler(g).ServeHTTP)
 	r.Route("/v1/ns/{ns}", func(r chi.Router) {
 		r.Use(g.knownNamespace)
 		r.Get("/tasks", g.listTasks)
@@ -134,11 +171,26 @@ func (g *Gateway) knownNamespace(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ns := chi.URLParam(r, "ns")
 		if !slices.Contains(g.cfg.Client.Namespaces(), ns) {
-			writeProblem(w, http.StatusNotFound, "namespace_not_found", fmt.Sprintf("namespace %q is not served by this gateway", ns))
+			writeProblem(w, wire.CodeNamespaceNotFound, fmt.Sprintf("namespace %q is not served by this gateway", ns))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// ready answers 200 when every namespace can carry messages now, else 503.
+func (g *Gateway) ready(w http.ResponseWriter, r *http.Request) {
+	if err := g.cfg.Client.Ready(r.Context()); err != nil {
+		writeProblem(w, wire.CodeUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// serveSpec serves the API's OpenAPI document.
+func serveSpec(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(api.Spec)
 }
 
 func (g *Gateway) listNamespaces(w http.ResponseWriter, _ *http.Request) {
@@ -152,37 +204,58 @@ func (g *Gateway) listTasks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ns": ns, "tasks": tasks})
+	c, err := g.cfg.Client.Codec(ns)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	type taskInfo struct {
+		Name    string `json:"name"`
+		Codec   string `json:"codec"`
+		Servers int    `json:"servers"`
+	}
+	infos := make([]taskInfo, len(tasks))
+	for i, t := range tasks {
+		infos[i] = taskInfo{t.Name, c.Name(), t.Servers}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ns": ns, "tasks": infos})
 }
 
 // invoke starts a task with the request body as its input and waits for
 // the outcome up to ?wait=: 200 with the outcome, else 202 with a Location.
+// A repeated Idempotency-Key answers the invocation it names instead.
 func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	ns, task := chi.URLParam(r, "ns"), chi.URLParam(r, "task")
 	wait, err := g.waitParam(r)
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "bad_request", err.Error())
+		writeProblem(w, codeBadRequest, err.Error())
 		return
 	}
 	timeout, err := durationParam(r, "timeout")
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "bad_request", err.Error())
+		writeProblem(w, codeBadRequest, err.Error())
 		return
 	}
 	input, ok := g.readInput(w, r)
 	if !ok {
 		return
 	}
-	id := g.start(ns, task, input, timeout)
-	inv, ok := g.await(r.Context(), id, wait)
-	if !ok {
-		writeProblem(w, http.StatusNotFound, "invocation_not_found", fmt.Sprintf("invocation %q expired before it could be read", id))
+	if err := g.served(r.Context(), ns, task); err != nil {
+		writeError(w, err)
 		return
 	}
-	if inv.Error != nil && inv.Error.Code == "task_not_found" {
-		g.store.remove(id)
-		writeProblem(w, http.StatusNotFound, "task_not_found", inv.Error.Message)
+	id, replayed, err := g.start(ns, task, input, timeout, r.Header.Get("Idempotency-Key"))
+	if err != nil {
+		writeError(w, err)
 		return
+	}
+	inv, ok := g.await(r.Context(), id, wait)
+	if !ok {
+		writeProblem(w, codeInvocationExpired, fmt.Sprintf("invocation %q was evicted before it could be read", id))
+		return
+	}
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	if !inv.State.Final() {
 		w.Header().Set("Location", location(inv))
@@ -192,16 +265,26 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, inv)
 }
 
-// readInput reads the body as the task's JSON input; an empty body is null.
-func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request) (any, bool) {
-	body, err := readBody(w, r, g.cfg.MaxBody)
+// served returns a "task_not_found" error unless some server offers task in ns.
+func (g *Gateway) served(ctx context.Context, ns, task string) error {
+	tasks, err := g.cfg.Client.Catalog(ctx, ns)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeProblem(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body exceeds %d bytes", g.cfg.MaxBody))
-		} else {
-			writeProblem(w, http.StatusBadRequest, "bad_request", "reading the body: "+err.Error())
+		return err
+	}
+	for _, t := range tasks {
+		if t.Name == task {
+			return nil
 		}
+	}
+	return &atasks.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("no worker serves task %q in namespace %q", task, ns)}
+}
+
+// readInput reads the body, which validate has limited already, as the
+// task's JSON input; an empty body is null.
+func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request) (any, bool) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeProblem(w, codeBadRequest, "reading the body: "+err.Error())
 		return nil, false
 	}
 	if len(body) == 0 {
@@ -209,21 +292,40 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request) (any, bool) 
 	}
 	input, err := codec.DecodeJSON(body)
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "malformed_json", "the body is not one JSON value: "+err.Error())
+		writeProblem(w, codeMalformedJSON, "the body is not one JSON value: "+err.Error())
 		return nil, false
 	}
 	return input, true
 }
 
 // start invokes the task and records the invocation; a goroutine records
-// its outcome when it arrives.
-func (g *Gateway) start(ns, task string, input any, timeout time.Duration) string {
-	id := router.NewID()
+// its outcome when it arrives. If idempotency key key (optional) names an
+// invocation of ns already, start starts nothing and returns that one's id,
+// replayed; or, if that one has another task or input, an
+// "idempotency_conflict" error.
+func (g *Gateway) start(ns, task string, input any, timeout time.Duration, key string) (id string, replayed bool, err error) {
+	var fp string
+	if key != "" {
+		fp = fingerprint(task, input)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.life.Err() != nil {
+		return "", false, &atasks.Error{Code: codeShuttingDown, Message: "the gateway is shutting down", Retryable: true}
+	}
+	id = router.NewID()
 	ctx, cancel := context.WithCancel(atasks.WithClient(context.Background(), g.cfg.Client))
 	if timeout > 0 {
 		ctx, cancel = withTimeout(ctx, cancel, timeout)
 	}
-	g.store.add(Invocation{ID: id, NS: ns, Task: task, State: "queued", CreatedAt: time.Now().UTC()}, cancel)
+	inv := Invocation{ID: id, NS: ns, Task: task, State: "queued", CreatedAt: time.Now().UTC()}
+	if prior, priorFP := g.store.add(inv, cancel, key, fp); prior != "" {
+		cancel()
+		if priorFP != fp {
+			return "", false, &atasks.Error{Code: codeIdempotencyConflict, Message: fmt.Sprintf("idempotency key %q names invocation %q, of another task or input", key, prior)}
+		}
+		return prior, true, nil
+	}
 	f := atasks.Ref[any, any](ns, task).Start(ctx, input, atasks.WithID(id), atasks.OnState(g.onState))
 	g.waiters.Add(1)
 	go func() {
@@ -234,7 +336,14 @@ func (g *Gateway) start(ns, task string, input any, timeout time.Duration) strin
 		}
 		g.finish(id, out, err)
 	}()
-	return id
+	return id, false, nil
+}
+
+// fingerprint identifies a call by its task and input, a decoded JSON value.
+func fingerprint(task string, input any) string {
+	b, _ := json.Marshal(input) // cannot fail: input came from JSON
+	sum := sha256.Sum256(append([]byte(task+"\x00"), b...))
+	return string(sum[:])
 }
 
 func withTimeout(ctx context.Context, cancel context.CancelFunc, d time.Duration) (context.Context, context.CancelFunc) {
@@ -259,20 +368,34 @@ func (g *Gateway) onState(e atasks.Event) {
 }
 
 func (g *Gateway) finish(id string, out any, err error) {
+	g.store.update(id, func(inv *Invocation) { settle(inv, out, err) })
+}
+
+// settle records an outcome in inv.
+func settle(inv *Invocation, out any, err error) {
+	now := time.Now().UTC()
+	inv.FinishedAt = &now
 	result, encErr := jsonValue(out)
-	g.store.update(id, func(inv *Invocation) {
-		now := time.Now().UTC()
-		inv.FinishedAt = &now
-		switch {
-		case err != nil:
-			e := asError(err)
-			inv.State, inv.Error = e.StateOf(), e
-		case encErr != nil:
-			inv.State, inv.Error = "failed", &atasks.Error{Code: "bad_output", Message: encErr.Error()}
-		default:
-			inv.State, inv.Result = "succeeded", result
-		}
-	})
+	switch {
+	case err != nil:
+		e := asError(err)
+		inv.State, inv.Error = e.StateOf(), e
+	case encErr != nil:
+		inv.State, inv.Error = "failed", &atasks.Error{Code: "bad_output", Message: encErr.Error()}
+	default:
+		inv.State, inv.Result = "succeeded", result
+	}
+}
+
+// Adopt records the outcome of an invocation the gateway does not know,
+// typically one it started before it restarted; give it to
+// atasks.Config.OnOrphan. Outcomes of invocations it knows are ignored.
+func (g *Gateway) Adopt(o atasks.Outcome) {
+	var out any
+	err := o.Decode(&out)
+	inv := Invocation{ID: o.ID, NS: o.NS, Task: o.Task, CreatedAt: time.Now().UTC()}
+	settle(&inv, out, err)
+	g.store.adopt(inv)
 }
 
 // await returns invocation id once it is final or wait has passed.
@@ -281,15 +404,17 @@ func (g *Gateway) await(ctx context.Context, id string, wait time.Duration) (Inv
 	defer timer.Stop()
 	for {
 		inv, changed, ok := g.store.get(id)
-		if !ok || inv.State.Final() {
+		if (!ok && !g.cfg.AwaitUnknown) || inv.State.Final() {
 			return inv, ok
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			return inv, true
+			return inv, ok
 		case <-ctx.Done():
-			return inv, true
+			return inv, ok
+		case <-g.life.Done():
+			return inv, ok
 		}
 	}
 }
@@ -297,7 +422,7 @@ func (g *Gateway) await(ctx context.Context, id string, wait time.Duration) (Inv
 func (g *Gateway) getInvocation(w http.ResponseWriter, r *http.Request) {
 	wait, err := durationParam(r, "wait")
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "bad_request", err.Error())
+		writeProblem(w, codeBadRequest, err.Error())
 		return
 	}
 	g.answer(w, r, min(wait, g.cfg.MaxWait))
@@ -306,8 +431,11 @@ func (g *Gateway) getInvocation(w http.ResponseWriter, r *http.Request) {
 // cancelInvocation cancels an invocation in flight and answers with its
 // resource once final (or after a short wait); on a finished one it changes nothing.
 func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
-	g.store.cancel(chi.URLParam(r, "id"))
-	g.answer(w, r, 5*time.Second)
+	wait := 5 * time.Second
+	if !g.store.cancel(chi.URLParam(r, "ns"), chi.URLParam(r, "id")) {
+		wait = 0
+	}
+	g.answer(w, r, wait)
 }
 
 // answer writes invocation {id} of namespace {ns} after waiting up to wait
@@ -315,8 +443,12 @@ func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	ns, id := chi.URLParam(r, "ns"), chi.URLParam(r, "id")
 	inv, ok := g.await(r.Context(), id, wait)
+	if (!ok || inv.NS != ns) && g.store.gone(ns, id) {
+		writeProblem(w, codeInvocationExpired, fmt.Sprintf("invocation %q of namespace %q finished and was evicted: at most %d finished invocations are kept, each for %v", id, ns, g.cfg.MaxFinished, g.cfg.Retention))
+		return
+	}
 	if !ok || inv.NS != ns {
-		writeProblem(w, http.StatusNotFound, "invocation_not_found", fmt.Sprintf("no invocation %q in namespace %q: unknown, or finished more than %v ago", id, ns, g.cfg.Retention))
+		writeProblem(w, codeInvocationNotFound, fmt.Sprintf("no invocation %q in namespace %q: unknown, or finished more than %v ago", id, ns, g.cfg.Retention))
 		return
 	}
 	writeJSON(w, http.StatusOK, inv)

@@ -26,6 +26,14 @@ func setup(t *testing.T, cfg gateway.Config) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, _ := setupNamespaces(t, cfg, nss)
+	return srv
+}
+
+// setupNamespaces runs a gateway in embedded mode with the demo tasks in
+// namespaces nss.
+func setupNamespaces(t *testing.T, cfg gateway.Config, nss []atasks.NamespaceConfig) (*httptest.Server, *gateway.Gateway) {
+	t.Helper()
 	client, err := atasks.NewClient(atasks.Config{Namespaces: nss})
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +64,7 @@ func setup(t *testing.T, cfg gateway.Config) *httptest.Server {
 		}
 		gw.Close()
 	})
-	return srv
+	return srv, gw
 }
 
 type response struct {
@@ -64,6 +72,7 @@ type response struct {
 	header   http.Header
 	body     map[string]any
 	location string
+	raw      []byte
 }
 
 func do(t *testing.T, method, url, body string) response {
@@ -72,17 +81,28 @@ func do(t *testing.T, method, url, body string) response {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return send(t, req)
+}
+
+// send does req and checks the response against the OpenAPI document (see
+// checkContract); a JSON body is decoded into response.body.
+func send(t *testing.T, req *http.Request) response {
+	t.Helper()
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
-	r := response{status: res.StatusCode, header: res.Header, location: res.Header.Get("Location")}
+	checkContract(t, req, res.StatusCode, res.Header, raw)
+	r := response{status: res.StatusCode, header: res.Header, location: res.Header.Get("Location"), raw: raw}
+	if !strings.Contains(res.Header.Get("Content-Type"), "json") {
+		return r
+	}
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.UseNumber()
 	if err := dec.Decode(&r.body); err != nil {
-		t.Fatalf("%s %s: body is not a JSON object: %q", method, url, raw)
+		t.Fatalf("%s %s: body is not a JSON object: %q", req.Method, req.URL, raw)
 	}
 	return r
 }
@@ -115,6 +135,7 @@ func TestFailuresAreInvocations(t *testing.T) {
 	srv := setup(t, gateway.Config{})
 	for _, tc := range []struct{ task, in, code string }{
 		{"demo.fail", `{"code":"c","message":"m"}`, "c"},
+		{"demo.fail", `{"code":"task_not_found","message":"a task's own code"}`, "task_not_found"},
 		{"demo.panic", ``, "panic"},
 		{"demo.add", `{"a":"x"}`, "bad_input"},
 	} {
@@ -136,6 +157,9 @@ func TestBadInputGetsProblem(t *testing.T) {
 	}{
 		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":2,`, 400, "malformed_json"},
 		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":1} {"b":2}`, 400, "malformed_json"},
+		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":1,"b":2}]`, 400, "malformed_json"},
+		{"POST", "/v1/ns/default/tasks/demo.echo", `1e400`, 400, "malformed_json"},
+		{"POST", "/v1/ns/default/tasks/nope?wait=0s", `{}`, 404, "task_not_found"},
 		{"POST", "/v1/ns/default/tasks/demo.echo", `"` + strings.Repeat("x", 100) + `"`, 413, "body_too_large"},
 		{"POST", "/v1/ns/default/tasks/nope", `{}`, 404, "task_not_found"},
 		{"POST", "/v1/ns/nope/tasks/demo.add", `{}`, 404, "namespace_not_found"},
@@ -148,6 +172,9 @@ func TestBadInputGetsProblem(t *testing.T) {
 		r := do(t, tc.method, srv.URL+tc.path, tc.body)
 		if r.status != tc.status || r.body["code"] != tc.code || r.header.Get("Content-Type") != "application/problem+json" || r.body["detail"] == "" {
 			t.Errorf("%s %s %q: %d %v", tc.method, tc.path, tc.body, r.status, r.body)
+		}
+		if r.status == 405 && r.header.Get("Allow") != "POST" {
+			t.Errorf("405 without the right Allow header: %q", r.header.Get("Allow"))
 		}
 	}
 	if r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":1}`); r.status != 200 {
@@ -183,6 +210,9 @@ func TestCancelReachesChildren(t *testing.T) {
 	if r.status != 200 || r.body["state"] != "cancelled" || time.Since(start) > 5*time.Second {
 		t.Fatalf("cancel: %d %v", r.status, r.body)
 	}
+	if other := do(t, "DELETE", srv.URL+strings.Replace(loc, "/default/", "/seed/", 1), ""); other.status != 404 {
+		t.Errorf("cancel through another namespace: %d", other.status)
+	}
 	if again := do(t, "DELETE", srv.URL+loc, ""); again.status != 200 || again.body["state"] != "cancelled" {
 		t.Errorf("cancel is not idempotent: %d %v", again.status, again.body)
 	}
@@ -195,8 +225,8 @@ func TestRetentionCapEvictsOldest(t *testing.T) {
 	for range 3 {
 		ids = append(ids, do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":1}`).body["id"].(string))
 	}
-	if r := do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+ids[0], ""); r.status != 404 {
-		t.Errorf("oldest finished invocation still readable beyond the cap: %d", r.status)
+	if r := do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+ids[0], ""); r.status != 410 {
+		t.Errorf("oldest finished invocation not gone beyond the cap: %d", r.status)
 	}
 	if r := do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+ids[2], ""); r.status != 200 {
 		t.Errorf("newest finished invocation not readable: %d", r.status)
@@ -211,7 +241,7 @@ func TestCatalogAndNamespaces(t *testing.T) {
 		t.Errorf("namespaces: %s", got)
 	}
 	r = do(t, "GET", srv.URL+"/v1/ns/seed/tasks", "")
-	if got, _ := json.Marshal(r.body["tasks"]); !strings.Contains(string(got), `{"name":"request_parallel","servers":1}`) {
+	if got, _ := json.Marshal(r.body["tasks"]); !strings.Contains(string(got), `{"codec":"json","name":"request_parallel","servers":1}`) {
 		t.Errorf("seed tasks: %s", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/atasks-go/atasks"
@@ -22,7 +23,23 @@ type Problem struct {
 	Code   string `json:"code"`
 }
 
-func writeProblem(w http.ResponseWriter, status int, code, detail string) {
+// Codes of the gateway's own errors; the others are the wire's.
+const (
+	codeMalformedJSON      = "malformed_json"
+	codeBadRequest         = "bad_request"
+	codeBodyTooLarge       = "body_too_large"
+	codeNotFound           = "not_found"
+	codeMethodNotAllowed   = "method_not_allowed"
+	codeInvocationNotFound = "invocation_not_found"
+	codeShuttingDown       = "shutting_down"
+
+	codeInvocationExpired   = "invocation_expired"   // finished, then evicted
+	codeIdempotencyConflict = "idempotency_conflict" // a key reused for another task or input
+)
+
+// writeProblem writes a problem with the status its code maps to.
+func writeProblem(w http.ResponseWriter, code, detail string) {
+	status := statusOf(code)
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Code: code})
@@ -31,22 +48,41 @@ func writeProblem(w http.ResponseWriter, status int, code, detail string) {
 // writeError writes err as a problem, its status chosen by its code.
 func writeError(w http.ResponseWriter, err error) {
 	e := asError(err)
-	writeProblem(w, statusOf(e.Code), e.Code, e.Message)
+	writeProblem(w, e.Code, e.Message)
 }
 
-// statusOf maps an error code to the HTTP status a gateway error carries.
+// statusOf maps an error code to the HTTP status of a problem: the one table.
 func statusOf(code string) int {
 	switch code {
-	case wire.CodeTaskNotFound, wire.CodeNamespaceNotFound:
-		return http.StatusNotFound
-	case wire.CodeBadInput:
+	case codeMalformedJSON, codeBadRequest, wire.CodeBadInput:
 		return http.StatusBadRequest
-	case wire.CodeUnavailable:
+	case codeNotFound, codeInvocationNotFound, wire.CodeTaskNotFound, wire.CodeNamespaceNotFound:
+		return http.StatusNotFound
+	case codeMethodNotAllowed:
+		return http.StatusMethodNotAllowed
+	case codeInvocationExpired:
+		return http.StatusGone
+	case codeIdempotencyConflict:
+		return http.StatusUnprocessableEntity
+	case codeBodyTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case wire.CodeUnavailable, codeShuttingDown:
 		return http.StatusServiceUnavailable
 	case wire.CodeTimeout:
 		return http.StatusGatewayTimeout
 	}
 	return http.StatusInternalServerError
+}
+
+// allowed lists the methods a path supports, for a 405's Allow header.
+func allowed(path string) string {
+	switch {
+	case strings.Contains(path, "/invocations/"):
+		return "GET, DELETE"
+	case strings.Contains(path, "/tasks/"):
+		return "POST"
+	}
+	return "GET"
 }
 
 func asError(err error) *atasks.Error { return wire.AsError(err) }

@@ -19,7 +19,6 @@ type Invocation struct {
 	StartedAt  *time.Time      `json:"started_at,omitempty"`
 	FinishedAt *time.Time      `json:"finished_at,omitempty"`
 	Worker     string          `json:"worker,omitempty"`
-	Parent     string          `json:"parent,omitempty"`
 	Children   []string        `json:"children,omitempty"`
 	Result     json.RawMessage `json:"result,omitempty"`
 	Error      *atasks.Error   `json:"error,omitempty"`
@@ -31,39 +30,82 @@ type record struct {
 	changed chan struct{} // closed and replaced on every change
 	cancel  func()
 	elem    *list.Element // in store.order
+
+	key         string // idempotency key within inv.NS; "" for none
+	fingerprint string // of the request that started it, for key reuse
 }
 
 // store keeps invocations by id: every one in flight, and finished ones for
-// a retention period, at most max of those, the oldest evicted first.
+// a retention period, at most max of those, the oldest evicted first. It
+// remembers the ids of the last max evicted ones.
 type store struct {
 	retention time.Duration
 	max       int
 
 	mu       sync.Mutex
 	byID     map[string]*record
-	order    *list.List // finished records, oldest first
+	byKey    map[idemKey]*record // records with an idempotency key
+	order    *list.List          // finished records, oldest first
 	finished int
+	added    chan struct{} // closed and replaced whenever a record is added
+	evicted  evicted
 }
+
+// idemKey is an idempotency key in a namespace.
+type idemKey struct{ ns, key string }
 
 func newStore(retention time.Duration, max int) *store {
-	return &store{retention: retention, max: max, byID: map[string]*record{}, order: list.New()}
+	return &store{retention: retention, max: max, byID: map[string]*record{}, byKey: map[idemKey]*record{},
+		order: list.New(), added: make(chan struct{}), evicted: evicted{max: max, ns: map[string]string{}}}
 }
 
-// add stores a new invocation in state queued.
-func (s *store) add(inv Invocation, cancel func()) {
+// add stores a new invocation in state queued under idempotency key key of
+// inv.NS ("" for none), with the fingerprint of the request. If key names
+// an invocation already, add stores nothing and returns that one's id and
+// fingerprint.
+func (s *store) add(inv Invocation, cancel func(), key, fingerprint string) (priorID, priorFingerprint string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.byID[inv.ID] = &record{inv: inv, changed: make(chan struct{}), cancel: cancel}
+	if prior, ok := s.byKey[idemKey{inv.NS, key}]; ok {
+		return prior.inv.ID, prior.fingerprint
+	}
+	s.insert(&record{inv: inv, changed: make(chan struct{}), cancel: cancel, key: key, fingerprint: fingerprint})
+	return "", ""
 }
 
-// get returns a copy of the invocation and a channel closed at its next change.
+// adopt stores a finished invocation unless one with its id is known.
+func (s *store) adopt(inv Invocation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, known := s.byID[inv.ID]; known {
+		return
+	}
+	r := &record{inv: inv, changed: make(chan struct{}), cancel: func() {}}
+	s.insert(r)
+	r.elem = s.order.PushBack(r)
+	s.finished++
+	s.expire(time.Now())
+}
+
+// insert adds r and wakes those waiting for new records. s.mu is held.
+func (s *store) insert(r *record) {
+	s.byID[r.inv.ID] = r
+	if r.key != "" {
+		s.byKey[idemKey{r.inv.NS, r.key}] = r
+	}
+	close(s.added)
+	s.added = make(chan struct{})
+}
+
+// get returns a copy of the invocation and a channel closed at its next
+// change; for an unknown id, a channel closed when the next record is added.
 func (s *store) get(id string) (Invocation, <-chan struct{}, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(time.Now())
 	r, ok := s.byID[id]
 	if !ok {
-		return Invocation{}, nil, false
+		return Invocation{}, s.added, false
 	}
 	inv := r.inv
 	inv.Children = append([]string(nil), r.inv.Children...)
@@ -89,10 +131,12 @@ func (s *store) update(id string, fn func(*Invocation)) {
 	}
 }
 
-// cancel cancels invocation id if it is in flight; it reports whether id is known.
-func (s *store) cancel(id string) bool {
+// cancel cancels invocation id of namespace ns if it is in flight; it
+// reports whether the invocation is known.
+func (s *store) cancel(ns, id string) bool {
 	s.mu.Lock()
 	r, ok := s.byID[id]
+	ok = ok && r.inv.NS == ns
 	s.mu.Unlock()
 	if ok {
 		r.cancel()
@@ -100,17 +144,14 @@ func (s *store) cancel(id string) bool {
 	return ok
 }
 
-// remove forgets invocation id.
-func (s *store) remove(id string) {
+// gone reports whether invocation id of namespace ns is among the last
+// evicted ones.
+func (s *store) gone(ns, id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r, ok := s.byID[id]; ok {
-		if r.elem != nil {
-			s.order.Remove(r.elem)
-			s.finished--
-		}
-		delete(s.byID, id)
-	}
+	s.expire(time.Now())
+	evictedNS, ok := s.evicted.ns[id]
+	return ok && evictedNS == ns
 }
 
 // expire drops finished records older than the retention or beyond the cap.
@@ -123,14 +164,26 @@ func (s *store) expire(now time.Time) {
 		s.order.Remove(e)
 		s.finished--
 		delete(s.byID, r.inv.ID)
+		delete(s.byKey, idemKey{r.inv.NS, r.key})
+		s.evicted.add(r.inv.ID, r.inv.NS)
 	}
 }
 
-// cancelAll cancels every invocation in flight.
-func (s *store) cancelAll() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, r := range s.byID {
-		r.cancel()
+// evicted remembers the namespaces of the last max evicted invocation ids.
+type evicted struct {
+	max  int
+	ring []string // ids, next is the oldest once full
+	next int
+	ns   map[string]string // by id
+}
+
+func (e *evicted) add(id, ns string) {
+	if len(e.ring) < e.max {
+		e.ring = append(e.ring, id)
+	} else {
+		delete(e.ns, e.ring[e.next])
+		e.ring[e.next] = id
+		e.next = (e.next + 1) % e.max
 	}
+	e.ns[id] = ns
 }

@@ -216,14 +216,7 @@ func TestReconnectAfterConnectionLoss(t *testing.T) {
 func TestReconnectAfterBrokerClosesConnection(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	ctl, err := exec.LookPath("rabbitmqctl")
-	if err != nil {
-		msg := "rabbitmqctl not found: it closes connections from the broker's side"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	ctl := rabbitmqctl(t, "it closes connections from the broker's side")
 	testReconnect(t, f, func(trs ...*Transport) {
 		out, err := exec.Command(ctl, "list_connections", "-q", "--no-table-headers", "pid", "client_properties").Output()
 		if err != nil {
@@ -303,6 +296,115 @@ func TestSuspendHoldsNothingBehindParent(t *testing.T) {
 		t.Errorf("parent returned %s", r.Body)
 	}
 	wantFinal(t, in, extra.ID, wire.Succeeded)
+	// Nobody suspended: back to the base consumer alone.
+	waitQueue(t, f.channel(), server.topo.taskQueue("nest"), 1, 0)
+}
+
+// A parent that resumes while the extra consumer its suspension opened
+// holds its child leaves a debt: that consumer is cancelled before the
+// child is acknowledged, so no third request comes in while the parent
+// computes on the only slot.
+func TestResumeCancelsBusyExtraBeforeAck(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	server := f.open(Config{Slots: 1}, "server", ignore)
+	childStarted, parentResumed := make(chan struct{}), make(chan struct{})
+	releaseChild, releaseParent, extraRan := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	f.serve(server, handlerFunc(func(ctx context.Context, req *wire.Request, d wire.Delivery) *wire.Reply {
+		switch string(req.Body) {
+		case `"parent"`:
+			child := request("debt", "child")
+			child.Parent = req.ID
+			d.Suspend()
+			if err := caller.Send(ctx, child); err != nil {
+				return &wire.Reply{ID: req.ID, State: wire.Failed, Err: wire.AsError(err)}
+			}
+			<-childStarted
+			d.Resume()
+			close(parentResumed)
+			<-releaseParent
+		case `"child"`:
+			close(childStarted)
+			<-releaseChild
+		case `"extra"`:
+			close(extraRan)
+		}
+		return succeeded(req, `""`)
+	}), "debt")
+	name := server.topo.taskQueue("debt")
+	ch := f.channel()
+	parent, extra := request("debt", "parent"), request("debt", "extra")
+	send(t, caller, parent)
+	if !closed(parentResumed) {
+		t.Fatal("the parent never resumed")
+	}
+	send(t, caller, extra)
+	waitQueue(t, ch, name, 2, 1) // base (parent) and the busy extra (child)
+	close(releaseChild)
+	waitQueue(t, ch, name, 1, 1) // the extra is gone, and did not take the request
+	select {
+	case <-extraRan:
+		t.Fatal("a request ran while the resumed parent held the only slot")
+	default:
+	}
+	close(releaseParent)
+	for _, id := range []string{parent.ID, extra.ID} {
+		wantFinal(t, in, id, wire.Succeeded)
+	}
+}
+
+// A server with many slots has one consumer per task queue, opened at
+// once, which takes many requests at a time.
+func TestOneConsumerPerTaskQueue(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	server := f.open(Config{Slots: 1000}, "server", ignore)
+	const parallel = 50
+	var mu sync.Mutex
+	started := 0
+	all := make(chan struct{})
+	tasks := []string{"a", "b", "c", "d", "e"}
+	begin := time.Now()
+	f.serve(server, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		if req.Task == "a" {
+			mu.Lock()
+			if started++; started == parallel {
+				close(all)
+			}
+			mu.Unlock()
+			if !closed(all) {
+				return &wire.Reply{ID: req.ID, State: wire.Failed, Err: &wire.Error{Code: "not_parallel"}}
+			}
+		}
+		return succeeded(req, `""`)
+	}), tasks...)
+	ch := f.channel()
+	for _, task := range tasks {
+		waitQueue(t, ch, server.topo.taskQueue(task), 1, 0)
+	}
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Errorf("serving %d tasks with Slots 1000 took %v", len(tasks), took)
+	}
+	var reqs []*wire.Request
+	for i := range parallel {
+		reqs = append(reqs, request("a", strconv.Itoa(i)))
+	}
+	for _, task := range tasks[1:] {
+		reqs = append(reqs, request(task, "x"))
+	}
+	for _, req := range reqs {
+		send(t, caller, req)
+	}
+	for _, req := range reqs {
+		wantFinal(t, in, req.ID, wire.Succeeded)
+	}
+	for _, task := range tasks {
+		waitQueue(t, ch, server.topo.taskQueue(task), 1, 0)
+	}
 }
 
 func TestCloseGivesBackWithoutCountingDelivery(t *testing.T) {
@@ -366,28 +468,51 @@ func TestIdentityRepliesSurviveRestart(t *testing.T) {
 	}
 }
 
-// The poison test runs its servers in child processes (this test binary,
-// re-executed with childEnv set), so that a handler can kill its whole
-// process with SIGKILL, as a crashing worker would.
+// The poison and lease tests run servers in child processes (this test
+// binary, re-executed with childEnv set), so that a handler can kill its
+// whole process with SIGKILL, as a crashing worker would.
 const (
 	childEnv         = "ATASKS_AMQP_TEST_CHILD" // the child's prefix
 	childIdentityEnv = "ATASKS_AMQP_TEST_CHILD_IDENTITY"
 	childNameEnv     = "ATASKS_AMQP_TEST_CHILD_NAME"
+	childModeEnv     = "ATASKS_AMQP_TEST_CHILD_MODE" // "poison" or "lease"
 	poisonLimit      = 2
 )
 
-// runChild serves task "boom" until its stdin closes. A request with body
-// "poison" kills the process; any other is answered with its attempt.
+// Lease settings of the lease tests: a request is leased after
+// testLeaseAfter, and its lease copies come back every testLeasePeriod.
+const (
+	testLeaseAfter  = 300 * time.Millisecond
+	testLeasePeriod = 500 * time.Millisecond
+	testAnnounce    = 100 * time.Millisecond // lease queries wait two of these
+)
+
+// leaseConfig is cfg with the lease tests' settings.
+func leaseConfig(cfg Config) Config {
+	cfg.LeaseAfter, cfg.LeasePeriod, cfg.AnnounceInterval = testLeaseAfter, testLeasePeriod, testAnnounce
+	return cfg
+}
+
+// runChild serves until its stdin closes. In mode "poison" it serves task
+// "boom": a request with body "poison" kills the process; any other is
+// answered with its attempt. In mode "lease" it serves task "long" with the
+// lease tests' settings and kills itself once it has leased the request.
 func runChild() int {
-	tr, err := New(Config{
+	cfg := Config{
 		URL:            os.Getenv("ATASKS_AMQP_URL"),
 		Prefix:         os.Getenv(childEnv),
 		Identity:       os.Getenv(childIdentityEnv),
 		ConnectionName: os.Getenv(childNameEnv),
 		Slots:          1,
-		DeliveryLimit:  poisonLimit,
 		Logger:         testLogger(),
-	})
+	}
+	task := "boom"
+	if os.Getenv(childModeEnv) == "lease" {
+		cfg, task = leaseConfig(cfg), "long"
+	} else {
+		cfg.DeliveryLimit = poisonLimit
+	}
+	tr, err := New(cfg)
 	if err != nil {
 		return 3
 	}
@@ -396,8 +521,13 @@ func runChild() int {
 	if err := tr.Open(ctx, ignore); err != nil {
 		return 3
 	}
-	err = tr.Serve(ctx, []string{"boom"}, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
-		if string(req.Body) == `"poison"` {
+	err = tr.Serve(ctx, []string{task}, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		switch {
+		case task == "long":
+			waitLeased(tr, req.ID)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		case string(req.Body) == `"poison"`:
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {}
 		}
@@ -411,6 +541,83 @@ func runChild() int {
 	return 0
 }
 
+// waitLeased waits until tr has leased (parked and acked) invocation id.
+func waitLeased(tr *Transport, id string) bool {
+	timeout := time.After(wait)
+	for {
+		srv := tr.serving()
+		srv.mu.Lock()
+		leased := false
+		for d := range srv.active {
+			leased = leased || d.id == id && d.leased
+		}
+		srv.mu.Unlock()
+		if leased {
+			return true
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-timeout:
+			return false
+		}
+	}
+}
+
+// children starts servers in child processes (see runChild) and stops them
+// when the test ends; killed receives a value when one is killed by a signal.
+type children struct {
+	t      *testing.T
+	f      *fixture
+	caller *Transport
+	mode   string
+	n      int
+	killed chan struct{}
+}
+
+func newChildren(t *testing.T, f *fixture, caller *Transport, mode string) *children {
+	return &children{t: t, f: f, caller: caller, mode: mode, killed: make(chan struct{}, 8)}
+}
+
+// start starts one more child.
+func (cs *children) start() {
+	t := cs.t
+	cs.n++
+	identity := "child" + strconv.Itoa(cs.n)
+	cs.f.addQueue(cs.caller.topo.replyQueue(identity))
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		"ATASKS_AMQP_URL="+cs.f.url,
+		childEnv+"="+cs.f.prefix,
+		childIdentityEnv+"="+identity,
+		childNameEnv+"="+t.Name()+" "+identity,
+		childModeEnv+"="+cs.mode,
+	)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := cmd.Wait(); err != nil && !cmd.ProcessState.Exited() {
+			cs.killed <- struct{}{} // by a signal
+		}
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		select {
+		case <-done:
+		case <-time.After(wait):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+}
+
 func TestPoisonDeadLettered(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -422,53 +629,8 @@ func TestPoisonDeadLettered(t *testing.T) {
 		return succeeded(req, `""`)
 	}), "other")
 	f.addQueue(caller.topo.taskQueue("boom"))
-
-	type child struct {
-		cmd   *exec.Cmd
-		stdin interface{ Close() error }
-		done  chan struct{}
-	}
-	var children []child
-	t.Cleanup(func() {
-		for _, c := range children {
-			_ = c.stdin.Close()
-			select {
-			case <-c.done:
-			case <-time.After(wait):
-				_ = c.cmd.Process.Kill()
-				<-c.done
-			}
-		}
-	})
-	killed := make(chan struct{}, 8)
-	start := func() {
-		identity := "child" + strconv.Itoa(len(children)+1)
-		f.addQueue(caller.topo.replyQueue(identity))
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(),
-			"ATASKS_AMQP_URL="+f.url,
-			childEnv+"="+f.prefix,
-			childIdentityEnv+"="+identity,
-			childNameEnv+"="+t.Name()+" "+identity,
-		)
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		c := child{cmd: cmd, stdin: stdin, done: make(chan struct{})}
-		children = append(children, c)
-		go func() {
-			defer close(c.done)
-			if err := cmd.Wait(); err != nil && !cmd.ProcessState.Exited() {
-				killed <- struct{}{} // by a signal: the poison
-			}
-		}()
-	}
-	start()
+	cs := newChildren(t, f, caller, "poison")
+	cs.start()
 	waitForTask(t, caller, "boom")
 
 	poison, innocent := request("boom", "poison"), request("boom", "innocent")
@@ -483,9 +645,9 @@ func TestPoisonDeadLettered(t *testing.T) {
 	timeout := time.After(2 * wait)
 	for len(got) < 2 {
 		select {
-		case <-killed:
+		case <-cs.killed:
 			kills++
-			start()
+			cs.start()
 		case r := <-finals:
 			if r == nil {
 				t.Fatalf("no final reply within %v (got %d, %d workers killed)", wait, len(got), kills)

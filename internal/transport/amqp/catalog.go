@@ -50,6 +50,15 @@ func (c *catalog) leave(server string) {
 	c.notifyLocked()
 }
 
+// alive reports whether server announced itself within its TTL and has
+// not left.
+func (c *catalog) alive(server string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.servers[server]
+	return ok && now.Before(e.expires)
+}
+
 // offersLocked reports whether a live server offers task. c.mu must be held.
 func (c *catalog) offersLocked(task string, now time.Time) bool {
 	for _, e := range c.servers {

@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// maxSlots is the largest Slots: basic.qos takes a 16-bit prefetch count.
+const maxSlots = 65535
+
 // Config configures a Transport. The zero value is usable: every field has
 // a default, applied by WithDefaults.
 type Config struct {
@@ -39,14 +42,16 @@ type Config struct {
 	// broker deletes a minute after the process stops consuming from it.
 	Identity string
 
-	// Slots is how many requests of each served task this transport lets
-	// compute at once. A request whose handler is suspended (awaiting other
-	// tasks) does not occupy a slot. Slots is per task, not per process:
-	// quorum queues have no channel-wide prefetch, so a bound shared by
-	// several queues could only be kept by holding deliveries that do not
-	// compute (see the comment on taskQueue). At most 1000.
-	// Defaults to 10, enough for a ten-way gather of one task to run at once
-	// on a single worker.
+	// Slots is how many requests of each served task this transport holds
+	// computing at once. A request whose handler is suspended (awaiting
+	// other tasks) does not occupy a slot, nor does one converted into a
+	// lease (see LeaseAfter). Slots is per task, not per process: quorum
+	// queues have no channel-wide prefetch. Each task queue has one consumer
+	// with prefetch Slots, plus one with prefetch 1 per held request that is
+	// suspended (see the comment on taskQueue). At most 65535, the largest
+	// AMQP prefetch count.
+	// Defaults to 1000, the default concurrency of an atasks worker (which
+	// passes its own concurrency here), so that one task may use all of it.
 	Slots int
 
 	// DeliveryLimit is how many times a request may be delivered to servers
@@ -57,6 +62,28 @@ type Config struct {
 	// queues (x-delivery-limit = DeliveryLimit-1).
 	// Defaults to 5.
 	DeliveryLimit int
+
+	// LeaseAfter is how long a server holds a request unacknowledged while
+	// its handler runs. Then it converts the delivery into a lease: it parks
+	// a copy of the request in the namespace's lease queue, which returns it
+	// to the task queue after LeasePeriod, and acknowledges the delivery; the
+	// handler keeps running, and whoever receives the returning copy renews
+	// the lease while the handler runs, or runs the request again if its
+	// server died (docs/PROTOCOL.md §9). Set it well below the broker's
+	// consumer_timeout (30 minutes by default on RabbitMQ 3.10; the node-wide
+	// rabbit.consumer_timeout setting), which closes the channel of a
+	// delivery unacknowledged for longer, so that its tasks rerun.
+	// Defaults to 10m.
+	LeaseAfter time.Duration
+
+	// LeasePeriod is how long a lease copy stays parked before it returns:
+	// a server killed while it runs a leased request is noticed within
+	// LeasePeriod plus two AnnounceIntervals, and every LeasePeriod each
+	// leased request costs one copy and one lease query. Servers of a
+	// namespace should agree on it: the lease queue expires copies in order,
+	// so one with a shorter period waits behind those parked before it.
+	// Defaults to 1m.
+	LeasePeriod time.Duration
 
 	// AnnounceInterval is how often a serving transport announces its tasks
 	// on the namespace's control exchange. Callers forget a server that has
@@ -92,10 +119,16 @@ func (c Config) WithDefaults() Config {
 		c.Prefix = "atasks"
 	}
 	if c.Slots == 0 {
-		c.Slots = 10
+		c.Slots = 1000
 	}
 	if c.DeliveryLimit == 0 {
 		c.DeliveryLimit = 5
+	}
+	if c.LeaseAfter == 0 {
+		c.LeaseAfter = 10 * time.Minute
+	}
+	if c.LeasePeriod == 0 {
+		c.LeasePeriod = time.Minute
 	}
 	if c.AnnounceInterval == 0 {
 		c.AnnounceInterval = 5 * time.Second
@@ -126,10 +159,14 @@ func (c Config) validate() error {
 		}
 	}
 	switch {
-	case c.Slots < 1 || c.Slots > 1000:
-		return fmt.Errorf("amqp: Slots %d out of range 1..1000", c.Slots)
+	case c.Slots < 1 || c.Slots > maxSlots:
+		return fmt.Errorf("amqp: Slots %d out of range 1..%d", c.Slots, maxSlots)
 	case c.DeliveryLimit < 1:
 		return fmt.Errorf("amqp: DeliveryLimit %d, want at least 1", c.DeliveryLimit)
+	case c.LeaseAfter < 10*time.Millisecond:
+		return errors.New("amqp: LeaseAfter below 10ms")
+	case c.LeasePeriod < 10*time.Millisecond:
+		return errors.New("amqp: LeasePeriod below 10ms")
 	case c.AnnounceInterval < 10*time.Millisecond:
 		return errors.New("amqp: AnnounceInterval below 10ms")
 	case c.LookupTimeout < 0:

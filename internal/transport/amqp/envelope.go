@@ -23,6 +23,10 @@ const (
 	typeLeave    = "leave"
 	typeQuery    = "query"
 	typeCancel   = "cancel"
+
+	typeLeaseQuery = "lease-query"
+	typeLeaseHeld  = "lease-held"
+	typeLeaseGone  = "lease-gone"
 )
 
 // Header names.
@@ -30,8 +34,12 @@ const (
 	headerDeadline         = "atasks-deadline"
 	headerParent           = "atasks-parent"
 	headerTraceParent      = "traceparent"
+	headerAttempt          = "atasks-attempt"
+	headerLeaseHolder      = "atasks-lease-holder"
 	headerDeliveryCount    = "x-delivery-count"
+	headerDeath            = "x-death"
 	headerFirstDeathReason = "x-first-death-reason"
+	headerFirstDeathQueue  = "x-first-death-queue"
 )
 
 const (
@@ -61,6 +69,16 @@ func (n topology) dlx() string { return n.base + ".dlx" }
 // dead is the quorum queue bound to dlx.
 func (n topology) dead() string { return n.base + ".dead" }
 
+// lease names both the fanout exchange lease copies are published to and
+// the quorum queue bound to it, which dead-letters expired copies back to
+// the tasks exchange.
+func (n topology) lease() string { return n.base + ".lease" }
+
+// taskOfQueue is the task whose queue is name, if name is a task queue.
+func (n topology) taskOfQueue(name string) (string, bool) {
+	return strings.CutPrefix(name, n.base+".task.")
+}
+
 // replyQueue is the reply queue of the caller with the given id.
 func (n topology) replyQueue(id string) string { return n.base + ".reply." + id }
 
@@ -70,6 +88,16 @@ func taskQueueArgs(n topology, deliveryLimit int) amqp.Table {
 		"x-queue-type":           "quorum",
 		"x-delivery-limit":       int64(deliveryLimit - 1),
 		"x-dead-letter-exchange": n.dlx(),
+		"x-dead-letter-strategy": "at-least-once",
+		"x-overflow":             "reject-publish",
+	}
+}
+
+// leaseQueueArgs are the arguments the lease queue is declared with.
+func leaseQueueArgs(n topology) amqp.Table {
+	return amqp.Table{
+		"x-queue-type":           "quorum",
+		"x-dead-letter-exchange": n.tasks(),
 		"x-dead-letter-strategy": "at-least-once",
 		"x-overflow":             "reject-publish",
 	}
@@ -130,21 +158,20 @@ func requestPublishing(req *wire.Request, replyTo string, now time.Time) amqp.Pu
 	}
 }
 
-// copyPublishing is a fresh copy of the request in m, for returning it to
-// its queue without counting a delivery (Close gives unfinished work back
-// this way). The delivery count starts again; the deadline is kept.
-func copyPublishing(m *amqp.Delivery, now time.Time) amqp.Publishing {
+// copyOf is a fresh copy of the request in m: the same properties, body
+// and headers except those starting "x-" (so its delivery count starts
+// again) and the lease holder; its next delivery counts as attempt.
+func copyOf(m *amqp.Delivery, attempt int) amqp.Publishing {
 	h := amqp.Table{}
 	for k, v := range m.Headers {
-		if !strings.HasPrefix(k, "x-") {
+		if !strings.HasPrefix(k, "x-") && k != headerLeaseHolder {
 			h[k] = v
 		}
 	}
-	var exp string
-	if d, ok := headerString(m.Headers, headerDeadline); ok {
-		if t, err := time.Parse(time.RFC3339Nano, d); err == nil {
-			exp = expiration(t, now)
-		}
+	if attempt > 1 {
+		h[headerAttempt] = int64(attempt)
+	} else {
+		delete(h, headerAttempt)
 	}
 	return amqp.Publishing{
 		Headers:       h,
@@ -152,13 +179,40 @@ func copyPublishing(m *amqp.Delivery, now time.Time) amqp.Publishing {
 		DeliveryMode:  amqp.Persistent,
 		CorrelationId: m.CorrelationId,
 		ReplyTo:       m.ReplyTo,
-		Expiration:    exp,
 		MessageId:     m.MessageId,
 		Timestamp:     m.Timestamp,
 		Type:          m.Type,
 		AppId:         m.AppId,
 		Body:          m.Body,
 	}
+}
+
+// giveBackPublishing is a copy of the request in m for returning it to its
+// queue without counting a delivery (Close gives unfinished work back this
+// way): its next delivery counts as the same attempt as m. The expiration
+// is recomputed from the deadline. A lease copy that was not run (run is
+// false) keeps its lease holder, so that it is examined again.
+func giveBackPublishing(m *amqp.Delivery, run bool, now time.Time) amqp.Publishing {
+	p := copyOf(m, attempt(m.Headers))
+	if holder, ok := headerString(m.Headers, headerLeaseHolder); ok && !run {
+		p.Headers[headerLeaseHolder] = holder
+	}
+	if d, ok := headerString(m.Headers, headerDeadline); ok {
+		if t, err := time.Parse(time.RFC3339Nano, d); err == nil {
+			p.Expiration = expiration(t, now)
+		}
+	}
+	return p
+}
+
+// leasePublishing is a lease copy of the request in m, parked in the lease
+// queue for period and naming holder: if run after its holder's death, its
+// delivery counts as attempt.
+func leasePublishing(m *amqp.Delivery, holder string, attempt int, period time.Duration) amqp.Publishing {
+	p := copyOf(m, attempt)
+	p.Headers[headerLeaseHolder] = holder
+	p.Expiration = strconv.FormatInt(max(period.Milliseconds(), 1), 10)
+	return p
 }
 
 // messageID is the invocation id a request or dead letter is about.
@@ -180,22 +234,51 @@ func headerString(h amqp.Table, k string) (string, bool) {
 	return "", false
 }
 
-// attempt is the delivery attempt of m, from 1: quorum queues count earlier
-// deliveries that ended without an acknowledgement in x-delivery-count.
+// attempt is the delivery attempt of m, from 1: the atasks-attempt header
+// (1 when absent) plus the earlier deliveries that ended without an
+// acknowledgement, which quorum queues count in x-delivery-count.
 func attempt(h amqp.Table) int {
-	switch v := h[headerDeliveryCount].(type) {
+	return max(headerInt(h, headerAttempt), 1) + max(headerInt(h, headerDeliveryCount), 0)
+}
+
+// headerInt reads an integer header; 0 when absent or not an integer.
+func headerInt(h amqp.Table, k string) int {
+	switch v := h[k].(type) {
 	case int64:
-		return int(v) + 1
+		return int(v)
 	case int32:
-		return int(v) + 1
+		return int(v)
 	case int16:
-		return int(v) + 1
+		return int(v)
 	case int8:
-		return int(v) + 1
+		return int(v)
 	case int:
-		return v + 1
+		return v
+	case uint8:
+		return int(v)
+	case uint16:
+		return int(v)
+	case uint32:
+		return int(v)
 	}
-	return 1
+	return 0
+}
+
+// lastDeath returns the reason and queue of the most recent dead-lettering
+// of m: x-death lists the latest first, whereas x-first-death-* keep the
+// first (a request may have been dead-lettered out of the lease queue
+// before it exhausted its delivery limit).
+func lastDeath(h amqp.Table) (reason, queue string) {
+	if deaths, ok := h[headerDeath].([]any); ok && len(deaths) > 0 {
+		if d, ok := deaths[0].(amqp.Table); ok {
+			reason, _ = headerString(d, "reason")
+			queue, _ = headerString(d, "queue")
+			return reason, queue
+		}
+	}
+	reason, _ = headerString(h, headerFirstDeathReason)
+	queue, _ = headerString(h, headerFirstDeathQueue)
+	return reason, queue
 }
 
 // decodeRequest reads the request in m, which came from the queue of task
@@ -230,6 +313,7 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 // replyEnvelope is the JSON body of every reply message.
 type replyEnvelope struct {
 	ID     string      `json:"id"`
+	Task   string      `json:"task,omitempty"`
 	State  wire.State  `json:"state"`
 	Child  string      `json:"child,omitempty"`
 	Worker string      `json:"worker,omitempty"`
@@ -242,7 +326,7 @@ type replyEnvelope struct {
 // persistent; state changes are not.
 func replyPublishing(r *wire.Reply, now time.Time) (amqp.Publishing, error) {
 	body, err := json.Marshal(replyEnvelope{
-		ID: r.ID, State: r.State, Child: r.Child, Worker: r.Worker,
+		ID: r.ID, Task: r.Task, State: r.State, Child: r.Child, Worker: r.Worker,
 		Codec: r.Codec, Body: r.Body, Error: r.Err,
 	})
 	if err != nil {
@@ -284,14 +368,14 @@ func decodeReply(body []byte) (*wire.Reply, error) {
 		return nil, fmt.Errorf("amqp: decode reply %s: state %s without error", e.ID, e.State)
 	}
 	return &wire.Reply{
-		ID: e.ID, State: e.State, Child: e.Child, Worker: e.Worker,
+		ID: e.ID, Task: e.Task, State: e.State, Child: e.Child, Worker: e.Worker,
 		Codec: e.Codec, Body: e.Body, Err: e.Error,
 	}, nil
 }
 
-// failure is the final reply to request id that failed with err.
-func failure(id, codec string, err *wire.Error) *wire.Reply {
-	return &wire.Reply{ID: id, State: err.StateOf(), Codec: codec, Err: err}
+// failure is the final reply to request id of task that failed with err.
+func failure(id, task, codec string, err *wire.Error) *wire.Reply {
+	return &wire.Reply{ID: id, Task: task, State: err.StateOf(), Codec: codec, Err: err}
 }
 
 // announcement is the body of announce and leave messages.
@@ -305,6 +389,17 @@ type announcement struct {
 // cancelRequest is the body of cancel messages.
 type cancelRequest struct {
 	ID string `json:"id"`
+}
+
+// leaseNote is the body of lease-query, lease-held and lease-gone
+// messages (docs/PROTOCOL.md §9).
+type leaseNote struct {
+	// Holder is, in a query and in lease-gone, the holder the lease copies
+	// name; in lease-held, the server that runs the invocations now.
+	Holder string   `json:"holder"`
+	IDs    []string `json:"ids"`
+	// TTLMs, in a broadcast lease-gone, is how long to remember it.
+	TTLMs int64 `json:"ttl_ms,omitempty"`
 }
 
 // controlPublishing is a control message of type typ with a JSON body.

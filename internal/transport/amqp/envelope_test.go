@@ -3,6 +3,8 @@ package amqp
 import (
 	"encoding/json"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +26,10 @@ func TestConfigValidate(t *testing.T) {
 		{"space in prefix", Config{Prefix: "a b"}, true},
 		{"dot in identity", Config{Identity: "gw.1"}, true},
 		{"negative slots", Config{Slots: -1}, true},
-		{"too many slots", Config{Slots: 1001}, true},
+		{"most slots", Config{Slots: 65535}, false},
+		{"too many slots", Config{Slots: 65536}, true},
+		{"tiny lease after", Config{LeaseAfter: time.Millisecond}, true},
+		{"negative lease period", Config{LeasePeriod: -time.Second}, true},
 		{"negative delivery limit", Config{DeliveryLimit: -2}, true},
 		{"tiny announce interval", Config{AnnounceInterval: time.Millisecond}, true},
 	}
@@ -108,6 +113,7 @@ func TestDecodeReply(t *testing.T) {
 		wantErr bool
 	}{
 		{`{"id":"a","state":"succeeded","codec":"json","body":"MQ=="}`, false},
+		{`{"id":"a","task":"demo.add","state":"succeeded","codec":"json","body":"MQ=="}`, false},
 		{`{"id":"a","state":"running","child":"b"}`, false},
 		{`{"id":"a","state":"failed","error":{"code":"poison","message":"m","retryable":false}}`, false},
 		{`{"id":"a","state":"failed"}`, true},
@@ -125,8 +131,118 @@ func TestDecodeReply(t *testing.T) {
 	}
 }
 
+func TestReplyCarriesTask(t *testing.T) {
+	want := &wire.Reply{ID: "a", Task: "demo.add", State: wire.Succeeded, Codec: "json", Body: []byte("3")}
+	p, err := replyPublishing(want, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env map[string]any
+	if err := json.Unmarshal(p.Body, &env); err != nil || env["task"] != "demo.add" {
+		t.Errorf("envelope %s: task %v, want demo.add", p.Body, env["task"])
+	}
+	got, err := decodeReply(p.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded %+v, want %+v", got, want)
+	}
+	p, _ = replyPublishing(&wire.Reply{ID: "a", State: wire.Running}, time.Now())
+	if strings.Contains(string(p.Body), `"task"`) {
+		t.Errorf("envelope without a task: %s, want no task field", p.Body)
+	}
+}
+
+func TestAttempt(t *testing.T) {
+	tests := []struct {
+		name    string
+		headers amqp.Table
+		want    int
+	}{
+		{"fresh", nil, 1},
+		{"redelivered twice", amqp.Table{headerDeliveryCount: int64(2)}, 3},
+		{"leased after attempt 2", amqp.Table{headerAttempt: int64(3)}, 3},
+		{"leased, then redelivered", amqp.Table{headerAttempt: int32(3), headerDeliveryCount: int64(1)}, 4},
+		{"nonsense", amqp.Table{headerAttempt: "x", headerDeliveryCount: int64(-4)}, 1},
+	}
+	for _, tt := range tests {
+		if got := attempt(tt.headers); got != tt.want {
+			t.Errorf("%s: attempt %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestCopies(t *testing.T) {
+	now := time.Now()
+	deadline := now.Add(time.Minute).UTC().Format(time.RFC3339Nano)
+	m := &amqp.Delivery{
+		Headers: amqp.Table{
+			headerDeadline: deadline, headerParent: "p", headerLeaseHolder: "h",
+			headerAttempt: int64(2), headerDeliveryCount: int64(1), headerDeath: []any{},
+		},
+		ContentType: "application/json", MessageId: "id", CorrelationId: "id", ReplyTo: "r", Type: typeRequest, Body: []byte("1"),
+	}
+	lease := leasePublishing(m, "me", 4, 1500*time.Millisecond)
+	if lease.Expiration != "1500" || lease.Headers[headerLeaseHolder] != "me" || lease.Headers[headerAttempt] != int64(4) {
+		t.Errorf("lease copy: expiration %q, headers %v", lease.Expiration, lease.Headers)
+	}
+	for _, h := range []string{headerDeliveryCount, headerDeath} {
+		if _, ok := lease.Headers[h]; ok {
+			t.Errorf("lease copy keeps %s", h)
+		}
+	}
+	if lease.MessageId != "id" || lease.ReplyTo != "r" || lease.DeliveryMode != amqp.Persistent || lease.Headers[headerParent] != "p" {
+		t.Errorf("lease copy lost properties: %+v", lease)
+	}
+
+	ran := giveBackPublishing(m, true, now)
+	if _, ok := ran.Headers[headerLeaseHolder]; ok || ran.Headers[headerAttempt] != int64(3) {
+		t.Errorf("give-back of a run request: headers %v, want no holder, attempt 3", ran.Headers)
+	}
+	if exp, _ := strconv.Atoi(ran.Expiration); exp < 59_000 || exp > 60_000 {
+		t.Errorf("give-back expiration %q, want the minute to the deadline", ran.Expiration)
+	}
+	unrun := giveBackPublishing(m, false, now)
+	if unrun.Headers[headerLeaseHolder] != "h" {
+		t.Errorf("give-back of an unexamined lease copy: headers %v, want holder h", unrun.Headers)
+	}
+	first := giveBackPublishing(&amqp.Delivery{Headers: amqp.Table{}}, true, now)
+	if _, ok := first.Headers[headerAttempt]; ok || first.Expiration != "" {
+		t.Errorf("give-back of a first delivery: headers %v, expiration %q; want neither", first.Headers, first.Expiration)
+	}
+}
+
+func TestLastDeath(t *testing.T) {
+	leased := amqp.Table{"reason": "expired", "queue": "p.ns.lease"}
+	poisoned := amqp.Table{"reason": "delivery_limit", "queue": "p.ns.task.add"}
+	tests := []struct {
+		name          string
+		headers       amqp.Table
+		reason, queue string
+	}{
+		{"latest first", amqp.Table{headerDeath: []any{poisoned, leased}, headerFirstDeathReason: "expired", headerFirstDeathQueue: "p.ns.lease"}, "delivery_limit", "p.ns.task.add"},
+		{"first only", amqp.Table{headerFirstDeathReason: "expired", headerFirstDeathQueue: "p.ns.task.add"}, "expired", "p.ns.task.add"},
+		{"none", nil, "", ""},
+	}
+	for _, tt := range tests {
+		if reason, queue := lastDeath(tt.headers); reason != tt.reason || queue != tt.queue {
+			t.Errorf("%s: %q %q, want %q %q", tt.name, reason, queue, tt.reason, tt.queue)
+		}
+	}
+	topo := newTopology("p", "ns")
+	if task, ok := topo.taskOfQueue("p.ns.task.add"); !ok || task != "add" {
+		t.Errorf("taskOfQueue: %q %v", task, ok)
+	}
+	if _, ok := topo.taskOfQueue("p.ns.lease"); ok {
+		t.Error("taskOfQueue of the lease queue")
+	}
+}
+
 func FuzzDecodeReply(f *testing.F) {
 	f.Add([]byte(`{"id":"a","state":"succeeded","codec":"json","body":"MQ=="}`))
+	f.Add([]byte(`{"id":"a","task":"demo.add","state":"succeeded","codec":"json","body":"MQ=="}`))
+	f.Add([]byte(`{"id":"a","task":"t","state":"failed","error":{"code":"poison","message":"m","retryable":false}}`))
 	f.Add([]byte(`{"id":"a","state":"timed_out","error":{"code":"timeout","message":"m","details":{"x":1},"retryable":true}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := decodeReply(body)

@@ -25,8 +25,10 @@ type generation struct {
 	t    *Transport
 	conn *amqp.Connection
 	pub  *amqp.Channel // confirm mode; every message this process publishes
-	work *amqp.Channel // task and dead-letter consumers, prefetch 1 each
+	work *amqp.Channel // task and dead-letter consumers (see taskQueue)
 	in   *amqp.Channel // the reply and control consumers
+
+	controlQ string // this connection's control queue: lease answers come here
 
 	done    chan struct{} // closed when the connection or one of its channels ends
 	causeMu sync.Mutex
@@ -35,10 +37,11 @@ type generation struct {
 	srv  atomic.Pointer[server] // set once serving starts on this generation
 	kick chan struct{}          // wakes the slot manager
 
-	// slotMu serialises the consumer changes on work: the slot manager's
-	// and those of stopServing.
-	slotMu  sync.Mutex
-	deadTag string // consumer tag on the dead-letter queue, if serving
+	// slotMu serialises the consumer changes on work: the slot manager's,
+	// those of stopServing and settle's.
+	slotMu   sync.Mutex
+	prefetch int    // the work channel's current basic.qos prefetch count
+	deadTag  string // consumer tag on the dead-letter queue, if serving
 
 	// wg counts this generation's goroutines: watcher, reply and control
 	// consumers, and when serving the slot manager, announcer, task and
@@ -95,6 +98,7 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	if err := g.work.Qos(1, 0, false); err != nil {
 		return nil, fmt.Errorf("amqp: qos: %w", err)
 	}
+	g.prefetch = 1
 	if g.in, err = openChannel(conn, "in"); err != nil {
 		return nil, err
 	}
@@ -130,6 +134,7 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	if err := g.in.QueueBind(q.Name, "", t.topo.control(), false, nil); err != nil {
 		return nil, fmt.Errorf("amqp: bind %s: %w", q.Name, err)
 	}
+	g.controlQ = q.Name
 	controls, err := g.in.Consume(q.Name, "control/"+t.id, true, true, false, false, nil)
 	if err != nil {
 		return nil, fmt.Errorf("amqp: consume %s: %w", q.Name, err)
@@ -203,9 +208,9 @@ func (g *generation) replyQueueLost() (bool, error) {
 }
 
 // declareCommon declares what every transport of the namespace uses: the
-// exchanges, the dead-letter queue and this transport's reply queue (a
-// durable quorum queue, so replies survive a broker restart; without
-// Identity it expires a minute after its consumer goes). It
+// exchanges, the dead-letter and lease queues and this transport's reply
+// queue (a durable quorum queue, so replies survive a broker restart;
+// without Identity it expires a minute after its consumer goes). It
 // uses a channel of its own, so that a refused declaration (say, a queue
 // that exists with other arguments) does not end the generation.
 func (g *generation) declareCommon() error {
@@ -219,6 +224,7 @@ func (g *generation) declareCommon() error {
 		{t.topo.tasks(), amqp.ExchangeDirect},
 		{t.topo.control(), amqp.ExchangeFanout},
 		{t.topo.dlx(), amqp.ExchangeFanout},
+		{t.topo.lease(), amqp.ExchangeFanout},
 	} {
 		if err := ch.ExchangeDeclare(x.name, x.kind, true, false, false, false, nil); err != nil {
 			return fmt.Errorf("amqp: declare %s: %w", x.name, err)
@@ -230,6 +236,13 @@ func (g *generation) declareCommon() error {
 	}
 	if err := ch.QueueBind(dead, "", t.topo.dlx(), false, nil); err != nil {
 		return fmt.Errorf("amqp: bind %s: %w", dead, err)
+	}
+	lease := t.topo.lease()
+	if _, err := ch.QueueDeclare(lease, true, false, false, false, leaseQueueArgs(t.topo)); err != nil {
+		return fmt.Errorf("amqp: declare %s: %w", lease, err)
+	}
+	if err := ch.QueueBind(lease, "", lease, false, nil); err != nil {
+		return fmt.Errorf("amqp: bind %s: %w", lease, err)
 	}
 	args := amqp.Table{"x-queue-type": "quorum"}
 	if t.cfg.Identity == "" {
@@ -300,7 +313,8 @@ func (g *generation) consumeReplies(deliveries <-chan amqp.Delivery) {
 	}
 }
 
-// consumeControl handles announcements, leaves, queries and cancels.
+// consumeControl handles announcements, leaves, queries, cancels and the
+// lease messages.
 func (g *generation) consumeControl(deliveries <-chan amqp.Delivery) {
 	defer g.wg.Done()
 	t := g.t
@@ -329,6 +343,23 @@ func (g *generation) consumeControl(deliveries <-chan amqp.Delivery) {
 			}
 			if srv := t.serving(); srv != nil {
 				srv.cancel(c.ID)
+			}
+		case typeLeaseQuery, typeLeaseHeld, typeLeaseGone:
+			n, ok := leaseNoteOf(&m)
+			if !ok {
+				t.log.Warn("amqp: dropped bad " + m.Type)
+				continue
+			}
+			srv := t.serving()
+			switch {
+			case m.Type == typeLeaseQuery:
+				if srv != nil && m.ReplyTo != "" {
+					g.answerLease(srv, n, m.ReplyTo, m.CorrelationId)
+				}
+			case m.CorrelationId != "":
+				t.answered(m.CorrelationId, leaseAnswer{held: m.Type == typeLeaseHeld, server: n.Holder})
+			case srv != nil && n.TTLMs > 0:
+				srv.rememberGone(n, time.Now())
 			}
 		default:
 			t.log.Warn("amqp: dropped control message of unknown type", "type", m.Type)

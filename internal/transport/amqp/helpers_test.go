@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -293,5 +295,79 @@ func closed(c <-chan struct{}) bool {
 		return true
 	case <-time.After(wait):
 		return false
+	}
+}
+
+// rabbitmqctl returns the path of rabbitmqctl, which the tests use to
+// look at the broker from its side. Without it a test fails under CI=true
+// and is skipped elsewhere.
+func rabbitmqctl(t *testing.T, why string) string {
+	t.Helper()
+	ctl, err := exec.LookPath("rabbitmqctl")
+	if err != nil {
+		msg := "rabbitmqctl not found: " + why
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return ctl
+}
+
+// queueCounts returns the ready and unacknowledged messages of queue, as
+// the broker counts them.
+func queueCounts(t *testing.T, queue string) (ready, unacked int) {
+	t.Helper()
+	ctl := rabbitmqctl(t, "it counts unacknowledged messages")
+	out, err := exec.Command(ctl, "list_queues", "-q", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged").Output()
+	if err != nil {
+		t.Fatalf("rabbitmqctl list_queues: %v", err)
+	}
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		if len(fields) == 3 && fields[0] == queue {
+			ready, _ = strconv.Atoi(fields[1])
+			unacked, _ = strconv.Atoi(fields[2])
+			return ready, unacked
+		}
+	}
+	t.Fatalf("queue %s not listed by rabbitmqctl", queue)
+	return 0, 0
+}
+
+// waitQueue waits until queue has the given consumers and ready messages,
+// as queue.declare-ok reports them.
+func waitQueue(t *testing.T, ch *amqp.Channel, queue string, consumers, ready int) {
+	t.Helper()
+	timeout := time.After(wait)
+	for {
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Consumers == consumers && q.Messages == ready {
+			return
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-timeout:
+			t.Fatalf("queue %s has %d consumers, %d ready; want %d, %d", queue, q.Consumers, q.Messages, consumers, ready)
+		}
+	}
+}
+
+// noMoreFinal fails if b gets another final reply for id within d.
+func noMoreFinal(t *testing.T, b *inbox, id string, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case r := <-b.ch(id):
+			if r.State.Final() {
+				t.Errorf("second final reply for %s: %s (%v) %s", id, r.State, r.Err, r.Body)
+			}
+		case <-timeout:
+			return
+		}
 	}
 }

@@ -27,59 +27,80 @@ type server struct {
 
 	mu        sync.Mutex
 	stopping  bool
-	active    map[*delivery]struct{} // deliveries whose handler goroutine runs
+	active    map[*delivery]struct{} // deliveries whose goroutine runs
 	cancelled recentIDs
-	wg        sync.WaitGroup // handler goroutines; Add only while !stopping, under mu
+	leases    map[string]*leaseRecord // invocations whose lease copies may name this server
+	gone      map[leaseKey]time.Time  // other servers' lease-gone broadcasts, kept until then
+	wg        sync.WaitGroup          // delivery goroutines; Add only while !stopping, under mu
 }
 
-// taskQueue is one served task's queue and its slots.
+// taskQueue is one served task's queue and its consumers.
 //
-// Slots and prefetch. RabbitMQ 3.10.8, checked against the broker:
+// Consumers and slots. RabbitMQ 3.10.8, checked against the broker:
 //   - basic.qos with global=false sets the prefetch of consumers created
-//     after it; an existing consumer keeps the prefetch it started with
-//     (qos 1, consume, qos 5: the consumer still gets one message at a time;
-//     a consumer created after the qos 5 gets five).
+//     after it on the channel; an existing consumer keeps the prefetch it
+//     started with (qos 1, consume, qos 5: the consumer still gets one
+//     message at a time; a consumer created after the qos 5 gets five).
 //   - basic.qos with global=true on a channel that then consumes from a
 //     quorum queue is refused with a connection error, 540 NOT_IMPLEMENTED
 //     "queue ... does not support global qos".
+//   - basic.cancel leaves the consumer's unacknowledged deliveries with the
+//     channel: they can still be acked, and return to the queue only if the
+//     channel closes first.
 //   - x-delivery-count counts every return: a nack with requeue, a closed
 //     channel or a dead connection alike; the message is dead-lettered when
 //     it would exceed x-delivery-limit. Republishing a copy and acking the
 //     original starts the count again.
 //
-// So prefetch cannot follow the free slots by changing qos. Instead every
-// consumer has prefetch 1, and the slot manager keeps the number of idle
-// consumers (those without a delivery) equal to the free slots,
-// Slots - computing, where computing counts the deliveries held that are
-// not suspended. A delivery that suspends frees its slot: a new consumer
-// opens, so an awaited child is never stuck behind its parent. One that
-// resumes takes its slot back: an idle consumer is cancelled. Resume never
-// blocks, so computing may exceed Slots for a moment; no consumer opens
-// until it is below again. A delivery already on its way to a consumer
-// being cancelled is computed as well: returning it would count against
-// its delivery limit.
+// So a queue's credit (how many unacknowledged deliveries the broker lets
+// this process hold) changes only by whole consumers. Per connection, each
+// task queue has one base consumer, opened at Serve with prefetch Slots
+// (basic.qos(Slots) right before its basic.consume), which lives as long as
+// the connection; and one extra consumer with prefetch 1 per held delivery
+// that is suspended. The credit is then Slots plus the suspended held
+// deliveries: the held deliveries that are not suspended never exceed
+// Slots, and a suspended parent never keeps its children out, since its
+// suspension brought in the credit for one more delivery. In the steady
+// state, with no parent awaiting children, a queue has exactly one
+// consumer, however large Slots is.
 //
-// Slots are per task queue because quorum queues have no shared prefetch:
-// a bound across several queues would have to keep a consumer with credit
-// on every served queue while a slot is free (a suspended parent may await
-// a child of any of them), so more deliveries than free slots could arrive
-// and would sit uncomputed, prefetched; a worker crash would count them
-// against their delivery limits though they never ran.
+// Suspend and Resume must not block; they count and kick the slot manager,
+// which opens an extra consumer for each new suspension and cancels idle
+// extras beyond the suspended deliveries. When every extra holds a
+// delivery, the debt is paid by the next extra whose delivery settles: it
+// is cancelled just before that delivery is acknowledged (basic.cancel,
+// then basic.ack, on the same channel, so the broker sends the retired
+// consumer nothing more). Until then the bound is exceeded by the debt. A
+// delivery already on its way to a consumer being cancelled is handled
+// anyway: returning it would count against its delivery limit.
+//
+// A delivery stops being held when it is acknowledged, given back, or
+// converted into a lease (see lease.go), and when its connection ends: the
+// broker then returns it to its queue, while its handler may run on. Such
+// handlers count against no credit; the router bounds how many handlers
+// compute at once anyway (a worker passes its concurrency as Slots).
+//
+// Slots are per task queue because quorum queues have no shared prefetch.
+// A process serving n tasks may hold up to n*Slots requests while the
+// router computes at most its concurrency of them; if the process crashes,
+// the requests it held count a delivery each, even those that never ran.
 type taskQueue struct {
 	task, name string
 
 	mu        sync.Mutex
-	computing int                    // deliveries held, not suspended, of any generation
-	consumers map[*consumer]struct{} // open consumers, all generations
+	consumers map[*consumer]struct{} // consumers of any generation, until ended and settled
 	seq       int
 }
 
-// consumer is one prefetch-1 consumer on a task queue.
+// consumer is one consumer on a task queue: the base consumer or an extra.
 type consumer struct {
 	tag       string
 	g         *generation
-	busy      bool // holds a delivery
-	cancelled bool // basic.cancel sent or about to be
+	base      bool // prefetch Slots; otherwise an extra, prefetch 1
+	held      int  // deliveries held: taken and not yet acked, leased or given back
+	suspended int  // of those, the suspended ones
+	cancelled bool // basic.cancel sent or about to be, or the broker ended it
+	ended     bool // its delivery channel closed
 }
 
 // delivery is one request being handled; it implements wire.Delivery.
@@ -94,12 +115,15 @@ type delivery struct {
 
 	// Guarded by srv.mu.
 	cancel    context.CancelCauseFunc
+	started   bool // the handler was called
+	leased    bool // converted into a lease: acknowledged, a copy parked
+	settled   bool // its outcome was published (or, once leased, given back)
 	abandoned bool // Close gave it back; its outcome must not be published
-	finishing bool // the handler returned; its reply is being published
+	finishing bool // Close must not give it back: the handler returned, or a lease copy is being settled
 
 	// Guarded by q.mu.
 	suspended bool
-	released  bool
+	held      bool // counted in c.held
 }
 
 // serving returns t's server, or nil before Serve.
@@ -121,7 +145,12 @@ func (t *Transport) Serve(ctx context.Context, tasks []string, h wire.Handler) e
 	if len(tasks) == 0 || h == nil {
 		return errors.New("amqp: Serve needs tasks and a handler")
 	}
-	srv := &server{h: h, active: map[*delivery]struct{}{}}
+	srv := &server{
+		h:      h,
+		active: map[*delivery]struct{}{},
+		leases: map[string]*leaseRecord{},
+		gone:   map[leaseKey]time.Time{},
+	}
 	seen := map[string]bool{}
 	for _, task := range tasks {
 		if task == "" || seen[task] {
@@ -164,7 +193,8 @@ func (t *Transport) Serve(ctx context.Context, tasks []string, h wire.Handler) e
 }
 
 // serve declares the task queues on g and starts serving on it: the slot
-// manager, the dead-letter consumer and the announcer.
+// manager (which opens the base consumers), the dead-letter consumer and
+// the announcer.
 func (g *generation) serve(srv *server) error {
 	t := g.t
 	ch, err := openChannel(g.conn, "declare")
@@ -188,6 +218,9 @@ func (g *generation) serve(srv *server) error {
 	}
 	g.slotMu.Lock()
 	defer g.slotMu.Unlock()
+	if err := g.qos(1); err != nil {
+		return err
+	}
 	g.deadTag = "dead/" + t.id
 	dead, err := g.work.Consume(t.topo.dead(), g.deadTag, false, false, false, false, nil)
 	if err != nil {
@@ -205,8 +238,21 @@ func (g *generation) serve(srv *server) error {
 	return nil
 }
 
-// manageSlots keeps each task queue's idle consumers equal to its free
-// slots, whenever something kicks it.
+// qos sets the prefetch of the consumers opened next on the work channel,
+// unless it is set already. g.slotMu must be held.
+func (g *generation) qos(prefetch int) error {
+	if g.prefetch == prefetch {
+		return nil
+	}
+	if err := g.work.Qos(prefetch, 0, false); err != nil {
+		return fmt.Errorf("amqp: qos %d: %w", prefetch, err)
+	}
+	g.prefetch = prefetch
+	return nil
+}
+
+// manageSlots keeps each task queue's consumers as the comment on
+// taskQueue says, whenever something kicks it.
 func (g *generation) manageSlots(srv *server) {
 	defer g.wg.Done()
 	for {
@@ -228,36 +274,55 @@ func (g *generation) manageSlots(srv *server) {
 	}
 }
 
-// reconcile opens or cancels consumers on q so that the idle ones match
-// the free slots. g.slotMu must be held.
+// extrasLocked returns how many extra consumers q wants on g (one per
+// suspended held delivery) and how many are open. q.mu must be held.
+func (q *taskQueue) extrasLocked(g *generation) (want, open int) {
+	for c := range q.consumers {
+		if c.g != g {
+			continue
+		}
+		want += c.suspended
+		if !c.base && !c.cancelled {
+			open++
+		}
+	}
+	return want, open
+}
+
+// reconcile opens q's base consumer if it has none, and opens or cancels
+// extra consumers so that they match the suspended held deliveries (as far
+// as idle extras allow). g.slotMu must be held.
 func (g *generation) reconcile(srv *server, q *taskQueue) error {
 	srv.mu.Lock()
 	stopping := srv.stopping
 	srv.mu.Unlock()
+	if stopping {
+		return nil
+	}
 
 	q.mu.Lock()
-	want := 0
-	if !stopping {
-		want = max(0, g.t.cfg.Slots-q.computing)
-	}
+	want, open := q.extrasLocked(g)
+	hasBase := false
 	var idle []*consumer
 	for c := range q.consumers {
-		if c.g == g && !c.busy && !c.cancelled {
+		switch {
+		case c.g != g || c.cancelled:
+		case c.base:
+			hasBase = true
+		case c.held == 0:
 			idle = append(idle, c)
 		}
 	}
-	var cancel, open []*consumer
-	if len(idle) > want {
-		cancel = idle[want:]
-		for _, c := range cancel {
-			c.cancelled = true
-		}
+	cancel := idle[:max(0, min(open-want, len(idle)))]
+	for _, c := range cancel {
+		c.cancelled = true
 	}
-	for range want - len(idle) {
-		q.seq++
-		c := &consumer{tag: fmt.Sprintf("%s/%s/%d", g.t.id, q.task, q.seq), g: g}
-		q.consumers[c] = struct{}{}
-		open = append(open, c)
+	var opens []*consumer
+	if !hasBase {
+		opens = append(opens, q.newConsumerLocked(g, true))
+	}
+	for range want - open {
+		opens = append(opens, q.newConsumerLocked(g, false))
 	}
 	q.mu.Unlock()
 
@@ -266,20 +331,43 @@ func (g *generation) reconcile(srv *server, q *taskQueue) error {
 			return fmt.Errorf("amqp: cancel consumer %s: %w", c.tag, err)
 		}
 	}
-	for i, c := range open {
-		deliveries, err := g.work.Consume(q.name, c.tag, false, false, false, false, nil)
+	for i, c := range opens {
+		prefetch := 1
+		if c.base {
+			prefetch = g.t.cfg.Slots
+		}
+		err := g.qos(prefetch)
+		var deliveries <-chan amqp.Delivery
+		if err == nil {
+			deliveries, err = g.work.Consume(q.name, c.tag, false, false, false, false, nil)
+			if err != nil {
+				err = fmt.Errorf("amqp: consume %s: %w", q.name, err)
+			}
+		}
 		if err != nil {
 			q.mu.Lock()
-			for _, c := range open[i:] {
+			for _, c := range opens[i:] {
 				delete(q.consumers, c)
 			}
 			q.mu.Unlock()
-			return fmt.Errorf("amqp: consume %s: %w", q.name, err)
+			return err
 		}
 		g.wg.Add(1)
 		go g.consumeTask(srv, q, c, deliveries)
 	}
 	return nil
+}
+
+// newConsumerLocked adds a consumer of g to q, not yet opened. q.mu must be held.
+func (q *taskQueue) newConsumerLocked(g *generation, base bool) *consumer {
+	q.seq++
+	kind := "extra"
+	if base {
+		kind = "base"
+	}
+	c := &consumer{tag: fmt.Sprintf("%s/%s/%s/%d", g.t.id, q.task, kind, q.seq), g: g, base: base}
+	q.consumers[c] = struct{}{}
+	return c
 }
 
 // consumeTask takes the deliveries of one consumer.
@@ -289,22 +377,25 @@ func (g *generation) consumeTask(srv *server, q *taskQueue, c *consumer, deliver
 		g.t.take(g, srv, q, c, m)
 	}
 	q.mu.Lock()
-	delete(q.consumers, c)
+	c.cancelled, c.ended = true, true
+	if c.held == 0 {
+		delete(q.consumers, c)
+	}
 	q.mu.Unlock()
 	g.t.kick() // in case the broker cancelled it (say, the queue was deleted)
 }
 
 // take starts handling m, or gives it back when serving has stopped.
 func (t *Transport) take(g *generation, srv *server, q *taskQueue, c *consumer, m amqp.Delivery) {
-	q.mu.Lock()
-	c.busy = true
-	q.computing++
-	q.mu.Unlock()
 	d := &delivery{t: t, srv: srv, q: q, c: c, g: g, msg: m, id: messageID(&m)}
+	q.mu.Lock()
+	c.held++
+	d.held = true
+	q.mu.Unlock()
 	srv.mu.Lock()
 	if srv.stopping {
 		srv.mu.Unlock()
-		g.giveBack(&d.msg, q.name)
+		t.giveBack(d)
 		d.release()
 		return
 	}
@@ -315,37 +406,12 @@ func (t *Transport) take(g *generation, srv *server, q *taskQueue, c *consumer, 
 }
 
 // run handles one delivery and settles it: the reply is published and
-// confirmed first, the request acknowledged after.
-//
-// Not handled yet: tasks running longer than the broker's consumer_timeout
-// (30 minutes by default). When a delivery stays unacknowledged that long,
-// RabbitMQ closes the channel (406 PRECONDITION_FAILED), which ends this
-// generation: every delivery on the channel returns to its queue, counted,
-// the long task starts again elsewhere, and after DeliveryLimit rounds it
-// is dead-lettered as poison although nothing crashed. On 3.10.8 the
-// timeout is node-wide only (the x-consumer-timeout queue argument and
-// policy key came in 3.11.15 / 3.12), so an operator can raise or disable
-// it in rabbitmq.conf / advanced.config, but the transport cannot, per
-// queue. A way to complete such a task exactly once on 3.10.8 with plain
-// AMQP, for later:
-//   - Lease: a server starting a task it expects to run long declares a
-//     per-invocation lease queue (<prefix>.<ns>.lease.<id>, durable,
-//     x-message-ttl = lease period, dead-lettering to the tasks exchange
-//     with the task's routing key), publishes a copy of the request there,
-//     waits for the confirm and only then acks the original, so that it
-//     holds no delivery at all while computing. It renews the lease within
-//     the period by publishing a fresh copy (confirmed) and then taking and
-//     acking the older one (basic.get returns the oldest first), so there is
-//     never a moment without a copy. A crashed worker stops renewing, the
-//     copy expires and dead-letters back into the task queue: it runs again,
-//     as with any crash. On completion the server publishes the reply, waits
-//     for the confirm, then deletes the lease queue.
-//   - Exactly once: a rerun after a crash is still possible (the reply was
-//     confirmed, the lease queue not yet deleted). It becomes harmless once
-//     results are kept by invocation id in RabbitMQ (the stream the design
-//     plans for deterministic child ids): a server first looks the id up
-//     and answers from the kept result instead of running again. Callers
-//     already keep only the first final reply per id.
+// confirmed first, the request acknowledged after. A lease copy is first
+// examined (see examineLease) and runs only when the server that leased
+// it is gone without an outcome. A delivery held for LeaseAfter while its
+// handler runs is converted into a lease (see lease), so that the broker's
+// consumer_timeout never closes the channel under a long task; its reply
+// is then published as usual, with nothing left to acknowledge.
 func (t *Transport) run(d *delivery) {
 	srv := d.srv
 	defer srv.wg.Done()
@@ -356,9 +422,12 @@ func (t *Transport) run(d *delivery) {
 	}()
 	defer d.release()
 
+	if holder, ok := headerString(d.msg.Headers, headerLeaseHolder); ok && !t.examineLease(d, holder) {
+		return
+	}
 	rep := t.handle(d)
 	srv.mu.Lock()
-	abandoned := d.abandoned
+	abandoned, leased := d.abandoned, d.leased
 	d.finishing = true
 	srv.mu.Unlock()
 	if abandoned {
@@ -372,22 +441,28 @@ func (t *Transport) run(d *delivery) {
 		}
 		if err != nil {
 			// Left unacknowledged: the broker redelivers it when the
-			// connection closes.
+			// connection closes. Once leased, the lease copy does.
 			log.Error("amqp: publish reply", "err", err)
+			if leased {
+				srv.unsettle(d.id)
+			}
 			return
 		}
 	}
-	d.release() // before the ack, which lets the broker deliver the next message
-	if d.g.isDone() {
-		return // the broker has requeued it already
+	srv.mu.Lock()
+	d.settled = true
+	srv.mu.Unlock()
+	if leased {
+		return
 	}
-	if err := d.msg.Ack(false); err != nil {
+	if err := d.settle(ack); err != nil && !d.g.isDone() {
 		log.Warn("amqp: ack", "err", err)
 	}
 }
 
 // handle runs the handler for d, unless the request cannot or need not
-// run, and returns the reply to publish (nil when it cannot be answered).
+// run, and returns the reply to publish (nil when it cannot be answered,
+// or when Close gave it back before it started).
 func (t *Transport) handle(d *delivery) *wire.Reply {
 	srv := d.srv
 	req, bad := decodeRequest(&d.msg, t.cfg.Namespace, d.q.task)
@@ -395,51 +470,131 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 		t.log.Warn("amqp: dropped request that cannot be answered (no reply_to or message_id)", "task", d.q.task, "invocation_id", req.ID)
 		return nil
 	}
-	if bad != nil {
-		return failure(req.ID, req.Codec, bad)
-	}
-	if !req.Deadline.IsZero() && !time.Now().Before(req.Deadline) {
-		return failure(req.ID, req.Codec, &wire.Error{Code: wire.CodeTimeout, Message: "deadline passed before the request was delivered"})
+	fail := func(e *wire.Error) *wire.Reply { return failure(req.ID, req.Task, req.Codec, e) }
+	switch {
+	case bad != nil:
+		return fail(bad)
+	case req.Attempt > t.cfg.DeliveryLimit:
+		return fail(poisonError(t.cfg.DeliveryLimit))
+	case !req.Deadline.IsZero() && !time.Now().Before(req.Deadline):
+		return fail(&wire.Error{Code: wire.CodeTimeout, Message: "deadline passed before the request was delivered"})
 	}
 	ctx, cancel := context.WithCancelCause(t.killCtx)
 	defer cancel(nil)
 	srv.mu.Lock()
-	if srv.cancelled.has(req.ID, time.Now()) {
+	switch {
+	case d.abandoned:
 		srv.mu.Unlock()
-		return failure(req.ID, req.Codec, errCancelled)
+		return nil
+	case srv.stopping:
+		d.abandoned = true
+		srv.mu.Unlock()
+		t.giveBack(d)
+		return nil
+	case srv.cancelled.has(req.ID, time.Now()):
+		srv.mu.Unlock()
+		return fail(errCancelled)
 	}
 	d.cancel = cancel
+	d.started = true
 	srv.mu.Unlock()
 	if !req.Deadline.IsZero() {
 		var cancelDeadline context.CancelFunc
 		ctx, cancelDeadline = context.WithDeadline(ctx, req.Deadline)
 		defer cancelDeadline()
 	}
+	leaseDone := make(chan struct{})
+	timer := time.AfterFunc(t.cfg.LeaseAfter, func() {
+		defer close(leaseDone)
+		t.lease(d, req.Attempt)
+	})
 	rep := srv.h.Handle(ctx, req, d)
+	if !timer.Stop() {
+		<-leaseDone // so that run sees whether d was leased
+	}
 	if rep == nil {
-		rep = failure(req.ID, req.Codec, &wire.Error{Code: wire.CodeTaskFailed, Message: "handler returned no reply"})
+		rep = fail(&wire.Error{Code: wire.CodeTaskFailed, Message: "handler returned no reply"})
 	}
 	if rep.ID == "" {
 		rep.ID = req.ID
 	}
+	if rep.Task == "" {
+		rep.Task = req.Task
+	}
 	return rep
 }
 
-// release frees d's slot and its consumer's prefetch. It is idempotent.
-func (d *delivery) release() {
-	q := d.q
+// poisonError is the error of a request delivered more than limit times.
+func poisonError(limit int) *wire.Error {
+	return &wire.Error{Code: wire.CodePoison, Message: fmt.Sprintf(
+		"request dead-lettered after %d deliveries that ended without an acknowledgement (crashed or disconnected workers)", limit)}
+}
+
+// ack acknowledges one delivery.
+func ack(m *amqp.Delivery) error { return m.Ack(false) }
+
+// requeue returns one delivery to its queue, counting a delivery.
+func requeue(m *amqp.Delivery) error { return m.Nack(false, true) }
+
+// settle stops counting d as held and then settles it with op (ack or
+// requeue) on its own channel. When d came on an extra consumer that is no
+// longer wanted (its parent resumed while every extra was busy), that
+// consumer is cancelled first, so that the broker sends it nothing after
+// the settlement. It returns an error when d's connection has ended: the
+// broker has returned d to its queue already.
+func (d *delivery) settle(op func(*amqp.Delivery) error) error {
+	q, c, g := d.q, d.c, d.g
 	q.mu.Lock()
-	if d.released {
-		q.mu.Unlock()
-		return
+	d.releaseLocked()
+	retire := false
+	if !c.base && !c.cancelled && c.held == 0 {
+		if want, open := q.extrasLocked(g); open > want {
+			c.cancelled, retire = true, true
+		}
 	}
-	d.released = true
-	if !d.suspended {
-		q.computing--
-	}
-	d.c.busy = false
 	q.mu.Unlock()
 	d.t.kick()
+	if g.isDone() {
+		return errGenerationLost
+	}
+	if retire {
+		g.slotMu.Lock()
+		err := g.work.Cancel(c.tag, false)
+		g.slotMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("amqp: cancel consumer %s: %w", c.tag, err)
+		}
+	}
+	return op(&d.msg)
+}
+
+// release stops counting d as held, if it still is, and wakes the slot
+// manager. It is idempotent.
+func (d *delivery) release() {
+	d.q.mu.Lock()
+	changed := d.releaseLocked()
+	d.q.mu.Unlock()
+	if changed {
+		d.t.kick()
+	}
+}
+
+// releaseLocked stops counting d as held and reports whether it was.
+// q.mu must be held.
+func (d *delivery) releaseLocked() bool {
+	if !d.held {
+		return false
+	}
+	d.held = false
+	c := d.c
+	c.held--
+	if d.suspended {
+		c.suspended--
+	}
+	if c.ended && c.held == 0 {
+		delete(d.q.consumers, c)
+	}
+	return true
 }
 
 // Notify implements wire.Delivery: it publishes a state change to the
@@ -462,27 +617,31 @@ func (d *delivery) Notify(r *wire.Reply) {
 }
 
 // Suspend implements wire.Delivery: d stops occupying a slot, and the slot
-// manager opens a consumer for the freed slot.
+// manager opens an extra consumer for it (see taskQueue).
 func (d *delivery) Suspend() { d.setSuspended(true) }
 
-// Resume implements wire.Delivery: d occupies a slot again (see taskQueue).
+// Resume implements wire.Delivery: d occupies a slot again, and the slot
+// manager cancels an extra consumer, at once or when one becomes idle.
 func (d *delivery) Resume() { d.setSuspended(false) }
 
 func (d *delivery) setSuspended(s bool) {
 	q := d.q
 	q.mu.Lock()
-	if d.released || d.suspended == s {
+	if d.suspended == s {
 		q.mu.Unlock()
 		return
 	}
 	d.suspended = s
-	if s {
-		q.computing--
-	} else {
-		q.computing++
+	held := d.held
+	if held && s {
+		d.c.suspended++
+	} else if held {
+		d.c.suspended--
 	}
 	q.mu.Unlock()
-	d.t.kick()
+	if held {
+		d.t.kick()
+	}
 }
 
 // cancel cancels the handler running invocation id, if any, and remembers
@@ -511,20 +670,22 @@ func (g *generation) consumeDead(deliveries <-chan amqp.Delivery) {
 			_ = m.Ack(false)
 			continue
 		}
-		reason, _ := headerString(m.Headers, headerFirstDeathReason)
+		reason, queue := lastDeath(m.Headers)
+		task, ok := t.topo.taskOfQueue(queue)
+		if !ok {
+			task = m.RoutingKey
+		}
 		var e *wire.Error
 		switch reason {
 		case "expired":
 			e = &wire.Error{Code: wire.CodeTimeout, Message: "deadline passed while the request was queued"}
 		case "delivery_limit":
-			e = &wire.Error{Code: wire.CodePoison, Message: fmt.Sprintf(
-				"request dead-lettered after %d deliveries that ended without an acknowledgement (crashed or disconnected workers)",
-				t.cfg.DeliveryLimit)}
+			e = poisonError(t.cfg.DeliveryLimit)
 		default:
 			e = &wire.Error{Code: wire.CodePoison, Message: "request dead-lettered: " + reason}
 		}
-		t.log.Warn("amqp: answering dead letter", "invocation_id", id, "reason", reason)
-		msg, err := replyPublishing(failure(id, codecOf(m.ContentType), e), time.Now())
+		t.log.Warn("amqp: answering dead letter", "task", task, "invocation_id", id, "reason", reason)
+		msg, err := replyPublishing(failure(id, task, codecOf(m.ContentType), e), time.Now())
 		if err == nil {
 			err = g.publish(t.killCtx, "", m.ReplyTo, msg)
 		}
@@ -571,21 +732,40 @@ func (g *generation) announce(srv *server) {
 	})
 }
 
-// giveBack returns m to queue without counting a delivery: it publishes a
-// copy, and acks m once the copy is confirmed. If that fails, m is nacked
-// with requeue (which counts). On a lost connection the broker has
-// returned m already.
-func (g *generation) giveBack(m *amqp.Delivery, queue string) {
-	if g.isDone() {
-		return
-	}
+// giveBack returns d's request to its task queue without counting a
+// delivery: it publishes a copy (see giveBackPublishing) and acks d once
+// the copy is confirmed; if that fails, d is nacked with requeue (which
+// counts). On a lost connection the broker has returned d already. A
+// leased d has nothing to ack: once its copy is confirmed, its lease
+// copies are void; if the copy fails, they will run it again.
+func (t *Transport) giveBack(d *delivery) {
+	srv := d.srv
+	srv.mu.Lock()
+	leased, started := d.leased, d.started
+	srv.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), giveBackTimeout)
 	defer cancel()
-	if err := g.publish(ctx, "", queue, copyPublishing(m, time.Now())); err != nil {
-		_ = m.Nack(false, true)
+	msg := giveBackPublishing(&d.msg, started, time.Now())
+	if leased {
+		err := t.publish(ctx, "", d.q.name, msg)
+		if err != nil {
+			t.log.Warn("amqp: give back leased request", "task", d.q.task, "invocation_id", d.id, "err", err)
+			srv.unsettle(d.id)
+			return
+		}
+		srv.mu.Lock()
+		d.settled = true
+		srv.mu.Unlock()
 		return
 	}
-	_ = m.Ack(false)
+	if d.g.isDone() {
+		return
+	}
+	if err := d.g.publish(ctx, "", d.q.name, msg); err != nil {
+		_ = d.settle(requeue)
+		return
+	}
+	_ = d.settle(ack)
 }
 
 // stopServing stops taking deliveries: it cancels every consumer of the
@@ -640,14 +820,14 @@ func (t *Transport) drain(ctx context.Context, srv *server) error {
 	srv.mu.Lock()
 	var back []*delivery
 	for d := range srv.active {
-		if !d.finishing {
+		if !d.finishing && !d.abandoned {
 			d.abandoned = true
 			back = append(back, d)
 		}
 	}
 	srv.mu.Unlock()
 	for _, d := range back {
-		d.g.giveBack(&d.msg, d.q.name)
+		t.giveBack(d)
 	}
 	t.kill()
 	<-finished

@@ -11,7 +11,10 @@
 //
 // A Transport keeps one connection at a time (a "generation") with three
 // channels: one in confirm mode for publishing, one for task and dead-letter
-// consumers (prefetch 1 each), one for replies and control messages. When
+// consumers (one consumer with prefetch Slots per served task, plus one with
+// prefetch 1 per suspended request; see taskQueue), one for replies and
+// control messages. A request held longer than LeaseAfter is converted into
+// a lease, so that the broker's consumer_timeout never fires (see lease.go). When
 // the connection or any of its channels fails, the supervisor dials a new
 // connection with backoff, declares the topology again and resumes
 // consuming; see supervise.
@@ -73,7 +76,8 @@ type Transport struct {
 	gen        *generation   // the live connection; nil while reconnecting
 	genChanged chan struct{} // closed and replaced whenever gen changes
 	srv        *server
-	inflight   map[string]struct{} // sent requests without a final reply yet
+	inflight   map[string]struct{}         // sent requests without a final reply yet
+	asks       map[string]chan leaseAnswer // lease queries waiting, by correlation id
 
 	stopCtx context.Context // ends reconnecting; cancelled last by Close
 	stop    context.CancelFunc
@@ -105,6 +109,7 @@ func New(cfg Config) (*Transport, error) {
 		cat:        newCatalog(),
 		genChanged: make(chan struct{}),
 		inflight:   map[string]struct{}{},
+		asks:       map[string]chan leaseAnswer{},
 	}
 	t.replyQ = t.topo.replyQueue(replyID)
 	t.stopCtx, t.stop = context.WithCancel(context.Background())
@@ -231,11 +236,13 @@ func (t *Transport) Catalog(ctx context.Context) ([]wire.TaskInfo, error) {
 //     as fresh copies (so the return does not count towards DeliveryLimit),
 //     then the handlers' contexts are cancelled and Close waits for them to
 //     return.
-//  5. Without Identity, the reply queue is deleted (replies still on their
+//  5. Servers are told that the lease copies still parked naming this
+//     server are void (lease-gone): it settled or gave back their requests.
+//  6. Without Identity, the reply queue is deleted (replies still on their
 //     way are lost with it; with Identity they wait for the next process).
-//  6. The supervisor closes the connection and waits for the goroutines of
+//  7. The supervisor closes the connection and waits for the goroutines of
 //     the last generation (consumers, slot manager, announcer, watcher).
-//  7. Calls still waiting for a reply get a final "unavailable" reply; no
+//  8. Calls still waiting for a reply get a final "unavailable" reply; no
 //     reply is delivered after Close returns.
 //
 // Close returns ctx's error when it had to cancel running handlers.
@@ -255,6 +262,7 @@ func (t *Transport) Close(ctx context.Context) error {
 	if srv != nil {
 		t.stopServing(srv)
 		err = t.drain(ctx, srv)
+		t.endLeases(srv)
 	}
 	if t.cfg.Identity == "" {
 		t.deleteReplyQueue()
@@ -316,7 +324,7 @@ func (t *Transport) failInflight(why string) {
 	clear(t.inflight)
 	t.mu.Unlock()
 	for _, id := range ids {
-		t.deliver(failure(id, "", unavailable(why)))
+		t.deliver(failure(id, "", "", unavailable(why)))
 	}
 }
 
@@ -398,7 +406,7 @@ func (t *Transport) kick() {
 // declares the topology again, checks that the reply queue survived (if
 // not, calls waiting for replies fail with "unavailable"), resumes
 // consuming replies and control messages, and, when serving, redeclares
-// the task queues and starts consumers for the free slots. Handlers of the
+// the task queues and opens their consumers. Handlers of the
 // old generation keep running; their replies are published on the new
 // connection, and their acks are skipped (the broker has already returned
 // those deliveries to their queues, so they will run again: at least once).

@@ -1,0 +1,175 @@
+// Types of @atasks/client (index.js).
+
+/** Where an invocation stands; the last four are final. */
+export type State = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out";
+
+/** The states an invocation ends in. */
+export declare const FINAL_STATES: readonly ["succeeded", "failed", "cancelled", "timed_out"];
+
+/** isFinal tells whether an invocation in state s has ended. */
+export declare function isFinal(s: string): boolean;
+
+/** The typed error of a task: the same shape on every transport. */
+export interface ErrorBody {
+  code: string;
+  message: string;
+  details?: unknown;
+  retryable: boolean;
+}
+
+/** The invocation resource: GET /v1/ns/{ns}/invocations/{id}. */
+export interface Invocation<R = unknown> {
+  id: string;
+  ns: string;
+  task: string;
+  state: State;
+  created_at: string;
+  started_at?: string;
+  finished_at?: string;
+  worker?: string;
+  /** Ids of the invocations this one awaited, in order. */
+  children?: string[];
+  /** Present when state is "succeeded". */
+  result?: R;
+  /** Present when state is "failed", "cancelled" or "timed_out". */
+  error?: ErrorBody;
+}
+
+/** A task the gateway can reach: GET /v1/ns/{ns}/tasks. */
+export interface TaskInfo {
+  name: string;
+  /** How many servers serve it. */
+  servers: number;
+}
+
+/**
+ * What onState hears about a call or subscription, in order: "accepted"
+ * (state "queued"), any number of "state" ("running", or awaiting `child`),
+ * then one "result" carrying the final invocation.
+ */
+export interface CallEvent {
+  type: "accepted" | "state" | "result";
+  id: string;
+  ns: string;
+  task?: string;
+  state: State;
+  /** On "state": the child invocation it started awaiting. */
+  child?: string;
+  /** On "state": the worker running it. */
+  worker?: string;
+  /** On "result": the final invocation. */
+  invocation?: Invocation;
+}
+
+/** Which way calls go: "auto" is WebSocket when possible, else REST. */
+export type Transport = "auto" | "ws" | "rest";
+
+/** A WebSocket constructor: the browser's, Node's (>= 22, or 20 with --experimental-websocket), or the `ws` package's. */
+export interface WebSocketConstructor {
+  new (url: string): WebSocketLike;
+}
+
+/** The part of a WebSocket the client uses. */
+export interface WebSocketLike {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: any) => void) | null;
+  onerror: ((ev: any) => void) | null;
+  onclose: ((ev: any) => void) | null;
+  onmessage: ((ev: { data: any }) => void) | null;
+}
+
+export interface ClientOptions {
+  /** The gateway, e.g. "http://127.0.0.1:8080". Defaults to the page's origin in a browser. */
+  baseUrl?: string;
+  /** Defaults to "auto". */
+  transport?: Transport;
+  /** Defaults to globalThis.WebSocket; null never uses WebSocket. */
+  WebSocket?: WebSocketConstructor | null;
+  /** Defaults to globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** Headers added to every REST request (a browser's WebSocket cannot send headers). */
+  headers?: Record<string, string>;
+  /** How long each REST long-poll waits (Go duration). Defaults to "30s"; the gateway caps it (60s). */
+  pollWait?: string;
+  /** After the WebSocket failed to open, "auto" uses REST for this long (ms) before trying again. Defaults to 10000. */
+  wsRetryMs?: number;
+  /** Hears WebSocket error frames that concern no pending call (e.g. bad_frame). */
+  onError?: (err: AtasksError, ref?: string) => void;
+}
+
+export interface CallOptions {
+  /** Aborting cancels the invocation (and its children) and rejects with an AbortError-like AtasksError, code "cancelled". */
+  signal?: AbortSignal;
+  /** The invocation's deadline: a Go duration ("5s", "250ms") or milliseconds. Past it, code "timeout". */
+  timeout?: string | number;
+  /** Sent as idempotency_key (WebSocket) or the Idempotency-Key header (REST). */
+  idempotencyKey?: string;
+  /** WebSocket: the call survives the connection's close (the client then follows it over REST). */
+  detach?: boolean;
+  /** Overrides the client's transport for this call. */
+  transport?: Transport;
+  /** Hears the call's state changes. */
+  onState?: (event: CallEvent) => void;
+}
+
+export interface SubscribeOptions {
+  /** Aborting stops following (the invocation goes on); use the handle's cancel() to cancel it. */
+  signal?: AbortSignal;
+  transport?: Transport;
+  onState?: (event: CallEvent) => void;
+}
+
+/** A call under way, or a subscription. */
+export interface CallHandle<R = unknown> {
+  readonly id: string;
+  readonly ns: string;
+  readonly task: string | undefined;
+  /** The task's result; rejects with an AtasksError. */
+  readonly result: Promise<R>;
+  /** The final invocation, whatever its state; rejects only when it cannot be had. */
+  readonly done: Promise<Invocation<R>>;
+  /** Cancels the invocation; resolves with its final resource. */
+  cancel(reason?: unknown): Promise<Invocation<R>>;
+}
+
+/**
+ * Every failure: a failed/cancelled/timed-out invocation (`invocation` set),
+ * an error of the gateway (problem+json or WebSocket error frame: its code,
+ * `status` on REST), or "unavailable" when the gateway cannot be reached.
+ * An aborted call's error has name "AbortError" and code "cancelled".
+ */
+export declare class AtasksError extends Error {
+  constructor(
+    code: string,
+    message: string,
+    options?: { details?: unknown; retryable?: boolean; invocation?: Invocation; status?: number; cause?: unknown },
+  );
+  name: "AtasksError" | "AbortError";
+  code: string;
+  details?: unknown;
+  retryable: boolean;
+  invocation?: Invocation;
+  /** The HTTP status of a REST error. */
+  status?: number;
+  static fromInvocation(inv: Invocation): AtasksError;
+}
+
+export declare class AtasksClient {
+  constructor(options?: ClientOptions);
+  readonly baseUrl: string;
+  /** How the next "auto" call would go. */
+  readonly transport: "ws" | "rest";
+  namespaces(opts?: { signal?: AbortSignal }): Promise<string[]>;
+  tasks(ns: string, opts?: { signal?: AbortSignal }): Promise<TaskInfo[]>;
+  /** The invocation; with wait (Go duration or ms), long-polls until it is final. */
+  get<R = unknown>(ns: string, id: string, opts?: { wait?: string | number; signal?: AbortSignal }): Promise<Invocation<R>>;
+  /** Calls the task and resolves with its result. */
+  call<R = unknown>(ns: string, task: string, input?: unknown, opts?: CallOptions): Promise<R>;
+  /** Starts the task; resolves once the gateway accepted it. */
+  start<R = unknown>(ns: string, task: string, input?: unknown, opts?: CallOptions): Promise<CallHandle<R>>;
+  /** Follows an invocation started anywhere. */
+  subscribe<R = unknown>(ns: string, id: string, opts?: SubscribeOptions): Promise<CallHandle<R>>;
+  /** Closes the WebSocket and rejects pending calls ("unavailable"); the client stays usable. */
+  close(): void;
+}

@@ -1,0 +1,624 @@
+// @atasks/client: a dependency-free client for the atasks gateway, for
+// browsers and Node >= 20.
+//
+// Calls go over one shared WebSocket (/v1/ws, docs/WEBSOCKET.md) when a
+// WebSocket implementation is at hand, many calls multiplexed by ref; over
+// REST (POST ?wait=, then long-poll GET ?wait=) when none is, when the
+// connection cannot be opened, or when asked with {transport: "rest"}.
+
+/** The states an invocation ends in. */
+export const FINAL_STATES = Object.freeze(["succeeded", "failed", "cancelled", "timed_out"]);
+
+/** isFinal tells whether an invocation in state s has ended. */
+export function isFinal(s) {
+  return FINAL_STATES.includes(s);
+}
+
+// How long the first POST of a cancellable REST call waits: short, so that
+// the invocation's id (needed to cancel it) is known soon.
+const CANCELLABLE_FIRST_WAIT = "200ms";
+
+/**
+ * AtasksError is how every failure reaches the caller: a failed, cancelled or
+ * timed-out invocation (its typed error, with the invocation resource), an
+ * error of the gateway itself (problem+json or a WebSocket error frame, its
+ * code), or a transport problem ("unavailable").
+ */
+export class AtasksError extends Error {
+  constructor(code, message, { details, retryable = false, invocation, status, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = "AtasksError";
+    this.code = code;
+    this.details = details;
+    this.retryable = retryable;
+    if (invocation !== undefined) this.invocation = invocation;
+    if (status !== undefined) this.status = status;
+  }
+
+  /** fromInvocation returns the error of a final invocation that did not succeed. */
+  static fromInvocation(inv) {
+    const e = inv.error ?? { code: inv.state, message: `invocation ended ${inv.state}` };
+    return new AtasksError(e.code, e.message, { details: e.details, retryable: !!e.retryable, invocation: inv });
+  }
+}
+
+// abortError is the rejection of a call its caller aborted: an AtasksError
+// with code "cancelled" that also looks like a DOMException AbortError.
+function abortError(reason) {
+  const err = new AtasksError("cancelled", "the call was aborted", { cause: reason });
+  err.name = "AbortError";
+  return err;
+}
+
+function unavailable(message, cause) {
+  return new AtasksError("unavailable", message, { retryable: true, cause });
+}
+
+// duration turns a timeout option into a Go duration: numbers are milliseconds.
+function duration(v) {
+  if (v === undefined || v === null || v === "") return undefined;
+  if (typeof v === "number") {
+    if (!Number.isFinite(v) || v < 0) throw new TypeError(`timeout: want milliseconds >= 0, got ${v}`);
+    return `${Math.round(v)}ms`;
+  }
+  return String(v);
+}
+
+function deferred() {
+  let resolve, reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+const ignore = () => {};
+
+/**
+ * Op tracks one call or subscription, whatever carries it: it holds the
+ * promises of its handle, reports events, and settles once.
+ */
+class Op {
+  constructor({ kind, ns, task, id, onState, detach }) {
+    this.kind = kind; // "call" | "subscribe"
+    this.ns = ns;
+    this.task = task;
+    this.id = id;
+    this.detach = !!detach;
+    this.onState = onState;
+    this.accepted = deferred(); // resolves with the id
+    this.result = deferred(); // the task's result, or an AtasksError
+    this.done = deferred(); // the final invocation resource
+    this.accepted.promise.catch(ignore);
+    this.done.promise.catch(ignore);
+    this.aborted = false;
+    this.settled = false;
+    this.onAbort = null; // set by the transport carrying the op
+    this.poll = null; // the AbortController of a REST long-poll
+    this.lastState = undefined;
+    this.children = 0;
+    if (id !== undefined) this.accepted.resolve(id);
+  }
+
+  emit(ev) {
+    if (!this.onState) return;
+    try {
+      this.onState({ ns: this.ns, task: this.task, ...ev });
+    } catch (err) {
+      queueMicrotask(() => {
+        throw err;
+      });
+    }
+  }
+
+  accept(id, task) {
+    this.id = id;
+    if (task) this.task = task;
+    this.lastState = "queued";
+    this.accepted.resolve(id);
+    this.emit({ type: "accepted", id, state: "queued" });
+  }
+
+  // observe reports what changed in an invocation resource: REST sees
+  // resources, not events, so it tells what happened since the last one
+  // (running, each new child) as the events WebSocket would have pushed.
+  observe(inv) {
+    if (inv.task) this.task = inv.task;
+    if (this.id === undefined) this.accept(inv.id, inv.task);
+    const now = isFinal(inv.state) ? (inv.started_at ? "running" : this.lastState) : inv.state;
+    if (now !== this.lastState) {
+      this.lastState = now;
+      this.emit({ type: "state", id: inv.id, state: now, worker: inv.worker });
+    }
+    const children = inv.children ?? [];
+    for (; this.children < children.length; this.children++) {
+      this.emit({ type: "state", id: inv.id, state: now, child: children[this.children], worker: inv.worker });
+    }
+  }
+
+  finish(inv) {
+    if (this.settled) return;
+    this.observe(inv);
+    this.settled = true;
+    this.emit({ type: "result", id: inv.id, state: inv.state, invocation: inv });
+    this.done.resolve(inv);
+    if (inv.state === "succeeded") this.result.resolve(inv.result === undefined ? null : inv.result);
+    else this.result.reject(AtasksError.fromInvocation(inv));
+  }
+
+  fail(err) {
+    if (this.settled) return;
+    this.settled = true;
+    this.poll?.abort();
+    this.accepted.reject(err);
+    this.result.reject(err);
+    this.done.reject(err);
+  }
+
+  // abort rejects the result at once; done waits for the final resource the
+  // cancel brings (or fails with the same error when there is none).
+  abort(reason) {
+    if (this.settled || this.aborted) return;
+    this.aborted = true;
+    const err = abortError(reason);
+    this.accepted.reject(err);
+    this.result.reject(err);
+    if (this.onAbort) this.onAbort();
+    else this.fail(err);
+  }
+
+  handle() {
+    const op = this;
+    return {
+      get id() {
+        return op.id;
+      },
+      ns: op.ns,
+      get task() {
+        return op.task;
+      },
+      result: op.result.promise,
+      done: op.done.promise,
+      cancel(reason) {
+        op.abort(reason);
+        return op.done.promise;
+      },
+    };
+  }
+}
+
+/**
+ * WsConnection is one WebSocket to /v1/ws carrying many ops, by ref.
+ */
+class WsConnection {
+  constructor(url, WebSocketImpl, { onClosed, onFrameError }) {
+    this.ops = new Map();
+    this.closed = false;
+    this.onClosed = onClosed;
+    this.onFrameError = onFrameError;
+    this.ready = new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocketImpl(url);
+      } catch (err) {
+        this.closed = true;
+        reject(unavailable(`WebSocket ${url}: ${err.message}`, err));
+        return;
+      }
+      this.ws = ws;
+      let open = false;
+      ws.onopen = () => {
+        open = true;
+        resolve(this);
+      };
+      ws.onerror = (ev) => {
+        if (!open) reject(unavailable(`WebSocket ${url} could not be opened`, ev?.error ?? ev));
+      };
+      ws.onclose = (ev) => {
+        if (!open) reject(unavailable(`WebSocket ${url} closed while opening (code ${ev?.code})`));
+        this.#closed(ev);
+      };
+      ws.onmessage = (ev) => this.#message(ev.data);
+    });
+    this.ready.catch(ignore);
+  }
+
+  send(frame) {
+    this.ws.send(JSON.stringify(frame));
+  }
+
+  // start sends op's call or subscribe frame under ref.
+  start(ref, op, frame) {
+    this.ops.set(ref, op);
+    op.onAbort = () => {
+      if (!this.closed) this.send({ type: "cancel", ref });
+    };
+    this.send({ ...frame, ref });
+  }
+
+  close(code = 1000, reason = "client closed") {
+    if (this.closed) return;
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      // already closing
+    }
+  }
+
+  #message(data) {
+    if (typeof data !== "string") return; // the protocol is text frames only
+    let m;
+    try {
+      m = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (m === null || typeof m !== "object") return;
+    const op = m.ref === undefined ? undefined : this.ops.get(m.ref);
+    switch (m.type) {
+      case "accepted":
+        if (op && op.id === undefined) op.accept(m.id, m.task);
+        return;
+      case "state":
+        if (!op) return;
+        if (m.child) op.children++;
+        op.lastState = m.state;
+        op.emit({ type: "state", id: m.id, state: m.state, child: m.child, worker: m.worker });
+        return;
+      case "result":
+        if (!op) return;
+        this.ops.delete(m.ref);
+        op.finish(m.invocation);
+        return;
+      case "error": {
+        const e = m.error ?? {};
+        // An error for a call or subscription not yet under way means it did
+        // not start; one about a later frame (a cancel) changes nothing.
+        if (op && !op.settled && (op.id === undefined || op.kind === "subscribe") && op.lastState === undefined) {
+          this.ops.delete(m.ref);
+          op.fail(new AtasksError(e.code ?? "error", e.message ?? "the gateway refused the frame"));
+          return;
+        }
+        if (this.onFrameError) this.onFrameError(new AtasksError(e.code ?? "error", e.message ?? ""), m.ref);
+        return;
+      }
+    }
+  }
+
+  #closed(ev) {
+    if (this.closed) return;
+    this.closed = true;
+    const ops = [...this.ops.values()];
+    this.ops.clear();
+    this.onClosed(ops, ev);
+  }
+}
+
+/**
+ * AtasksClient calls tasks through an atasks gateway.
+ */
+export class AtasksClient {
+  #base;
+  #fetch;
+  #WebSocket;
+  #transport;
+  #headers;
+  #pollWait;
+  #wsRetryMs;
+  #onError;
+  #conn = null; // the shared WsConnection, or null until the next call
+  #wsDownUntil = 0; // until then, "auto" goes straight to REST
+  #ref = 0;
+  #rest = new Set(); // AbortControllers of REST requests in flight
+
+  constructor(options = {}) {
+    const base = options.baseUrl ?? globalThis.location?.origin;
+    if (!base) throw new TypeError("AtasksClient: baseUrl is required outside a browser");
+    this.#base = String(base).replace(/\/+$/, "");
+    this.#fetch = options.fetch ?? globalThis.fetch?.bind(globalThis);
+    if (!this.#fetch) throw new TypeError("AtasksClient: no fetch; pass options.fetch");
+    // options.WebSocket: null means "never WebSocket"; absent means the global one.
+    this.#WebSocket = options.WebSocket !== undefined ? options.WebSocket : globalThis.WebSocket;
+    this.#transport = options.transport ?? "auto";
+    if (!["auto", "ws", "rest"].includes(this.#transport)) {
+      throw new TypeError(`AtasksClient: transport must be "auto", "ws" or "rest", got ${this.#transport}`);
+    }
+    this.#headers = { ...(options.headers ?? {}) };
+    this.#pollWait = options.pollWait ?? "30s";
+    this.#wsRetryMs = options.wsRetryMs ?? 10_000;
+    this.#onError = options.onError;
+  }
+
+  /** baseUrl is the gateway's address. */
+  get baseUrl() {
+    return this.#base;
+  }
+
+  /**
+   * transport tells how the next call in "auto" mode would go: "ws" when a
+   * WebSocket is open or worth trying, else "rest".
+   */
+  get transport() {
+    if (this.#transport === "rest") return "rest";
+    if (this.#conn && !this.#conn.closed) return "ws";
+    if (this.#transport === "ws") return "ws";
+    return this.#WebSocket && Date.now() >= this.#wsDownUntil ? "ws" : "rest";
+  }
+
+  /** namespaces lists the namespaces the gateway serves. */
+  async namespaces(opts = {}) {
+    const body = await this.#json("GET", "/v1/ns", undefined, opts.signal);
+    return body.namespaces;
+  }
+
+  /** tasks lists the tasks served in namespace ns: [{name, servers}]. */
+  async tasks(ns, opts = {}) {
+    const body = await this.#json("GET", `/v1/ns/${enc(ns)}/tasks`, undefined, opts.signal);
+    return body.tasks;
+  }
+
+  /** get returns invocation id of ns, waiting up to opts.wait for it to end. */
+  async get(ns, id, opts = {}) {
+    const q = opts.wait ? `?wait=${encodeURIComponent(duration(opts.wait))}` : "";
+    return this.#json("GET", `/v1/ns/${enc(ns)}/invocations/${enc(id)}${q}`, undefined, opts.signal);
+  }
+
+  /**
+   * call invokes task of namespace ns with input and resolves with its
+   * result; it rejects with an AtasksError.
+   */
+  call(ns, task, input, opts = {}) {
+    return this.#begin(ns, task, input, opts, !!opts.signal).result.promise;
+  }
+
+  /**
+   * start invokes the task and resolves, once the gateway accepted it, with
+   * a handle: {id, ns, task, result, done, cancel()}.
+   */
+  async start(ns, task, input, opts = {}) {
+    const op = this.#begin(ns, task, input, opts, true);
+    op.result.promise.catch(ignore); // the caller may only look at done
+    await op.accepted.promise;
+    return op.handle();
+  }
+
+  /**
+   * subscribe follows invocation id of namespace ns, started anywhere; it
+   * resolves with the same handle as start. Its cancel() cancels the
+   * invocation; aborting opts.signal only stops following it.
+   */
+  async subscribe(ns, id, opts = {}) {
+    const op = new Op({ kind: "subscribe", ns, id, onState: opts.onState });
+    op.result.promise.catch(ignore);
+    if (opts.signal) {
+      opts.signal.addEventListener("abort", () => op.fail(abortError(opts.signal.reason)), { once: true });
+    }
+    this.#dispatch(op, opts.transport, (conn) => conn.start(this.#nextRef(), op, { type: "subscribe", ns, id }), () =>
+      this.#restFollow(op),
+    );
+    return op.handle();
+  }
+
+  /**
+   * close closes the WebSocket (the gateway then cancels its calls that were
+   * not detached) and stops every wait; pending calls reject with
+   * "unavailable". The client can still be used afterwards.
+   */
+  close() {
+    const closed = () => new AtasksError("unavailable", "the client was closed");
+    const conn = this.#conn;
+    this.#conn = null;
+    if (conn) {
+      const ops = [...conn.ops.values()];
+      conn.ops.clear();
+      conn.close();
+      for (const op of ops) op.fail(closed());
+    }
+    for (const ac of this.#rest) ac.abort(closed());
+    this.#rest.clear();
+  }
+
+  #nextRef() {
+    return String(++this.#ref);
+  }
+
+  // begin starts a call; cancellable says whether it may be cancelled
+  // (which over REST needs its id soon).
+  #begin(ns, task, input, opts, cancellable) {
+    const op = new Op({ kind: "call", ns, task, onState: opts.onState, detach: opts.detach });
+    let timeout;
+    try {
+      timeout = duration(opts.timeout);
+    } catch (err) {
+      op.fail(new AtasksError("bad_request", err.message));
+      return op;
+    }
+    if (opts.signal) {
+      if (opts.signal.aborted) {
+        op.abort(opts.signal.reason);
+        return op;
+      }
+      opts.signal.addEventListener("abort", () => op.abort(opts.signal.reason), { once: true });
+    }
+    const value = input === undefined ? null : input;
+    const frame = { type: "call", ns, task, input: value };
+    if (timeout) frame.timeout = timeout;
+    if (opts.idempotencyKey) frame.idempotency_key = opts.idempotencyKey;
+    if (opts.detach) frame.detach = true;
+    this.#dispatch(
+      op,
+      opts.transport,
+      (conn) => conn.start(this.#nextRef(), op, frame),
+      () => this.#restCall(op, value, { timeout, idempotencyKey: opts.idempotencyKey, cancellable }),
+    );
+    return op;
+  }
+
+  // dispatch runs op over the WebSocket when the mode allows and it opens,
+  // else over REST.
+  #dispatch(op, transport = this.#transport, overWS, overREST) {
+    const ws = transport === "ws" || (transport === "auto" && this.#WebSocket && Date.now() >= this.#wsDownUntil);
+    if (!ws) {
+      overREST();
+      return;
+    }
+    this.#connect().then(
+      (conn) => {
+        if (op.aborted || op.settled) {
+          if (!op.settled) op.fail(abortError());
+          return;
+        }
+        try {
+          overWS(conn);
+        } catch (err) {
+          op.fail(unavailable(`sending over the WebSocket: ${err.message}`, err));
+        }
+      },
+      (err) => {
+        if (transport === "ws") op.fail(err);
+        else if (op.aborted) op.fail(abortError());
+        else overREST();
+      },
+    );
+  }
+
+  #connect() {
+    if (!this.#WebSocket) return Promise.reject(unavailable("no WebSocket implementation: pass options.WebSocket"));
+    if (this.#conn && !this.#conn.closed) return this.#conn.ready;
+    const url = this.#base.replace(/^http/, "ws") + "/v1/ws";
+    const conn = new WsConnection(url, this.#WebSocket, {
+      onClosed: (ops) => {
+        if (this.#conn === conn) this.#conn = null;
+        this.#lost(ops);
+      },
+      onFrameError: this.#onError,
+    });
+    this.#conn = conn;
+    conn.ready.catch(() => {
+      if (this.#conn === conn) this.#conn = null;
+      this.#wsDownUntil = Date.now() + this.#wsRetryMs;
+    });
+    return conn.ready;
+  }
+
+  // lost handles the ops of a WebSocket that closed: the gateway goes on
+  // with subscriptions, detached calls and cancelled ones (whose final state
+  // is wanted), which REST follows; it cancelled the others.
+  #lost(ops) {
+    for (const op of ops) {
+      if (op.settled) continue;
+      if (op.id !== undefined && (op.kind === "subscribe" || op.detach || op.aborted)) {
+        op.onAbort = null;
+        this.#restFollow(op);
+      } else {
+        op.fail(unavailable("the WebSocket connection closed before the outcome arrived"));
+      }
+    }
+  }
+
+  // restCall invokes over REST: POST ?wait=, then long-poll until final.
+  async #restCall(op, input, { timeout, idempotencyKey, cancellable }) {
+    op.onAbort = ignore; // an abort during the POST is seen when it answers
+    const q = new URLSearchParams({ wait: cancellable ? CANCELLABLE_FIRST_WAIT : this.#pollWait });
+    if (timeout) q.set("timeout", timeout);
+    const headers = { "Content-Type": "application/json" };
+    if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
+    let inv;
+    try {
+      // Not tied to the caller's signal: an abort during the POST must still
+      // learn the id, to cancel the invocation.
+      inv = await this.#json("POST", `/v1/ns/${enc(op.ns)}/tasks/${enc(op.task)}?${q}`, JSON.stringify(input), undefined, headers);
+    } catch (err) {
+      if (op.aborted) op.fail(abortError());
+      else op.fail(err);
+      return;
+    }
+    op.observe(inv);
+    if (isFinal(inv.state)) {
+      op.finish(inv);
+      return;
+    }
+    await this.#restFollow(op);
+  }
+
+  // restFollow long-polls invocation op.id until it is final; an abort of op
+  // sends DELETE, whose answer is the final resource.
+  async #restFollow(op) {
+    const path = `/v1/ns/${enc(op.ns)}/invocations/${enc(op.id)}`;
+    const poll = new AbortController();
+    op.poll = poll;
+    op.onAbort = () => poll.abort();
+    try {
+      while (!op.settled && !op.aborted) {
+        let inv;
+        try {
+          inv = await this.#json("GET", `${path}?wait=${encodeURIComponent(this.#pollWait)}`, undefined, poll.signal);
+        } catch (err) {
+          if (op.aborted) break;
+          throw err;
+        }
+        op.observe(inv);
+        if (isFinal(inv.state)) {
+          op.finish(inv);
+          return;
+        }
+      }
+      if (op.aborted && !op.settled) {
+        const inv = await this.#json("DELETE", path);
+        op.finish(inv);
+      }
+    } catch (err) {
+      op.fail(err);
+    }
+  }
+
+  // json makes one request and returns its JSON body; problem+json and
+  // failures to connect reject with an AtasksError.
+  async #json(method, path, body, signal, headers = {}) {
+    const ac = new AbortController();
+    const onAbort = () => ac.abort(signal.reason);
+    if (signal) {
+      if (signal.aborted) throw abortError(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    }
+    this.#rest.add(ac);
+    let res, text;
+    try {
+      res = await this.#fetch(this.#base + path, {
+        method,
+        body,
+        headers: { Accept: "application/json", ...this.#headers, ...headers },
+        signal: ac.signal,
+      });
+      text = await res.text();
+    } catch (err) {
+      if (signal?.aborted) throw abortError(signal.reason);
+      if (ac.signal.aborted && ac.signal.reason instanceof AtasksError) throw ac.signal.reason;
+      throw unavailable(`${method} ${this.#base}${path}: ${err.message}`, err);
+    } finally {
+      this.#rest.delete(ac);
+      signal?.removeEventListener("abort", onAbort);
+    }
+    let parsed;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      parsed = undefined;
+    }
+    if (!res.ok) {
+      const p = parsed && typeof parsed === "object" ? parsed : {};
+      throw new AtasksError(p.code ?? `http_${res.status}`, p.detail ?? p.title ?? `${res.status} ${res.statusText}`, {
+        status: res.status,
+        retryable: res.status === 503,
+        details: p,
+      });
+    }
+    if (parsed === undefined) throw new AtasksError("bad_response", `${method} ${path}: the gateway's answer is not JSON`);
+    return parsed;
+  }
+}
+
+function enc(s) {
+  return encodeURIComponent(String(s));
+}

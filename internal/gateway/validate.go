@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/atasks-go/atasks/api"
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+)
+
+// validator checks requests against the API's OpenAPI document, api.Spec.
+type validator struct {
+	routes  routers.Router
+	options openapi3filter.Options
+}
+
+func newValidator() (*validator, error) {
+	doc, err := api.Load()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: load the OpenAPI document: %w", err)
+	}
+	routes, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: route the OpenAPI document: %w", err)
+	}
+	v := &validator{routes: routes, options: openapi3filter.Options{
+		// Task inputs are any JSON; the handler reads them (malformed_json)
+		// and the task decides whether they fit.
+		ExcludeRequestBody: true,
+		// Defaults such as ?wait= come from the gateway's Config.
+		SkipSettingDefaults: true,
+	}}
+	v.options.WithCustomSchemaErrorFunc(schemaMessage)
+	return v, nil
+}
+
+// validate is a middleware: for a route of the document, it reads the body
+// if the operation takes one (413 beyond limit), then checks the
+// parameters and headers (400 naming the offender). Requests for paths or
+// methods the document lacks pass on, for the router's 404 or 405.
+func (v *validator) validate(limit int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			route, params, err := v.routes.FindRoute(r)
+			if err != nil {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if route.Operation.RequestBody != nil {
+				body, err := readBody(w, r, limit)
+				var tooLarge *http.MaxBytesError
+				switch {
+				case errors.As(err, &tooLarge):
+					writeProblem(w, codeBodyTooLarge, fmt.Sprintf("the body exceeds %d bytes", limit))
+					return
+				case err != nil:
+					writeProblem(w, codeBadRequest, "reading the body: "+err.Error())
+					return
+				}
+				r.Body = io.NopCloser(bytes.NewReader(body))
+			}
+			in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: &v.options}
+			if err := openapi3filter.ValidateRequest(r.Context(), in); err != nil {
+				writeProblem(w, codeBadRequest, requestProblem(err))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// requestProblem describes a validation error for a problem's detail,
+// naming the parameter or header at fault.
+func requestProblem(err error) string {
+	var re *openapi3filter.RequestError
+	if !errors.As(err, &re) || re.Parameter == nil {
+		return err.Error()
+	}
+	reason := re.Reason
+	if re.Err != nil {
+		reason = re.Err.Error()
+	}
+	return fmt.Sprintf("%s parameter %q: %s", re.Parameter.In, re.Parameter.Name, reason)
+}
+
+// schemaMessage words a schema violation for a problem's detail: a value
+// that misses a titled pattern "is not a <title>", the rest as kin-openapi
+// says it, without the schema.
+func schemaMessage(err *openapi3.SchemaError) string {
+	if err.SchemaField == "pattern" && err.Schema.Title != "" {
+		msg := fmt.Sprintf("%q is not a %s", fmt.Sprint(err.Value), err.Schema.Title)
+		if err.Schema.Example != nil {
+			msg += fmt.Sprintf(" (e.g. %v)", err.Schema.Example)
+		}
+		return msg
+	}
+	return err.Reason
+}
