@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/atasks-go/atasks"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
@@ -75,7 +77,9 @@ func newSystem(t *testing.T) *system {
 	return s
 }
 
-// deleteTopology deletes the exchanges and queues the system's processes declared.
+// deleteTopology deletes the exchanges and queues the system's processes
+// declared: those named in docs/PROTOCOL.md for the demo namespaces and
+// tasks, and the reply queues that rabbitmqctl lists under the prefix.
 func (s *system) deleteTopology() {
 	conn, err := amqp091.Dial(s.url)
 	if err != nil {
@@ -83,19 +87,30 @@ func (s *system) deleteTopology() {
 		return
 	}
 	defer conn.Close()
-	out, err := exec.Command("rabbitmqctl", "-q", "list_queues", "name").Output()
-	if err == nil {
-		for _, q := range strings.Fields(string(out)) {
-			if strings.HasPrefix(q, s.prefix+".") {
-				if ch, err := conn.Channel(); err == nil {
-					_, _ = ch.QueueDelete(q, false, false, false)
-					ch.Close()
-				}
-			}
+	var queues []string
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "rabbitmqctl", "-q", "list_queues", "name").Output(); err == nil {
+		queues = strings.Fields(string(out))
+	}
+	for _, ns := range []string{"default", "seed"} {
+		b := s.prefix + "." + ns
+		queues = append(queues, b+".dead", b+".lease")
+		for _, task := range append(atasks.Defined(ns), "test.crash") {
+			queues = append(queues, b+".task."+task)
+		}
+	}
+	for _, q := range queues {
+		if !strings.HasPrefix(q, s.prefix+".") {
+			continue
+		}
+		if ch, err := conn.Channel(); err == nil {
+			_, _ = ch.QueueDelete(q, false, false, false)
+			ch.Close()
 		}
 	}
 	for _, ns := range []string{"default", "seed"} {
-		for _, x := range []string{"tasks", "control", "dlx"} {
+		for _, x := range []string{"tasks", "control", "dlx", "lease"} {
 			if ch, err := conn.Channel(); err == nil {
 				_ = ch.ExchangeDelete(s.prefix+"."+ns+"."+x, false, false)
 				ch.Close()

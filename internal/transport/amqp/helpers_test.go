@@ -174,6 +174,8 @@ func (f *fixture) deleteAll() {
 	for _, tr := range f.transports {
 		queues[tr.replyQ] = true
 		queues[tr.topo.dead()] = true
+		queues[tr.topo.lease()] = true
+		exchanges[tr.topo.lease()] = true
 		exchanges[tr.topo.tasks()] = true
 		exchanges[tr.topo.control()] = true
 		exchanges[tr.topo.dlx()] = true
