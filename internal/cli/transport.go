@@ -2,6 +2,7 @@ package cli
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/internal/transport/amqp"
@@ -13,7 +14,10 @@ type Broker struct {
 	Identity string // stable id of this process among callers; see amqp.Config.Identity
 	Prefix   string // first part of every exchange and queue name
 	Slots    int    // per served task, how many deliveries compute at once
-	Logger   *slog.Logger
+	// LeaseAfter is how long a worker holds a request before it leases it,
+	// to outlive the broker's consumer_timeout; see amqp.Config.LeaseAfter.
+	LeaseAfter time.Duration
+	Logger     *slog.Logger
 }
 
 // Transports returns a constructor of each namespace's transport for
@@ -23,6 +27,6 @@ func (b Broker) Transports() func(ns string) (atasks.Transport, error) {
 		return nil
 	}
 	return func(ns string) (atasks.Transport, error) {
-		return amqp.New(amqp.Config{URL: b.URL, Namespace: ns, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, Logger: b.Logger})
+		return amqp.New(amqp.Config{URL: b.URL, Namespace: ns, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, LeaseAfter: b.LeaseAfter, Logger: b.Logger})
 	}
 }

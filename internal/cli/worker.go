@@ -22,6 +22,7 @@ func RunWorker(args []string) error {
 	prefix := f.String("prefix", "ATASKS_PREFIX", "atasks", "first part of every exchange and queue name")
 	concurrency := f.Int("concurrency", "ATASKS_CONCURRENCY", 1000, "how many tasks compute at once; a task awaiting others does not count")
 	tasks := f.String("tasks", "ATASKS_TASKS", "", "comma-separated tasks to serve, as name or ns/name; empty serves all")
+	leaseAfter := f.Duration("lease-after", "ATASKS_LEASE_AFTER", 10*time.Minute, "how long a task may hold its request before the worker leases it; keep it below the broker's consumer_timeout (30m by default)")
 	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish before they are cancelled and returned to the queue")
 	level := f.String("log-level", "ATASKS_LOG_LEVEL", "info", "debug, info, warn or error")
 	_ = f.Parse(args)
@@ -36,7 +37,7 @@ func RunWorker(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, Logger: log}
+	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, LeaseAfter: *leaseAfter, Logger: log}
 	nss, err := demo.Namespaces(broker.Transports())
 	if err != nil {
 		return err

@@ -86,3 +86,38 @@ func restartBroker(t *testing.T, base string) time.Duration {
 	t.Errorf("no call succeeded within a minute after the broker came back")
 	return time.Minute
 }
+
+// A task runs longer than the broker's consumer_timeout (lowered to 3 s for
+// the test): the worker leases it and it still ends with one result.
+func TestDisruptiveTaskOutlivesConsumerTimeout(t *testing.T) {
+	for _, setting := range [][2]string{{"consumer_timeout", "3000"}, {"channel_tick_interval", "1000"}} {
+		old := brokerEnv(t, setting[0])
+		setBrokerEnv(t, setting[0], setting[1])
+		t.Cleanup(func() { setBrokerEnv(t, setting[0], old) })
+	}
+	s := newSystem(t)
+	s.worker("--lease-after", "1s") // opens its channels after the change
+	_, base := s.gateway()
+	waitServed(t, base, "default", "demo.sleep")
+	inv := call(t, base, "default", "demo.sleep", `{"ms":8000,"value":"long"}`, "?wait=1s")
+	got := poll(t, base, "default", inv.ID, 60*time.Second)
+	if got.State != "succeeded" || string(got.Result) != `"long"` {
+		t.Fatalf("long task: %s %s %+v", got.State, got.Result, got.Error)
+	}
+}
+
+// brokerEnv reads a setting of the rabbit application.
+func brokerEnv(t *testing.T, key string) string {
+	out, err := exec.Command("rabbitmqctl", "eval", "{ok, V} = application:get_env(rabbit, "+key+"), V.").Output()
+	if err != nil {
+		t.Fatalf("rabbitmqctl eval get %s: %v", key, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// setBrokerEnv changes a setting of the rabbit application at run time.
+func setBrokerEnv(t *testing.T, key, value string) {
+	if out, err := exec.Command("rabbitmqctl", "eval", "application:set_env(rabbit, "+key+", "+value+").").CombinedOutput(); err != nil {
+		t.Errorf("rabbitmqctl eval set %s: %v\n%s", key, err, out)
+	}
+}

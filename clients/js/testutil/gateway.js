@@ -63,7 +63,8 @@ export async function startGateway(extraArgs = []) {
 
 async function launch(bin, port, extraArgs) {
   const url = `http://127.0.0.1:${port}`;
-  const proc = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--log-level", "warn", ...extraArgs], {
+  // Embedded mode whatever $ATASKS_AMQP_URL says: the tests need the demo tasks in-process.
+  const proc = spawn(bin, ["--listen", `127.0.0.1:${port}`, "--amqp-url=", "--log-level", "warn", ...extraArgs], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   let log = "";
