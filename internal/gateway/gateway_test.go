@@ -20,7 +20,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // setup runs a gateway in embedded mode over loopback with the demo tasks.
-func setup(t *testing.T, cfg gateway.Config) *httptest.Server {
+func setup(t testing.TB, cfg gateway.Config) *httptest.Server {
 	t.Helper()
 	nss, err := demo.Namespaces(nil)
 	if err != nil {
@@ -32,7 +32,7 @@ func setup(t *testing.T, cfg gateway.Config) *httptest.Server {
 
 // setupNamespaces runs a gateway in embedded mode with the demo tasks in
 // namespaces nss.
-func setupNamespaces(t *testing.T, cfg gateway.Config, nss []atasks.NamespaceConfig) (*httptest.Server, *gateway.Gateway) {
+func setupNamespaces(t testing.TB, cfg gateway.Config, nss []atasks.NamespaceConfig) (*httptest.Server, *gateway.Gateway) {
 	t.Helper()
 	client, err := atasks.NewClient(atasks.Config{Namespaces: nss})
 	if err != nil {
