@@ -308,9 +308,7 @@ func (g *Gateway) start(ns, task string, input any, timeout time.Duration, key s
 	if key != "" {
 		fp = fingerprint(task, input)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.life.Err() != nil {
+	if !g.addWaiter() {
 		return "", false, &atasks.Error{Code: codeShuttingDown, Message: "the gateway is shutting down", Retryable: true}
 	}
 	id = router.NewID()
@@ -321,13 +319,14 @@ func (g *Gateway) start(ns, task string, input any, timeout time.Duration, key s
 	inv := Invocation{ID: id, NS: ns, Task: task, State: "queued", CreatedAt: time.Now().UTC()}
 	if prior, priorFP := g.store.add(inv, cancel, key, fp); prior != "" {
 		cancel()
+		g.waiters.Done()
 		if priorFP != fp {
 			return "", false, &atasks.Error{Code: codeIdempotencyConflict, Message: fmt.Sprintf("idempotency key %q names invocation %q, of another task or input", key, prior)}
 		}
 		return prior, true, nil
 	}
+	// Sending may wait for the broker's confirm: no lock is held here.
 	f := atasks.Ref[any, any](ns, task).Start(ctx, input, atasks.WithID(id), atasks.OnState(g.onState))
-	g.waiters.Add(1)
 	go func() {
 		defer g.waiters.Done()
 		out, err := f.Wait(g.life)
@@ -344,6 +343,18 @@ func fingerprint(task string, input any) string {
 	b, _ := json.Marshal(input) // cannot fail: input came from JSON
 	sum := sha256.Sum256(append([]byte(task+"\x00"), b...))
 	return string(sum[:])
+}
+
+// addWaiter counts one more goroutine for Close to wait for, unless the
+// gateway is closing; it reports whether it did.
+func (g *Gateway) addWaiter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.life.Err() != nil {
+		return false
+	}
+	g.waiters.Add(1)
+	return true
 }
 
 func withTimeout(ctx context.Context, cancel context.CancelFunc, d time.Duration) (context.Context, context.CancelFunc) {

@@ -92,14 +92,10 @@ func newWSHandler(g *Gateway) *wsHandler {
 // ServeHTTP upgrades the request and serves the connection until it ends.
 func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g := h.g
-	g.mu.Lock()
-	if g.life.Err() != nil {
-		g.mu.Unlock()
+	if !g.addWaiter() {
 		writeProblem(w, codeShuttingDown, "the gateway is shutting down")
 		return
 	}
-	g.waiters.Add(1)
-	g.mu.Unlock()
 	defer g.waiters.Done()
 
 	ws, err := h.upgrader.Upgrade(w, r, nil)

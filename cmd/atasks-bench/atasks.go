@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/cli"
+	"github.com/atasks-go/atasks/internal/demo"
+	"github.com/atasks-go/atasks/internal/gateway"
+)
+
+// env is what every scenario shares: the broker and the run's unique prefix.
+type env struct {
+	amqpURL string
+	prefix  string // starts every queue and exchange name the run declares
+}
+
+// opener opens a scenario for a given number of requests in flight.
+type opener func(ctx context.Context, e *env, inflight int) (*target, error)
+
+// allScenarios lists the scenarios in the order they run by default.
+var allScenarios = []string{"floor-amqp", "floor-http", "sdk", "http", "embedded"}
+
+// scenarios maps each scenario's name to its opener.
+var scenarios = map[string]opener{
+	"floor-amqp": openFloorAMQP,
+	"floor-http": openFloorHTTP,
+	"sdk":        openSDK,
+	"http":       openHTTP,
+	"embedded":   openEmbedded,
+}
+
+// stopTimeout bounds stopping a worker or client.
+const stopTimeout = 10 * time.Second
+
+// logger is the atasks clients' logger: warnings and errors only.
+var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+// remote is a worker and a separate caller, both over RabbitMQ.
+type remote struct {
+	worker *atasks.Worker
+	caller *atasks.Client
+}
+
+// startRemote starts a worker serving the demo tasks and a caller client
+// with its own connections, and waits until the caller sees demo.echo.
+func startRemote(ctx context.Context, e *env) (*remote, error) {
+	broker := cli.Broker{URL: e.amqpURL, Prefix: e.prefix, Slots: 1000, Logger: logger}
+	wc, err := startClient(ctx, broker.Transports(), "atasks-bench-worker")
+	if err != nil {
+		return nil, err
+	}
+	w, err := atasks.NewWorker(wc, atasks.WorkerConfig{Concurrency: 1000})
+	if err == nil {
+		err = w.Start(ctx)
+	}
+	if err != nil {
+		_ = wc.Stop(ctx)
+		return nil, err
+	}
+	r := &remote{worker: w}
+	if r.caller, err = startClient(ctx, broker.Transports(), ""); err == nil {
+		err = awaitTask(ctx, r.caller, atasks.DefaultNamespace, demo.Echo.Name())
+	}
+	if err != nil {
+		r.stop(e)
+		return nil, err
+	}
+	return r, nil
+}
+
+// startClient starts a client of the demo namespaces over newTransport (nil: loopback).
+func startClient(ctx context.Context, newTransport func(string) (atasks.Transport, error), worker string) (*atasks.Client, error) {
+	nss, err := demo.Namespaces(newTransport)
+	if err != nil {
+		return nil, err
+	}
+	c, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: worker, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return c, c.Start(ctx)
+}
+
+// awaitTask waits up to 10 s until c's catalog of ns lists task.
+func awaitTask(ctx context.Context, c *atasks.Client, ns, task string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		tasks, err := c.Catalog(ctx, ns)
+		if err == nil && slices.ContainsFunc(tasks, func(t atasks.TaskInfo) bool { return t.Name == task }) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("catalog of %s never listed %s: %w", ns, task, errors.Join(err, ctx.Err()))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop lists the tasks the caller sees, stops the caller and the worker
+// (which deletes their random reply queues), then deletes the rest of the
+// run's queues and exchanges by name.
+func (r *remote) stop(e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	tasks := map[string][]string{}
+	if r.caller != nil {
+		for _, ns := range r.caller.Namespaces() {
+			tasks[ns] = catalogNames(ctx, r.caller, ns)
+		}
+		if err := r.caller.Stop(ctx); err != nil {
+			progress("stop caller: %v", err)
+		}
+	}
+	if err := r.worker.Stop(ctx); err != nil {
+		progress("stop worker: %v", err)
+	}
+	if err := deleteAtasksObjects(e, tasks); err != nil {
+		progress("clean up: %v", err)
+	}
+}
+
+// catalogNames returns the names of the tasks c's catalog of ns lists.
+func catalogNames(ctx context.Context, c *atasks.Client, ns string) []string {
+	infos, err := c.Catalog(ctx, ns)
+	if err != nil {
+		progress("catalog of %s: %v", ns, err)
+	}
+	names := make([]string, len(infos))
+	for i, t := range infos {
+		names[i] = t.Name
+	}
+	return names
+}
+
+// openSDK measures demo.Echo.Call from a caller to a worker through RabbitMQ.
+func openSDK(ctx context.Context, e *env, _ int) (*target, error) {
+	r, err := startRemote(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	call := func(ctx context.Context) error {
+		_, err := demo.Echo.Call(atasks.WithClient(ctx, r.caller), "x")
+		return err
+	}
+	return &target{call: call, close: func() { r.stop(e) }}, nil
+}
+
+// openHTTP measures POST demo.echo through a gateway over an AMQP caller.
+func openHTTP(ctx context.Context, e *env, inflight int) (*target, error) {
+	r, err := startRemote(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return serveGateway(r.caller, inflight, func() { r.stop(e) })
+}
+
+// openEmbedded measures POST demo.echo through a gateway over a loopback
+// client that also serves the demo tasks.
+func openEmbedded(ctx context.Context, _ *env, inflight int) (*target, error) {
+	c, err := startClient(ctx, nil, "atasks-bench-embedded")
+	if err != nil {
+		return nil, err
+	}
+	w, err := atasks.NewWorker(c, atasks.WorkerConfig{Concurrency: 1000})
+	if err == nil {
+		err = w.Start(ctx)
+	}
+	if err != nil {
+		_ = c.Stop(ctx)
+		return nil, err
+	}
+	return serveGateway(c, inflight, func() { stopWorker(w) })
+}
+
+// serveGateway serves a gateway over c and returns a target POSTing
+// demo.echo to it; closing the target runs after.
+func serveGateway(c *atasks.Client, inflight int, after func()) (*target, error) {
+	gw, err := gateway.New(gateway.Config{Client: c})
+	if err != nil {
+		after()
+		return nil, err
+	}
+	path := "/v1/ns/" + atasks.DefaultNamespace + "/tasks/" + demo.Echo.Name()
+	return serveHTTP(gw, path, `"x"`, inflight, func() { gw.Close(); after() })
+}
+
+// stopWorker stops w within stopTimeout.
+func stopWorker(w *atasks.Worker) {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if err := w.Stop(ctx); err != nil {
+		progress("stop worker: %v", err)
+	}
+}

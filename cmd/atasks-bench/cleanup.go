@@ -1,0 +1,46 @@
+package main
+
+import (
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// deleteAtasksObjects deletes, for each namespace of tasks, the queues and
+// exchanges atasks declares under the run's prefix (docs/PROTOCOL.md §1):
+// the task queues of tasks[ns], the dead-letter and lease queues, and the
+// tasks, control, dlx and lease exchanges.
+func deleteAtasksObjects(e *env, tasks map[string][]string) error {
+	conn, err := amqp.Dial(e.amqpURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for ns, names := range tasks {
+		base := e.prefix + "." + ns
+		queues := []string{base + ".dead", base + ".lease"}
+		for _, t := range names {
+			queues = append(queues, base+".task."+t)
+		}
+		for _, q := range queues {
+			if err := withChannel(conn, func(ch *amqp.Channel) error { _, err := ch.QueueDelete(q, false, false, false); return err }); err != nil {
+				progress("delete queue %s: %v", q, err)
+			}
+		}
+		for _, x := range []string{".tasks", ".control", ".dlx", ".lease"} {
+			if err := withChannel(conn, func(ch *amqp.Channel) error { return ch.ExchangeDelete(base+x, false, false) }); err != nil {
+				progress("delete exchange %s: %v", base+x, err)
+			}
+		}
+	}
+	return nil
+}
+
+// withChannel runs f on a fresh channel of conn: an error from the broker
+// closes the channel, so each deletion gets its own.
+func withChannel(conn *amqp.Connection, f func(*amqp.Channel) error) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	return f(ch)
+}

@@ -1,0 +1,107 @@
+// Command atasks-bench measures atasks against floors taken in the same run:
+// a raw amqp091-go request/reply with atasks' durability (floor-amqp) and a
+// minimal net/http server (floor-http). Each measurement runs a fixed number
+// of workers in a closed loop; see docs/BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/atasks-go/atasks/internal/cli"
+)
+
+// options are the parsed command-line flags.
+type options struct {
+	amqpURL   string
+	duration  time.Duration
+	inflight  []int
+	scenarios []string
+}
+
+func main() {
+	opts, err := parseFlags(os.Args[1:])
+	if err == nil {
+		err = run(context.Background(), opts)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "atasks-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags parses args into options.
+func parseFlags(args []string) (options, error) {
+	f := cli.NewFlags("atasks-bench", "atasks-bench measures atasks throughput and latency against floors measured in the same run.")
+	url := f.String("amqp-url", "ATASKS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
+	dur := f.FlagSet.Duration("duration", 5*time.Second, "length of each measurement")
+	inflight := f.FlagSet.String("inflight", "1,16,128", "comma-separated numbers of requests in flight (closed-loop workers)")
+	scen := f.FlagSet.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
+	_ = f.Parse(args)
+	opts := options{amqpURL: *url, duration: *dur}
+	for _, s := range strings.Split(*inflight, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return opts, fmt.Errorf("--inflight: %q is not a positive integer", s)
+		}
+		opts.inflight = append(opts.inflight, n)
+	}
+	for _, s := range strings.Split(*scen, ",") {
+		s = strings.TrimSpace(s)
+		if _, ok := scenarios[s]; !ok {
+			return opts, fmt.Errorf("--scenarios: unknown scenario %q (want some of %s)", s, strings.Join(allScenarios, ","))
+		}
+		opts.scenarios = append(opts.scenarios, s)
+	}
+	return opts, nil
+}
+
+// run measures every scenario at every inflight, then prints the table.
+func run(ctx context.Context, opts options) error {
+	env := &env{amqpURL: opts.amqpURL, prefix: "bench" + randomHex(4)}
+	progress("prefix %s, %s per measurement", env.prefix, opts.duration)
+	var results []result
+	for _, name := range opts.scenarios {
+		for _, n := range opts.inflight {
+			r, err := measureScenario(ctx, env, name, n, opts.duration)
+			if err != nil {
+				return fmt.Errorf("%s at %d in flight: %w", name, n, err)
+			}
+			progress("%-10s inflight %4d: %8.0f req/s  p50 %-9s p99 %-9s p999 %-9s errors %d",
+				name, n, r.throughput, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.p999), r.errors)
+			results = append(results, r)
+		}
+	}
+	printTable(os.Stdout, results)
+	return nil
+}
+
+// measureScenario opens scenario name for n in flight, measures it, and closes it.
+func measureScenario(ctx context.Context, env *env, name string, n int, d time.Duration) (result, error) {
+	t, err := scenarios[name](ctx, env, n)
+	if err != nil {
+		return result{}, err
+	}
+	defer t.close()
+	r := measure(ctx, t.call, n, d)
+	r.scenario, r.inflight = name, n
+	return r, nil
+}
+
+// progress prints one progress line to stderr.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+// randomHex returns n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
