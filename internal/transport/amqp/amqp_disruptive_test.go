@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,15 +65,7 @@ func TestDisruptiveConsumerTimeout(t *testing.T) {
 	caller := f.open(Config{}, "caller", in.deliver)
 	server := f.open(Config{Slots: 1, LeaseAfter: time.Second, LeasePeriod: 2 * time.Second, AnnounceInterval: 500 * time.Millisecond}, "server", ignore)
 	var runs atomic.Int32
-	f.serve(server, handlerFunc(func(ctx context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
-		runs.Add(1)
-		select {
-		case <-time.After(8 * time.Second):
-		case <-ctx.Done():
-			return &wire.Reply{ID: req.ID, State: wire.Cancelled, Err: wire.AsError(ctx.Err())}
-		}
-		return succeeded(req, strconv.Itoa(req.Attempt))
-	}), "long")
+	f.serve(server, slowHandler(&runs, 8*time.Second), "long")
 	gen := server.current()
 	req := request("long", "x")
 	send(t, caller, req)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,6 +251,20 @@ func (b *inbox) final(id string) *wire.Reply {
 		case <-timeout:
 			return nil
 		}
+	}
+}
+
+// slowHandler counts its runs in runs, takes d (or until its context ends)
+// and answers with the attempt number.
+func slowHandler(runs *atomic.Int32, d time.Duration) handlerFunc {
+	return func(ctx context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		runs.Add(1)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return &wire.Reply{ID: req.ID, State: wire.Cancelled, Err: wire.AsError(ctx.Err())}
+		}
+		return succeeded(req, strconv.Itoa(req.Attempt))
 	}
 }
 

@@ -21,15 +21,7 @@ func TestLeaseLongTask(t *testing.T) {
 	caller := f.open(Config{}, "caller", in.deliver)
 	server := f.open(leaseConfig(Config{Slots: 1}), "server", ignore)
 	var runs atomic.Int32
-	f.serve(server, handlerFunc(func(ctx context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
-		runs.Add(1)
-		select {
-		case <-time.After(2500 * time.Millisecond):
-		case <-ctx.Done():
-			return &wire.Reply{ID: req.ID, State: wire.Cancelled, Err: wire.AsError(ctx.Err())}
-		}
-		return succeeded(req, strconv.Itoa(req.Attempt))
-	}), "long")
+	f.serve(server, slowHandler(&runs, 2500*time.Millisecond), "long")
 	gen := server.current()
 	req := request("long", "x")
 	send(t, caller, req)
