@@ -274,16 +274,24 @@ func (g *generation) publish(ctx context.Context, exchange, key string, msg amqp
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if !g.pub.IsClosed() {
-		return fmt.Errorf("amqp: publish to %q key %q: %w", exchange, key, err)
-	}
+	// A failed write means the connection is going, though the library
+	// may not have noticed yet: give it a moment, then retry the message
+	// on the next connection.
+	grace := time.NewTimer(closeGrace)
+	defer grace.Stop()
 	select {
 	case <-g.done:
 		return errGenerationLost
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-grace.C:
+		return unavailable(fmt.Sprintf("amqp: publish to %q key %q: %v", exchange, key, err))
 	}
 }
+
+// closeGrace is how long publish waits, after a failed write, for the
+// connection's end to be noticed.
+const closeGrace = 2 * time.Second
 
 // control publishes a control message without waiting for its confirm:
 // announcements and queries are repeated when they matter.
