@@ -84,15 +84,20 @@ var sleepInt = atasks.Ref[SleepIn, int64](atasks.DefaultNamespace, Sleep.Name())
 
 // FailIn is the input of Fail.
 type FailIn struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	Details   any    `json:"details,omitempty"`
+	Retryable bool   `json:"retryable,omitempty"`
 }
 
-// Fail fails with a typed error of the given code and message.
+// Fail fails with a typed error of the given code, message, details and
+// retryable flag.
 var Fail = atasks.Define(fail)
 
 func fail(_ context.Context, in FailIn) (any, error) {
-	return nil, atasks.NewError(in.Code, in.Message, nil)
+	err := atasks.NewError(in.Code, in.Message, in.Details)
+	err.Retryable = in.Retryable
+	return nil, err
 }
 
 // Panic panics; the caller gets an error with code "panic".
