@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -19,10 +20,11 @@ import (
 
 // options are the parsed command-line flags.
 type options struct {
-	amqpURL   string
-	duration  time.Duration
-	inflight  []int
-	scenarios []string
+	amqpURL    string
+	duration   time.Duration
+	inflight   []int
+	scenarios  []string
+	cpuProfile string
 }
 
 func main() {
@@ -43,8 +45,9 @@ func parseFlags(args []string) (options, error) {
 	dur := f.FlagSet.Duration("duration", 5*time.Second, "length of each measurement")
 	inflight := f.FlagSet.String("inflight", "1,16,128", "comma-separated numbers of requests in flight (closed-loop workers)")
 	scen := f.FlagSet.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
+	prof := f.FlagSet.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	_ = f.Parse(args)
-	opts := options{amqpURL: *url, duration: *dur}
+	opts := options{amqpURL: *url, duration: *dur, cpuProfile: *prof}
 	for _, s := range strings.Split(*inflight, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n < 1 {
@@ -66,6 +69,13 @@ func parseFlags(args []string) (options, error) {
 func run(ctx context.Context, opts options) error {
 	env := &env{amqpURL: opts.amqpURL, prefix: "bench" + randomHex(4)}
 	progress("prefix %s, %s per measurement", env.prefix, opts.duration)
+	if opts.cpuProfile != "" {
+		stop, err := startCPUProfile(opts.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	var results []result
 	for _, name := range opts.scenarios {
 		for _, n := range opts.inflight {
@@ -92,6 +102,20 @@ func measureScenario(ctx context.Context, env *env, name string, n int, d time.D
 	r := measure(ctx, t.call, n, d)
 	r.scenario, r.inflight = name, n
 	return r, nil
+}
+
+// startCPUProfile starts profiling the process's CPU into path and returns
+// the function that stops it.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 // progress prints one progress line to stderr.

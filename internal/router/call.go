@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/atasks-go/atasks/wire"
@@ -18,6 +19,7 @@ type Pending struct {
 	id      string
 	r       *Router
 	observe func(*wire.Reply)
+	ran     atomic.Bool   // observe saw a state
 	outcome *wire.Reply   // set once, before finished closes
 	closed  chan struct{} // closed when the outcome is known
 	stop    func() bool   // stops the context watch; guarded by r.mu
@@ -65,7 +67,7 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 		return p
 	}
 	if parent != nil {
-		parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID})
+		parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID, Worker: parent.Worker})
 	}
 	stop := context.AfterFunc(ctx, func() {
 		// A passed deadline needs no message: the server has it too.
@@ -149,8 +151,13 @@ func (r *Router) deliver(rep *wire.Reply) {
 	case p == nil:
 		r.cfg.Logger.Debug("reply for no call in flight", "invocation_id", rep.ID, "state", rep.State)
 	case rep.State.Final():
+		if p.observe != nil && rep.Worker != "" && !p.ran.Load() {
+			// It ended before its "running" state was sent: report it now.
+			p.observe(&wire.Reply{ID: rep.ID, State: wire.Running, Worker: rep.Worker})
+		}
 		p.complete(rep)
 	case p.observe != nil:
+		p.ran.Store(true)
 		p.observe(rep)
 	}
 }

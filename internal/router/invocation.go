@@ -20,6 +20,7 @@ type Invocation struct {
 	Task    string
 	Parent  string // invocation id of the caller, "" at the top
 	Attempt int
+	Worker  string // the process running it
 
 	ctx      context.Context // ends when the task returns
 	delivery wire.Delivery
