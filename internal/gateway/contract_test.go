@@ -154,6 +154,7 @@ func TestContract(t *testing.T) {
 		{srv, "GET", "/v1/ns", nil, "", 200, ""},
 		{srv, "GET", "/healthz", nil, "", 200, ""},
 		{srv, "GET", "/readyz", nil, "", 200, ""},
+		{srv, "GET", "/metrics", nil, "", 200, ""},
 		{down, "GET", "/readyz", nil, "", 503, "unavailable"},
 		{srv, "GET", "/v1/openapi.yaml", nil, "", 200, ""},
 		{srv, "GET", "/v1/ws", nil, "", 400, "bad_request"},

@@ -18,9 +18,11 @@ import (
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/api"
 	"github.com/atasks-go/atasks/internal/codec"
+	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/atasks-go/atasks/internal/router"
 	"github.com/atasks-go/atasks/wire"
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a Gateway.
@@ -54,6 +56,9 @@ type Config struct {
 	// WSMaxCalls caps the calls and subscriptions open at once on one
 	// WebSocket connection. Defaults to 1000.
 	WSMaxCalls int
+	// Metrics is the registry served at /metrics; the gateway registers its
+	// own metrics there. Defaults to metrics.NewRegistry().
+	Metrics *prometheus.Registry
 }
 
 // WithDefaults returns a copy of c with every unset field set to its default.
@@ -75,6 +80,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.WSMaxCalls == 0 {
 		c.WSMaxCalls = 1000
+	}
+	if c.Metrics == nil {
+		c.Metrics = metrics.NewRegistry()
 	}
 	return c
 }
@@ -152,6 +160,7 @@ func (g *Gateway) routes() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Get("/readyz", g.ready)
+	r.Method(http.MethodGet, "/metrics", metrics.Handler(g.cfg.Metrics))
 	mountWeb(r) // the page: GET / and /ui/{file} (web.go)
 	r.Get("/v1/openapi.yaml", serveSpec)
 	r.Get("/v1/ns", g.listNamespaces)
