@@ -25,7 +25,7 @@ type env struct {
 type opener func(ctx context.Context, e *env, inflight int) (*target, error)
 
 // allScenarios lists the scenarios in the order they run by default.
-var allScenarios = []string{"floor-amqp", "floor-http", "sdk", "http", "embedded"}
+var allScenarios = []string{"floor-amqp", "floor-http", "sdk", "http", "ws", "embedded", "fib", "ws-open"}
 
 // scenarios maps each scenario's name to its opener.
 var scenarios = map[string]opener{
@@ -34,37 +34,39 @@ var scenarios = map[string]opener{
 	"sdk":        openSDK,
 	"http":       openHTTP,
 	"embedded":   openEmbedded,
+	"ws":         openWS,
 }
 
+// workerConcurrency is the workers' concurrency in the closed-loop scenarios.
+const workerConcurrency = 1000
+
 // stopTimeout bounds stopping a worker or client.
-const stopTimeout = 10 * time.Second
+const stopTimeout = 30 * time.Second
 
 // logger is the atasks clients' logger: warnings and errors only.
 var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-// remote is a worker and a separate caller, both over RabbitMQ.
+// remote is workers and a separate caller, all over RabbitMQ.
 type remote struct {
-	worker *atasks.Worker
-	caller *atasks.Client
+	workers []*atasks.Worker
+	caller  *atasks.Client
 }
 
-// startRemote starts a worker serving the demo tasks and a caller client
-// with its own connections, and waits until the caller sees demo.echo.
-func startRemote(ctx context.Context, e *env) (*remote, error) {
-	broker := cli.Broker{URL: e.amqpURL, Prefix: e.prefix, Slots: 1000, Logger: logger}
-	wc, err := startClient(ctx, broker.Transports(), "atasks-bench-worker")
-	if err != nil {
-		return nil, err
+// startRemote starts n workers serving the demo tasks, each computing at
+// most concurrency tasks at once, and a caller client, each with its own
+// connections, and waits until the caller sees demo.echo.
+func startRemote(ctx context.Context, e *env, n, concurrency int) (*remote, error) {
+	broker := cli.Broker{URL: e.amqpURL, Prefix: e.prefix, Slots: concurrency, Logger: logger}
+	r := &remote{}
+	for i := range n {
+		w, err := startWorker(ctx, broker, fmt.Sprintf("atasks-bench-worker-%d", i), concurrency)
+		if err != nil {
+			r.stop(e)
+			return nil, err
+		}
+		r.workers = append(r.workers, w)
 	}
-	w, err := atasks.NewWorker(wc, atasks.WorkerConfig{Concurrency: 1000})
-	if err == nil {
-		err = w.Start(ctx)
-	}
-	if err != nil {
-		_ = wc.Stop(ctx)
-		return nil, err
-	}
-	r := &remote{worker: w}
+	var err error
 	if r.caller, err = startClient(ctx, broker.Transports(), ""); err == nil {
 		err = awaitTask(ctx, r.caller, atasks.DefaultNamespace, demo.Echo.Name())
 	}
@@ -73,6 +75,23 @@ func startRemote(ctx context.Context, e *env) (*remote, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// startWorker starts a worker named name over broker.
+func startWorker(ctx context.Context, broker cli.Broker, name string, concurrency int) (*atasks.Worker, error) {
+	wc, err := startClient(ctx, broker.Transports(), name)
+	if err != nil {
+		return nil, err
+	}
+	w, err := atasks.NewWorker(wc, atasks.WorkerConfig{Concurrency: concurrency})
+	if err == nil {
+		err = w.Start(ctx)
+	}
+	if err != nil {
+		_ = wc.Stop(ctx)
+		return nil, err
+	}
+	return w, nil
 }
 
 // startClient starts a client of the demo namespaces over newTransport (nil: loopback).
@@ -120,8 +139,10 @@ func (r *remote) stop(e *env) {
 			progress("stop caller: %v", err)
 		}
 	}
-	if err := r.worker.Stop(ctx); err != nil {
-		progress("stop worker: %v", err)
+	for _, w := range r.workers {
+		if err := w.Stop(ctx); err != nil {
+			progress("stop worker: %v", err)
+		}
 	}
 	if err := deleteAtasksObjects(e, tasks); err != nil {
 		progress("clean up: %v", err)
@@ -143,7 +164,7 @@ func catalogNames(ctx context.Context, c *atasks.Client, ns string) []string {
 
 // openSDK measures demo.Echo.Call from a caller to a worker through RabbitMQ.
 func openSDK(ctx context.Context, e *env, _ int) (*target, error) {
-	r, err := startRemote(ctx, e)
+	r, err := startRemote(ctx, e, 1, workerConcurrency)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +177,7 @@ func openSDK(ctx context.Context, e *env, _ int) (*target, error) {
 
 // openHTTP measures POST demo.echo through a gateway over an AMQP caller.
 func openHTTP(ctx context.Context, e *env, inflight int) (*target, error) {
-	r, err := startRemote(ctx, e)
+	r, err := startRemote(ctx, e, 1, workerConcurrency)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +191,7 @@ func openEmbedded(ctx context.Context, _ *env, inflight int) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := atasks.NewWorker(c, atasks.WorkerConfig{Concurrency: 1000})
+	w, err := atasks.NewWorker(c, atasks.WorkerConfig{Concurrency: workerConcurrency})
 	if err == nil {
 		err = w.Start(ctx)
 	}

@@ -57,7 +57,7 @@ func parseFlags(args []string) (options, error) {
 	}
 	for _, s := range strings.Split(*scen, ",") {
 		s = strings.TrimSpace(s)
-		if _, ok := scenarios[s]; !ok {
+		if _, ok := scenarios[s]; !ok && oneOffs[s] == nil {
 			return opts, fmt.Errorf("--scenarios: unknown scenario %q (want some of %s)", s, strings.Join(allScenarios, ","))
 		}
 		opts.scenarios = append(opts.scenarios, s)
@@ -78,6 +78,15 @@ func run(ctx context.Context, opts options) error {
 	}
 	var results []result
 	for _, name := range opts.scenarios {
+		if f := oneOffs[name]; f != nil {
+			r, err := f(ctx, env)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			progress("%-10s %s", name, r.note)
+			results = append(results, r)
+			continue
+		}
 		for _, n := range opts.inflight {
 			r, err := measureScenario(ctx, env, name, n, opts.duration)
 			if err != nil {

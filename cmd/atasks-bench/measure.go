@@ -29,6 +29,7 @@ type result struct {
 	throughput     float64 // successful requests per second
 	p50, p99, p999 time.Duration
 	firstErr       error
+	note           string // what a one-off scenario measured, for the table
 }
 
 // measure runs n workers calling call in a closed loop for d or until

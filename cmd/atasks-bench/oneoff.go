@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/demo"
+)
+
+// oneOff is a scenario measured once, whatever --inflight says.
+type oneOff func(ctx context.Context, e *env) (result, error)
+
+// oneOffs maps each one-off scenario's name to its function.
+var oneOffs = map[string]oneOff{"fib": runFib, "ws-open": runWSOpen}
+
+// fibN is the argument of the fib scenario.
+const fibN = 20
+
+// runFib measures the wall time of demo.fib n=fibN on two workers over
+// AMQP: a recursive fan-out of fibCalls(fibN) invocations.
+func runFib(ctx context.Context, e *env) (result, error) {
+	r, err := startRemote(ctx, e, 2, workerConcurrency)
+	if err != nil {
+		return result{}, err
+	}
+	defer r.stop(e)
+	ctx, cancel := context.WithTimeout(atasks.WithClient(ctx, r.caller), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	got, err := demo.Fib.Call(ctx, demo.FibIn{N: fibN})
+	elapsed := time.Since(start)
+	if err != nil {
+		return result{}, fmt.Errorf("demo.fib %d: %w", fibN, err)
+	}
+	n := fibCalls(fibN)
+	return result{
+		scenario: "fib", ok: n, elapsed: elapsed, throughput: float64(n) / elapsed.Seconds(),
+		p50: elapsed, p99: elapsed, p999: elapsed,
+		note: fmt.Sprintf("fib(%d) = %d: %d invocations on 2 workers in %s", fibN, got, n, fmtDur(elapsed)),
+	}, nil
+}
+
+// fibCalls is how many invocations demo.fib n makes, itself included.
+func fibCalls(n int) int {
+	if n < 2 {
+		return 1
+	}
+	return 1 + fibCalls(n-1) + fibCalls(n-2)
+}
+
+const (
+	openCalls   = 10_000           // the ws-open scenario's concurrent calls
+	openPerConn = 1000             // calls per connection: the gateway's default --ws-max-calls
+	openHold    = 20 * time.Second // how long each of them sleeps
+)
+
+// runWSOpen opens openCalls WebSocket calls of demo.sleep at once on a
+// gateway process fronting a worker over AMQP, and reads the gateway's
+// RSS and goroutines while all of them are open.
+func runWSOpen(ctx context.Context, e *env) (result, error) {
+	gw, err := startGatewayProcess(ctx, e)
+	if err != nil {
+		return result{}, err
+	}
+	defer gw.stop()
+	r, err := startRemote(ctx, e, 1, openCalls)
+	if err != nil {
+		return result{}, err
+	}
+	defer r.stop(e)
+	if err := awaitServed(gw.base, demo.Sleep.Name(), 20*time.Second); err != nil {
+		return result{}, err
+	}
+	conns := make([]*wsClient, 0, openCalls/openPerConn)
+	defer func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}()
+	for range cap(conns) {
+		c, err := dialWS(ctx, gw.base)
+		if err != nil {
+			return result{}, err
+		}
+		conns = append(conns, c)
+	}
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	input := fmt.Sprintf(`{"ms":%d,"value":1}`, openHold.Milliseconds())
+	for i := range openCalls {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, openHold+time.Minute)
+			defer cancel()
+			if err := conns[i%len(conns)].call(cctx, atasks.DefaultNamespace, demo.Sleep.Name(), input); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+		})
+	}
+	opened, err := awaitAccepted(conns, openCalls, openHold/2)
+	if err != nil {
+		return result{}, err
+	}
+	time.Sleep(time.Second) // every call has reached its worker and runs
+	rss, rssErr := residentMiB(gw.cmd.Process.Pid)
+	goroutines, gErr := scrapeGauge(gw.base, "go_goroutines")
+	wg.Wait()
+	res := result{
+		scenario: "ws-open", inflight: openCalls, ok: openCalls - int(failed.Load()), errors: int(failed.Load()),
+		elapsed: opened, throughput: float64(openCalls) / opened.Seconds(),
+		note: fmt.Sprintf("gateway RSS %.0f MiB, %.0f goroutines with %d calls open (all open %s after the first)", rss, goroutines, openCalls, fmtDur(opened)),
+	}
+	if err, ok := firstErr.Load().(error); ok {
+		res.firstErr = err
+	}
+	if err := errors.Join(rssErr, gErr); err != nil {
+		return res, err
+	}
+	progress("ws-open took %s in all", fmtDur(time.Since(start)))
+	return res, nil
+}
+
+// awaitAccepted waits until conns have had n calls accepted in all, and
+// returns how long that took.
+func awaitAccepted(conns []*wsClient, n int, limit time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for time.Since(start) < limit {
+		var sum int64
+		for _, c := range conns {
+			sum += c.accepted.Load()
+		}
+		if sum >= int64(n) {
+			return time.Since(start), nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("fewer than %d calls accepted within %s", n, limit)
+}
+
+// gatewayProcess is cmd/gateway running as its own process, so that its
+// memory is its own.
+type gatewayProcess struct {
+	cmd  *exec.Cmd
+	base string
+	dir  string
+}
+
+// startGatewayProcess builds cmd/gateway, starts it over the run's broker
+// and prefix on a free port, and waits until it serves demo.sleep.
+func startGatewayProcess(ctx context.Context, e *env) (*gatewayProcess, error) {
+	dir, err := os.MkdirTemp("", "atasks-bench-")
+	if err != nil {
+		return nil, err
+	}
+	bin := filepath.Join(dir, "gateway")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/atasks-go/atasks/cmd/gateway")
+	if out, err := build.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("building cmd/gateway (run atasks-bench from the repository): %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	g := &gatewayProcess{dir: dir, base: "http://" + addr}
+	g.cmd = exec.Command(bin, "--amqp-url", e.amqpURL, "--prefix", e.prefix, "--listen", addr, "--log-level", "warn")
+	g.cmd.Stderr = os.Stderr
+	if err := g.cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := awaitHTTP(g.base+"/healthz", 20*time.Second); err != nil {
+		g.stop()
+		return nil, err
+	}
+	return g, nil
+}
+
+// stop ends the gateway with SIGTERM (SIGKILL after stopTimeout) and
+// removes its binary.
+func (g *gatewayProcess) stop() {
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = g.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(stopTimeout):
+		_ = g.cmd.Process.Kill()
+		<-done
+	}
+	os.RemoveAll(g.dir)
+}
+
+// awaitHTTP waits until url answers 200.
+func awaitHTTP(url string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		res, err := http.Get(url)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer 200 within %s (%v)", url, limit, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// awaitServed waits until the gateway at base lists task in its catalog of
+// the default namespace.
+func awaitServed(base, task string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		res, err := http.Get(base + "/v1/ns/" + atasks.DefaultNamespace + "/tasks")
+		if err == nil {
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if strings.Contains(string(b), `"`+task+`"`) {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("the gateway did not list %s within %s", task, limit)
+}
+
+// residentMiB reads process pid's resident set size from /proc.
+func residentMiB(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// scrapeGauge reads the value of an unlabelled metric from base's /metrics.
+func scrapeGauge(base, name string) (float64, error) {
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in %s/metrics", name, base)
+}
