@@ -4,10 +4,13 @@
 export type State = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out";
 
 /** The states an invocation ends in. */
+export type FinalState = "succeeded" | "failed" | "cancelled" | "timed_out";
+
+/** The states an invocation ends in. */
 export declare const FINAL_STATES: readonly ["succeeded", "failed", "cancelled", "timed_out"];
 
 /** isFinal tells whether an invocation in state s has ended. */
-export declare function isFinal(s: string): boolean;
+export declare function isFinal(s: string): s is FinalState;
 
 /** The typed error of a task: the same shape on every transport. */
 export interface ErrorBody {
@@ -76,7 +79,7 @@ export interface WebSocketLike {
   onopen: ((ev: any) => void) | null;
   onerror: ((ev: any) => void) | null;
   onclose: ((ev: any) => void) | null;
-  onmessage: ((ev: { data: any }) => void) | null;
+  onmessage: ((ev: any) => void) | null;
 }
 
 export interface ClientOptions {
@@ -98,16 +101,21 @@ export interface ClientOptions {
   onError?: (err: AtasksError, ref?: string) => void;
 }
 
+/**
+ * Per-call options. An invalid timeout, idempotencyKey or transport, or an
+ * input JSON cannot encode, rejects with code "bad_request" before anything
+ * is sent, whatever the transport.
+ */
 export interface CallOptions {
-  /** Aborting cancels the invocation (and its children) and rejects with an AbortError-like AtasksError, code "cancelled". */
+  /** Aborting cancels the invocation (and its children) and rejects at once with an AbortError-like AtasksError, code "cancelled". */
   signal?: AbortSignal;
-  /** The invocation's deadline: a Go duration ("5s", "250ms") or milliseconds. Past it, code "timeout". */
+  /** The invocation's deadline: a Go duration ("5s", "250ms") or milliseconds, >= 0. Past it the call rejects with code "timeout" (its invocation's state is "timed_out"). */
   timeout?: string | number;
-  /** Sent as idempotency_key (WebSocket) or the Idempotency-Key header (REST). */
+  /** Makes retries safe: sent as idempotency_key (WebSocket) or the Idempotency-Key header (REST), the same keys both ways. Printable ASCII, at most 255 characters. */
   idempotencyKey?: string;
   /** WebSocket: the call survives the connection's close (the client then follows it over REST). */
   detach?: boolean;
-  /** Overrides the client's transport for this call. */
+  /** Overrides the client's transport for this call. In "auto", a call whose frame would exceed 1 MiB (the gateway's default frame limit) goes over REST. */
   transport?: Transport;
   /** Hears the call's state changes. */
   onState?: (event: CallEvent) => void;
@@ -134,10 +142,13 @@ export interface CallHandle<R = unknown> {
 }
 
 /**
- * Every failure: a failed/cancelled/timed-out invocation (`invocation` set),
- * an error of the gateway (problem+json or WebSocket error frame: its code,
- * `status` on REST), or "unavailable" when the gateway cannot be reached.
- * An aborted call's error has name "AbortError" and code "cancelled".
+ * Every failure: a failed/cancelled/timed-out invocation (`invocation` set;
+ * the task's code, message, details and retryable), an error of the gateway
+ * (problem+json or WebSocket error frame: the same code, message and
+ * retryable either way, plus `status` on REST), "bad_request" for options
+ * refused before sending, or "unavailable" (retryable) when the gateway
+ * cannot be reached. An aborted call's error has name "AbortError" and code
+ * "cancelled".
  */
 export declare class AtasksError extends Error {
   constructor(
@@ -162,9 +173,9 @@ export declare class AtasksClient {
   readonly transport: "ws" | "rest";
   namespaces(opts?: { signal?: AbortSignal }): Promise<string[]>;
   tasks(ns: string, opts?: { signal?: AbortSignal }): Promise<TaskInfo[]>;
-  /** The invocation; with wait (Go duration or ms), long-polls until it is final. */
+  /** The invocation (over REST); with wait (Go duration or ms), long-polls until it is final. */
   get<R = unknown>(ns: string, id: string, opts?: { wait?: string | number; signal?: AbortSignal }): Promise<Invocation<R>>;
-  /** Calls the task and resolves with its result. */
+  /** Calls the task and resolves with its result; rejects with an AtasksError. */
   call<R = unknown>(ns: string, task: string, input?: unknown, opts?: CallOptions): Promise<R>;
   /** Starts the task; resolves once the gateway accepted it. */
   start<R = unknown>(ns: string, task: string, input?: unknown, opts?: CallOptions): Promise<CallHandle<R>>;

@@ -18,6 +18,16 @@ export function isFinal(s) {
 // the invocation's id (needed to cancel it) is known soon.
 const CANCELLABLE_FIRST_WAIT = "200ms";
 
+// The gateway's default read limit of a WebSocket frame (its --max-body). A
+// larger frame makes it close the connection (1009), losing every call on
+// it, so in "auto" mode a call that big goes over REST instead, where the
+// gateway answers it alone (413 body_too_large, or the outcome if its limit
+// is higher).
+const WS_FRAME_LIMIT = 1 << 20;
+
+// The longest Idempotency-Key the gateway takes, in bytes, on both transports.
+const IDEMPOTENCY_KEY_MAX = 255;
+
 /**
  * AtasksError is how every failure reaches the caller: a failed, cancelled or
  * timed-out invocation (its typed error, with the invocation resource), an
@@ -54,14 +64,46 @@ function unavailable(message, cause) {
   return new AtasksError("unavailable", message, { retryable: true, cause });
 }
 
-// duration turns a timeout option into a Go duration: numbers are milliseconds.
-function duration(v) {
+// badRequest is the error of an option the client refuses before sending
+// anything, so that it fails the same way over WebSocket and REST (where
+// the gateway would answer bad_frame and bad_request).
+function badRequest(message) {
+  return new AtasksError("bad_request", message);
+}
+
+// A Go duration (time.ParseDuration): "300ms", "1.5s", "1h2m", "0".
+const GO_DURATION = /^[-+]?(?:0|(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$/;
+
+// duration turns a duration option (name says which) into a Go duration:
+// numbers are milliseconds. It throws a bad_request AtasksError for a value
+// the gateway would refuse: not a duration, or negative.
+function duration(name, v) {
   if (v === undefined || v === null || v === "") return undefined;
   if (typeof v === "number") {
-    if (!Number.isFinite(v) || v < 0) throw new TypeError(`timeout: want milliseconds >= 0, got ${v}`);
+    if (!Number.isFinite(v) || v < 0) throw badRequest(`${name}: want milliseconds >= 0, got ${v}`);
     return `${Math.round(v)}ms`;
   }
-  return String(v);
+  const s = String(v);
+  if (!GO_DURATION.test(s) || (s[0] === "-" && /[1-9]/.test(s))) {
+    throw badRequest(`${name}: want a duration >= 0 such as 250ms or 5s, got ${JSON.stringify(s)}`);
+  }
+  return s;
+}
+
+// idempotencyKey checks a key: printable ASCII, so that it is the same bytes
+// in a WebSocket frame and in an HTTP header, and at most 255 of them.
+function idempotencyKey(k) {
+  if (k === undefined || k === null || k === "") return undefined;
+  const s = String(k);
+  if (!/^[\x20-\x7e]+$/.test(s)) throw badRequest("idempotencyKey: want printable ASCII characters only");
+  if (s.length > IDEMPOTENCY_KEY_MAX) throw badRequest(`idempotencyKey: at most ${IDEMPOTENCY_KEY_MAX} characters, got ${s.length}`);
+  return s;
+}
+
+// overUtf8 tells whether s takes more than limit bytes in UTF-8.
+function overUtf8(s, limit) {
+  if (s.length * 3 <= limit) return false;
+  return new TextEncoder().encode(s).length > limit;
 }
 
 function deferred() {
@@ -98,7 +140,21 @@ class Op {
     this.poll = null; // the AbortController of a REST long-poll
     this.lastState = undefined;
     this.children = 0;
+    this.cleanups = []; // run once the op settles or is aborted
     if (id !== undefined) this.accepted.resolve(id);
+  }
+
+  // onSettle runs f once the op is settled or aborted (e.g. to remove the
+  // caller's abort listener, which may outlive many calls).
+  onSettle(f) {
+    if (this.settled || this.aborted) f();
+    else this.cleanups.push(f);
+  }
+
+  #cleanup() {
+    const fs = this.cleanups;
+    this.cleanups = [];
+    for (const f of fs) f();
   }
 
   emit(ev) {
@@ -141,6 +197,7 @@ class Op {
     if (this.settled) return;
     this.observe(inv);
     this.settled = true;
+    this.#cleanup();
     this.emit({ type: "result", id: inv.id, state: inv.state, invocation: inv });
     this.done.resolve(inv);
     if (inv.state === "succeeded") this.result.resolve(inv.result === undefined ? null : inv.result);
@@ -150,6 +207,7 @@ class Op {
   fail(err) {
     if (this.settled) return;
     this.settled = true;
+    this.#cleanup();
     this.poll?.abort();
     this.accepted.reject(err);
     this.result.reject(err);
@@ -161,6 +219,7 @@ class Op {
   abort(reason) {
     if (this.settled || this.aborted) return;
     this.aborted = true;
+    this.#cleanup();
     const err = abortError(reason);
     this.accepted.reject(err);
     this.result.reject(err);
@@ -228,13 +287,13 @@ class WsConnection {
     this.ws.send(JSON.stringify(frame));
   }
 
-  // start sends op's call or subscribe frame under ref.
+  // start sends op's call or subscribe frame, encoded, under ref.
   start(ref, op, frame) {
+    this.ws.send(frame);
     this.ops.set(ref, op);
     op.onAbort = () => {
       if (!this.closed) this.send({ type: "cancel", ref });
     };
-    this.send({ ...frame, ref });
   }
 
   close(code = 1000, reason = "client closed") {
@@ -275,12 +334,16 @@ class WsConnection {
         const e = m.error ?? {};
         // An error for a call or subscription not yet under way means it did
         // not start; one about a later frame (a cancel) changes nothing.
+        const err = new AtasksError(e.code ?? "error", e.message ?? "the gateway refused the frame", {
+          details: e.details,
+          retryable: !!e.retryable,
+        });
         if (op && !op.settled && (op.id === undefined || op.kind === "subscribe") && op.lastState === undefined) {
           this.ops.delete(m.ref);
-          op.fail(new AtasksError(e.code ?? "error", e.message ?? "the gateway refused the frame"));
+          op.fail(err);
           return;
         }
-        if (this.onFrameError) this.onFrameError(new AtasksError(e.code ?? "error", e.message ?? ""), m.ref);
+        if (this.onFrameError) this.onFrameError(err, m.ref);
         return;
       }
     }
@@ -360,7 +423,8 @@ export class AtasksClient {
 
   /** get returns invocation id of ns, waiting up to opts.wait for it to end. */
   async get(ns, id, opts = {}) {
-    const q = opts.wait ? `?wait=${encodeURIComponent(duration(opts.wait))}` : "";
+    const wait = duration("wait", opts.wait);
+    const q = wait ? `?wait=${encodeURIComponent(wait)}` : "";
     return this.#json("GET", `/v1/ns/${enc(ns)}/invocations/${enc(id)}${q}`, undefined, opts.signal);
   }
 
@@ -391,11 +455,25 @@ export class AtasksClient {
   async subscribe(ns, id, opts = {}) {
     const op = new Op({ kind: "subscribe", ns, id, onState: opts.onState });
     op.result.promise.catch(ignore);
-    if (opts.signal) {
-      opts.signal.addEventListener("abort", () => op.fail(abortError(opts.signal.reason)), { once: true });
+    if (!checkTransport(op, opts.transport)) return op.handle();
+    const signal = opts.signal;
+    if (signal) {
+      if (signal.aborted) {
+        op.fail(abortError(signal.reason));
+        return op.handle();
+      }
+      const onAbort = () => op.fail(abortError(signal.reason));
+      signal.addEventListener("abort", onAbort, { once: true });
+      op.onSettle(() => signal.removeEventListener("abort", onAbort));
     }
-    this.#dispatch(op, opts.transport, (conn) => conn.start(this.#nextRef(), op, { type: "subscribe", ns, id }), () =>
-      this.#restFollow(op),
+    this.#dispatch(
+      op,
+      opts.transport,
+      (conn) => {
+        const ref = this.#nextRef();
+        conn.start(ref, op, JSON.stringify({ type: "subscribe", ref, ns, id }));
+      },
+      () => this.#restFollow(op),
     );
     return op.handle();
   }
@@ -427,30 +505,45 @@ export class AtasksClient {
   // (which over REST needs its id soon).
   #begin(ns, task, input, opts, cancellable) {
     const op = new Op({ kind: "call", ns, task, onState: opts.onState, detach: opts.detach });
-    let timeout;
+    if (!checkTransport(op, opts.transport)) return op;
+    // Options and input are checked here, the same way whatever carries the
+    // call: it fails before anything is sent.
+    let timeout, key, body;
     try {
-      timeout = duration(opts.timeout);
+      timeout = duration("timeout", opts.timeout);
+      key = idempotencyKey(opts.idempotencyKey);
+      body = JSON.stringify(input === undefined ? null : input) ?? "null";
     } catch (err) {
-      op.fail(new AtasksError("bad_request", err.message));
+      op.fail(err instanceof AtasksError ? err : badRequest(`input: cannot be sent as JSON: ${err.message}`));
       return op;
     }
-    if (opts.signal) {
-      if (opts.signal.aborted) {
-        op.abort(opts.signal.reason);
+    const signal = opts.signal;
+    if (signal) {
+      if (signal.aborted) {
+        op.abort(signal.reason);
         return op;
       }
-      opts.signal.addEventListener("abort", () => op.abort(opts.signal.reason), { once: true });
+      const onAbort = () => op.abort(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+      op.onSettle(() => signal.removeEventListener("abort", onAbort));
     }
-    const value = input === undefined ? null : input;
-    const frame = { type: "call", ns, task, input: value };
-    if (timeout) frame.timeout = timeout;
-    if (opts.idempotencyKey) frame.idempotency_key = opts.idempotencyKey;
-    if (opts.detach) frame.detach = true;
+    const head = { type: "call", ref: "", ns, task };
+    if (timeout) head.timeout = timeout;
+    if (key) head.idempotency_key = key;
+    if (opts.detach) head.detach = true;
+    // The frame is built around the input already encoded, so a large input
+    // is encoded once.
+    const frame = (ref) => JSON.stringify({ ...head, ref }).slice(0, -1) + `,"input":${body}}`;
+    let transport = opts.transport ?? this.#transport;
+    if (transport === "auto" && overUtf8(frame(""), WS_FRAME_LIMIT - 32)) transport = "rest";
     this.#dispatch(
       op,
-      opts.transport,
-      (conn) => conn.start(this.#nextRef(), op, frame),
-      () => this.#restCall(op, value, { timeout, idempotencyKey: opts.idempotencyKey, cancellable }),
+      transport,
+      (conn) => {
+        const ref = this.#nextRef();
+        conn.start(ref, op, frame(ref));
+      },
+      () => this.#restCall(op, body, { timeout, idempotencyKey: key, cancellable }),
     );
     return op;
   }
@@ -488,9 +581,9 @@ export class AtasksClient {
     if (this.#conn && !this.#conn.closed) return this.#conn.ready;
     const url = this.#base.replace(/^http/, "ws") + "/v1/ws";
     const conn = new WsConnection(url, this.#WebSocket, {
-      onClosed: (ops) => {
+      onClosed: (ops, ev) => {
         if (this.#conn === conn) this.#conn = null;
-        this.#lost(ops);
+        this.#lost(ops, ev);
       },
       onFrameError: this.#onError,
     });
@@ -505,20 +598,22 @@ export class AtasksClient {
   // lost handles the ops of a WebSocket that closed: the gateway goes on
   // with subscriptions, detached calls and cancelled ones (whose final state
   // is wanted), which REST follows; it cancelled the others.
-  #lost(ops) {
+  #lost(ops, ev) {
+    const why = ev?.code ? ` (code ${ev.code}${ev.reason ? `: ${ev.reason}` : ""})` : "";
     for (const op of ops) {
       if (op.settled) continue;
       if (op.id !== undefined && (op.kind === "subscribe" || op.detach || op.aborted)) {
         op.onAbort = null;
         this.#restFollow(op);
       } else {
-        op.fail(unavailable("the WebSocket connection closed before the outcome arrived"));
+        op.fail(unavailable(`the WebSocket connection closed${why} before the outcome arrived`));
       }
     }
   }
 
-  // restCall invokes over REST: POST ?wait=, then long-poll until final.
-  async #restCall(op, input, { timeout, idempotencyKey, cancellable }) {
+  // restCall invokes over REST: POST ?wait=, then long-poll until final;
+  // body is the input, encoded.
+  async #restCall(op, body, { timeout, idempotencyKey, cancellable }) {
     op.onAbort = ignore; // an abort during the POST is seen when it answers
     const q = new URLSearchParams({ wait: cancellable ? CANCELLABLE_FIRST_WAIT : this.#pollWait });
     if (timeout) q.set("timeout", timeout);
@@ -528,7 +623,7 @@ export class AtasksClient {
     try {
       // Not tied to the caller's signal: an abort during the POST must still
       // learn the id, to cancel the invocation.
-      inv = await this.#json("POST", `/v1/ns/${enc(op.ns)}/tasks/${enc(op.task)}?${q}`, JSON.stringify(input), undefined, headers);
+      inv = await this.#json("POST", `/v1/ns/${enc(op.ns)}/tasks/${enc(op.task)}?${q}`, body, undefined, headers);
     } catch (err) {
       if (op.aborted) op.fail(abortError());
       else op.fail(err);
@@ -607,16 +702,26 @@ export class AtasksClient {
       parsed = undefined;
     }
     if (!res.ok) {
+      // A problem+json: the same code, message and retryable as the
+      // gateway's error frame for the same failure over WebSocket.
       const p = parsed && typeof parsed === "object" ? parsed : {};
       throw new AtasksError(p.code ?? `http_${res.status}`, p.detail ?? p.title ?? `${res.status} ${res.statusText}`, {
         status: res.status,
-        retryable: res.status === 503,
-        details: p,
+        retryable: typeof p.retryable === "boolean" ? p.retryable : res.status === 503,
+        details: p.details,
       });
     }
     if (parsed === undefined) throw new AtasksError("bad_response", `${method} ${path}: the gateway's answer is not JSON`);
     return parsed;
   }
+}
+
+// checkTransport fails op when a call's transport option is not one of
+// "auto", "ws", "rest" (absent is the client's).
+function checkTransport(op, transport) {
+  if (transport === undefined || ["auto", "ws", "rest"].includes(transport)) return true;
+  op.fail(badRequest(`transport: want "auto", "ws" or "rest", got ${JSON.stringify(transport)}`));
+  return false;
 }
 
 function enc(s) {

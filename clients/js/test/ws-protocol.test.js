@@ -208,4 +208,61 @@ describe("WebSocket protocol", () => {
     await assert.rejects(p, { code: "unavailable" });
     assert.equal(gw.sockets[0].closed, true);
   });
+
+  it("keeps the code, message, retryable and details of an error frame", async () => {
+    const gw = fakeGateway((sock, f) => {
+      sock.push({ type: "error", ref: f.ref, error: { code: "too_many_calls", message: "full", retryable: true, details: { open: 1000 } } });
+    });
+    const c = new AtasksClient({ baseUrl: "http://gw.test", WebSocket: gw.WebSocket, fetch: noFetch });
+    const err = await c.call("default", "t", 1).then(() => assert.fail("resolved"), (e) => e);
+    assert.ok(err instanceof AtasksError);
+    assert.deepEqual({ code: err.code, message: err.message, retryable: err.retryable, details: err.details }, {
+      code: "too_many_calls",
+      message: "full",
+      retryable: true,
+      details: { open: 1000 },
+    });
+    c.close();
+  });
+
+  it("refuses bad options and unencodable input before sending anything", async () => {
+    const gw = fakeGateway(echoing);
+    const c = new AtasksClient({ baseUrl: "http://gw.test", WebSocket: gw.WebSocket, fetch: noFetch });
+    const bad = [
+      [1, { timeout: "5 seconds" }],
+      [1, { timeout: "1.5" }],
+      [1, { timeout: "-2ms" }],
+      [1, { timeout: NaN }],
+      [1, { idempotencyKey: "x".repeat(256) }],
+      [1, { idempotencyKey: "line\nbreak" }],
+      [1, { transport: "smoke" }],
+      [{ big: 1n }, {}],
+    ];
+    for (const [input, opts] of bad) {
+      await assert.rejects(c.call("default", "t", input, opts), { name: "AtasksError", code: "bad_request" }, JSON.stringify(opts));
+    }
+    await assert.rejects(c.get("default", "x", { wait: "later" }), { code: "bad_request" });
+    await assert.rejects(c.subscribe("default", "x", { transport: "smoke" }).then((h) => h.result), { code: "bad_request" });
+    assert.equal(gw.sockets.length, 0, "no connection for calls that cannot be sent");
+    for (const timeout of ["0", "0s", "1h2m3.5s", ".5s", "250ms", "3us", "3\u00b5s", 0, 1500]) {
+      assert.ok(await c.call("default", "t", 1, { timeout }), `timeout ${timeout}`);
+    }
+    assert.equal(await c.call("default", "t", 1, { idempotencyKey: "x".repeat(255) }), 1);
+    c.close();
+  });
+
+  it("removes its listener from the caller's signal once a call is done", async () => {
+    const gw = fakeGateway(echoing);
+    const c = new AtasksClient({ baseUrl: "http://gw.test", WebSocket: gw.WebSocket, fetch: noFetch });
+    const listeners = new Set();
+    const signal = {
+      aborted: false,
+      addEventListener: (type, f) => listeners.add(f),
+      removeEventListener: (type, f) => listeners.delete(f),
+    };
+    const outs = await Promise.all(Array.from({ length: 20 }, (_, i) => c.call("default", "t", i, { signal })));
+    assert.equal(outs.length, 20);
+    assert.equal(listeners.size, 0);
+    c.close();
+  });
 });

@@ -4,7 +4,7 @@
 // when the gateway has no /v1/ws route.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { AtasksClient } from "../index.js";
+import { AtasksClient, AtasksError } from "../index.js";
 import { startGateway, hasWebSocketRoute } from "../testutil/gateway.js";
 import { contract } from "../testutil/contract.js";
 
@@ -67,5 +67,96 @@ describe("WebSocket transport", { skip }, () => {
     const inv = await new AtasksClient({ baseUrl: gw.url, transport: "rest" }).get("default", h.id, { wait: "10s" });
     assert.equal(inv.state, "succeeded");
     assert.equal(inv.result, "kept");
+  });
+
+  it("fails the same way as REST: the same code, message, details and retryable", async () => {
+    const abortSoon = () => AbortSignal.timeout(150);
+    const key = `conflict-${Date.now()}`;
+    const failures = [
+      ["default", "demo.nope", {}],
+      ["nope", "demo.add", { a: 1, b: 1 }],
+      ["default", "demo.add", "not an object"],
+      ["default", "demo.fail", { code: "busy", message: "later", details: { n: [1, 2] }, retryable: true }],
+      ["default", "demo.panic", null],
+      ["default", "demo.sleep", { ms: 10000 }, { timeout: "100ms" }],
+      ["default", "demo.sleep", { ms: 10000 }, { signal: abortSoon }],
+      ["default", "demo.add", { a: 1, b: 1 }, { timeout: "soon" }],
+      ["default", "demo.add", { a: 1, b: 1 }, { timeout: "-1s" }],
+      ["default", "demo.add", { a: 1, b: 1 }, { timeout: -5 }],
+      ["default", "demo.add", { a: 1, b: 1 }, { idempotencyKey: "k".repeat(256) }],
+      ["default", "demo.add", { a: 1, b: 1 }, { idempotencyKey: "clé" }],
+      ["default", "demo.add", { a: 1n, b: 1 }],
+      ["default", "demo.add", { a: 1, b: 1 }, { transport: "pigeon" }],
+      ["default", "demo.add", { a: 1, b: 2 }, { idempotencyKey: key }], // the key named {a: 1, b: 1} first
+    ];
+    const shape = (e) => ({
+      AtasksError: e instanceof AtasksError,
+      name: e.name,
+      code: e.code,
+      message: e.message.replace(/"\w{26}"/, '"<id>"'),
+      details: e.details,
+      retryable: e.retryable,
+      state: e.invocation?.state,
+    });
+    const run = async (transport) => {
+      const c = new AtasksClient({ baseUrl: gw.url, transport });
+      try {
+        await c.call("default", "demo.add", { a: 1, b: 1 }, { idempotencyKey: key });
+        return await Promise.all(
+          failures.map(([ns, task, input, opts = {}]) => {
+            const o = { ...opts, signal: opts.signal?.() };
+            return c.call(ns, task, input, o).then((out) => ({ resolved: out }), shape);
+          }),
+        );
+      } finally {
+        c.close();
+      }
+    };
+    const ws = await run("ws");
+    const rest = await run("rest");
+    assert.deepEqual(ws, rest);
+    assert.deepEqual(
+      ws.map((e) => e.code),
+      ["task_not_found", "namespace_not_found", "bad_input", "busy", "panic", "timeout", "cancelled"]
+        .concat(Array(7).fill("bad_request"), ["idempotency_conflict"]),
+    );
+    assert.ok(ws.every((e) => e.AtasksError));
+    assert.deepEqual(ws[3], { AtasksError: true, name: "AtasksError", code: "busy", message: "later", details: { n: [1, 2] }, retryable: true, state: "failed" });
+    assert.deepEqual(ws[0].retryable, false);
+  });
+
+  it("names the same invocation by idempotency key over WebSocket and REST", async () => {
+    const key = `same-${Date.now()}`;
+    const c = new AtasksClient({ baseUrl: gw.url });
+    try {
+      const a = await c.start("default", "demo.add", { a: 40, b: 2 }, { idempotencyKey: key, transport: "ws" });
+      const b = await c.start("default", "demo.add", { a: 40, b: 2 }, { idempotencyKey: key, transport: "rest" });
+      const d = await c.start("default", "demo.add", { a: 40, b: 2 }, { idempotencyKey: key, transport: "ws" });
+      assert.deepEqual([await a.result, await b.result, await d.result], [42, 42, 42]);
+      assert.equal(b.id, a.id);
+      assert.equal(d.id, a.id);
+    } finally {
+      c.close();
+    }
+  });
+
+  it("sends an input over the gateway's frame limit over REST in auto mode, sparing the connection's other calls", async () => {
+    const { opened, WebSocket } = counting();
+    const c = new AtasksClient({ baseUrl: gw.url, WebSocket });
+    try {
+      const slow = c.call("default", "demo.sleep", { ms: 500, value: "spared" });
+      const fits = "é".repeat(400_000); // 800 kB of UTF-8: a frame the gateway takes
+      assert.equal(await c.call("default", "demo.echo", fits), fits);
+      const big = "é".repeat(600_000); // 1.2 MB
+      await assert.rejects(c.call("default", "demo.echo", big), { code: "body_too_large", status: 413 });
+      assert.equal(await slow, "spared");
+      assert.equal(opened.n, 1);
+      await assert.rejects(c.call("default", "demo.echo", big, { transport: "ws" }), {
+        code: "unavailable",
+        message: /code 1009/,
+      });
+    } finally {
+      c.close();
+    }
   });
 });
