@@ -8,8 +8,10 @@ import (
 	"sync"
 
 	"github.com/atasks-go/atasks/internal/codec"
+	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/atasks-go/atasks/internal/router"
 	"github.com/atasks-go/atasks/wire"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // NamespaceConfig configures one namespace: its own codec and transport.
@@ -39,6 +41,10 @@ type Config struct {
 	// late duplicates of outcomes already delivered. It must not block.
 	// Defaults to nil: such outcomes are dropped.
 	OnOrphan func(Outcome)
+	// Metrics, if set, receives the client's Prometheus metrics: the
+	// invocations its workers serve, by namespace, task and outcome, their
+	// durations, and the compute slots busy and free. Defaults to nil: none.
+	Metrics prometheus.Registerer
 }
 
 // WithDefaults returns a copy of c with every unset field set to its default.
@@ -100,9 +106,14 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, namespaces: map[string]*namespace{}}
+	var served *metrics.Invocations
+	if cfg.Metrics != nil {
+		served = metrics.NewInvocations(cfg.Metrics, "worker")
+	}
 	for _, nc := range cfg.Namespaces {
 		codecs := codec.NewRegistry(nc.Codec)
-		r, err := router.New(router.Config{NS: nc.Name, Transport: nc.Transport, Codecs: codecs, Worker: cfg.Worker, Logger: cfg.Logger, OnOrphan: orphanFunc(cfg.OnOrphan, nc.Name, codecs)})
+		r, err := router.New(router.Config{NS: nc.Name, Transport: nc.Transport, Codecs: codecs, Worker: cfg.Worker, Logger: cfg.Logger,
+			OnOrphan: orphanFunc(cfg.OnOrphan, nc.Name, codecs), Metrics: served})
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/atasks-go/atasks/internal/router"
 	"github.com/atasks-go/atasks/wire"
 )
@@ -83,7 +84,11 @@ func NewWorker(client *Client, cfg WorkerConfig) (*Worker, error) {
 	if err := cfg.validate(client); err != nil {
 		return nil, err
 	}
-	return &Worker{client: client, cfg: cfg, slots: router.NewSlots(cfg.Concurrency), stopped: make(chan struct{})}, nil
+	w := &Worker{client: client, cfg: cfg, slots: router.NewSlots(cfg.Concurrency), stopped: make(chan struct{})}
+	if reg := client.cfg.Metrics; reg != nil {
+		metrics.RegisterSlots(reg, w.slots.Busy, w.slots.Size)
+	}
+	return w, nil
 }
 
 // Start begins serving. The client must be started.

@@ -20,6 +20,7 @@ import (
 	"github.com/atasks-go/atasks/internal/cli"
 	"github.com/atasks-go/atasks/internal/demo"
 	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/internal/metrics"
 )
 
 func main() {
@@ -44,9 +45,9 @@ func run(args []string) error {
 	allowedOrigins := f.String("allowed-origins", "ATASKS_ALLOWED_ORIGINS", "", "comma-separated origins (e.g. https://app.example.com) whose pages may open WebSockets besides the gateway's own host; * for any")
 	wsMaxCalls := f.Int("ws-max-calls", "ATASKS_WS_MAX_CALLS", 1000, "how many calls and subscriptions one WebSocket may have open")
 	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish")
-	level := f.String("log-level", "ATASKS_LOG_LEVEL", "info", "debug, info, warn or error")
+	logger := f.Logging()
 	_ = f.Parse(args)
-	log, err := cli.Logger(*level)
+	log, err := logger()
 	if err != nil {
 		return err
 	}
@@ -54,7 +55,8 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	broker := cli.Broker{URL: *amqpURL, Identity: *identity, Prefix: *prefix, Logger: log}
+	reg := metrics.NewRegistry() // served at /metrics: the gateway's, the broker's and, embedded, the worker's
+	broker := cli.Broker{URL: *amqpURL, Identity: *identity, Prefix: *prefix, Logger: log, Metrics: metrics.NewAMQP(reg)}
 	nss, err := demo.Namespaces(broker.Transports())
 	if err != nil {
 		return err
@@ -62,14 +64,14 @@ func run(args []string) error {
 	// The gateway adopts outcomes that arrive for invocations it started in
 	// an earlier life (with --identity, they waited in its reply queue).
 	var gw *gateway.Gateway
-	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: cli.WorkerName(), Logger: log,
+	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: cli.WorkerName(), Logger: log, Metrics: reg,
 		OnOrphan: func(o atasks.Outcome) { gw.Adopt(o) }})
 	if err != nil {
 		return err
 	}
 	gw, err = gateway.New(gateway.Config{Client: client, MaxBody: int64(*maxBody), DefaultWait: *wait, MaxWait: *maxWait,
 		Retention: *retention, MaxFinished: *maxFinished, AwaitUnknown: *identity != "",
-		AllowedOrigins: origins(*allowedOrigins), WSMaxCalls: *wsMaxCalls})
+		AllowedOrigins: origins(*allowedOrigins), WSMaxCalls: *wsMaxCalls, Metrics: reg})
 	if err != nil {
 		return err
 	}

@@ -59,13 +59,29 @@ func fromEnv[T any](env, s string, parse func(string) (T, error)) T {
 	return v
 }
 
-// Logger returns a text logger on stderr at level ("debug", "info", "warn", "error").
-func Logger(level string) (*slog.Logger, error) {
+// Logging adds --log-level and --log-format to f; the function it returns
+// builds the logger they describe, once f is parsed.
+func (f Flags) Logging() func() (*slog.Logger, error) {
+	level := f.String("log-level", "ATASKS_LOG_LEVEL", "info", "debug, info, warn or error")
+	format := f.String("log-format", "ATASKS_LOG_FORMAT", "text", "text (logfmt) or json, one object per line")
+	return func() (*slog.Logger, error) { return Logger(*format, *level) }
+}
+
+// Logger returns a logger on stderr in format ("text" or "json") at level
+// ("debug", "info", "warn", "error").
+func Logger(format, level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
 
 // WorkerName names this process in the states it reports: host:pid.

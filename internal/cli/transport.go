@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/atasks-go/atasks/internal/transport/amqp"
 )
 
@@ -18,6 +19,7 @@ type Broker struct {
 	// to outlive the broker's consumer_timeout; see amqp.Config.LeaseAfter.
 	LeaseAfter time.Duration
 	Logger     *slog.Logger
+	Metrics    *metrics.AMQP // nil: none
 }
 
 // Transports returns a constructor of each namespace's transport for
@@ -27,6 +29,6 @@ func (b Broker) Transports() func(ns string) (atasks.Transport, error) {
 		return nil
 	}
 	return func(ns string) (atasks.Transport, error) {
-		return amqp.New(amqp.Config{URL: b.URL, Namespace: ns, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, LeaseAfter: b.LeaseAfter, Logger: b.Logger})
+		return amqp.New(amqp.Config{URL: b.URL, Namespace: ns, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, LeaseAfter: b.LeaseAfter, Logger: b.Logger, Metrics: b.Metrics})
 	}
 }

@@ -3,6 +3,10 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -11,6 +15,8 @@ import (
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/internal/demo"
+	"github.com/atasks-go/atasks/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // RunWorker is the worker command: it parses args, serves every task the
@@ -24,9 +30,10 @@ func RunWorker(args []string) error {
 	tasks := f.String("tasks", "ATASKS_TASKS", "", "comma-separated tasks to serve, as name or ns/name; empty serves all")
 	leaseAfter := f.Duration("lease-after", "ATASKS_LEASE_AFTER", 10*time.Minute, "how long a task may hold its request before the worker leases it; keep it below the broker's consumer_timeout (30m by default)")
 	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish before they are cancelled and returned to the queue")
-	level := f.String("log-level", "ATASKS_LOG_LEVEL", "info", "debug, info, warn or error")
+	metricsListen := f.String("metrics-listen", "ATASKS_METRICS_LISTEN", "", "address to serve Prometheus metrics on at /metrics (e.g. 127.0.0.1:9464); empty serves none")
+	logger := f.Logging()
 	_ = f.Parse(args)
-	log, err := Logger(*level)
+	log, err := logger()
 	if err != nil {
 		return err
 	}
@@ -37,13 +44,14 @@ func RunWorker(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, LeaseAfter: *leaseAfter, Logger: log}
+	reg := metrics.NewRegistry()
+	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, LeaseAfter: *leaseAfter, Logger: log, Metrics: metrics.NewAMQP(reg)}
 	nss, err := demo.Namespaces(broker.Transports())
 	if err != nil {
 		return err
 	}
 	name := WorkerName()
-	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: name, Logger: log})
+	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: name, Logger: log, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -61,6 +69,14 @@ func RunWorker(args []string) error {
 	if err := worker.Start(ctx); err != nil {
 		return err
 	}
+	if *metricsListen != "" {
+		stopMetrics, err := serveMetrics(*metricsListen, reg, log)
+		if err != nil {
+			_ = worker.Stop(context.Background())
+			return err
+		}
+		defer stopMetrics()
+	}
 	log.Info("worker serving", "worker", name, "namespaces", client.Namespaces(), "concurrency", *concurrency)
 	<-ctx.Done()
 	// Stop takes no new tasks, lets running ones finish until the drain
@@ -69,4 +85,19 @@ func RunWorker(args []string) error {
 	dctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
 	return worker.Stop(dctx)
+}
+
+// serveMetrics serves reg at /metrics on addr until the returned function
+// is called.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(reg))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	log.Info("metrics listening", "addr", "http://"+ln.Addr().String()+"/metrics")
+	return func() { _ = srv.Close() }, nil
 }

@@ -106,6 +106,7 @@ type Gateway struct {
 	store     *store
 	validator *validator
 	handler   http.Handler
+	metrics   *metrics.Gateway
 
 	// life ends at Close; waiters for outcomes stop then, while the
 	// invocations themselves go on.
@@ -126,6 +127,8 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished), validator: v}
+	g.metrics = metrics.NewGateway(cfg.Metrics, g.store.len)
+	g.store.onEvict = g.metrics.Evicted
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.handler = g.routes()
 	return g, nil
@@ -336,13 +339,15 @@ func (g *Gateway) start(ns, task string, input any, timeout time.Duration, key s
 	}
 	// Sending may wait for the broker's confirm: no lock is held here.
 	f := atasks.Ref[any, any](ns, task).Start(ctx, input, atasks.WithID(id), atasks.OnState(g.onState))
+	g.metrics.Invoking.Began(ns, task)
 	go func() {
 		defer g.waiters.Done()
 		out, err := f.Wait(g.life)
 		if g.life.Err() != nil {
 			return // the gateway is closing; the invocation goes on
 		}
-		g.finish(id, out, err)
+		state := g.finish(id, out, err)
+		g.metrics.Invoking.Ended(ns, task, string(state), time.Since(inv.CreatedAt))
 	}()
 	return id, false, nil
 }
@@ -387,8 +392,10 @@ func (g *Gateway) onState(e atasks.Event) {
 	})
 }
 
-func (g *Gateway) finish(id string, out any, err error) {
-	g.store.update(id, func(inv *Invocation) { settle(inv, out, err) })
+// finish records the outcome of invocation id and returns its final state.
+func (g *Gateway) finish(id string, out any, err error) (state atasks.State) {
+	g.store.update(id, func(inv *Invocation) { settle(inv, out, err); state = inv.State })
+	return state
 }
 
 // settle records an outcome in inv.

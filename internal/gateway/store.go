@@ -49,6 +49,7 @@ type store struct {
 	finished int
 	added    chan struct{} // closed and replaced whenever a record is added
 	evicted  evicted
+	onEvict  func(n int) // told how many records each expire dropped; may be nil
 }
 
 // idemKey is an idempotency key in a namespace.
@@ -166,7 +167,17 @@ func (s *store) expire(now time.Time) {
 		delete(s.byID, r.inv.ID)
 		delete(s.byKey, idemKey{r.inv.NS, r.key})
 		s.evicted.add(r.inv.ID, r.inv.NS)
+		if s.onEvict != nil {
+			s.onEvict(1)
+		}
 	}
+}
+
+// len returns how many records the store keeps, running and finished.
+func (s *store) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byID)
 }
 
 // evicted remembers the namespaces of the last max evicted invocation ids.

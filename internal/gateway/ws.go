@@ -104,6 +104,8 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &wsConn{h: h, g: g, ws: ws, out: make(chan []byte, wsOutBuffer), pongs: make(chan string, 1), open: map[string]*wsOp{}}
 	c.ctx, c.end = context.WithCancelCause(context.Background())
+	g.metrics.WSOpened()
+	defer g.metrics.WSClosed()
 	c.serve()
 }
 
@@ -350,6 +352,7 @@ func (c *wsConn) handle(data []byte) {
 func (c *wsConn) call(m clientMsg) {
 	op := &wsOp{ref: m.Ref, ns: m.NS, detach: m.Detach}
 	if c.opens(op) {
+		c.g.metrics.WSCall(op.ns)
 		c.ops.Go(func() { c.runCall(op, m) })
 	}
 }

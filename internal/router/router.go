@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks/internal/codec"
+	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/atasks-go/atasks/wire"
 )
 
@@ -36,6 +37,8 @@ type Config struct {
 	// calls made before this process restarted, and late duplicates.
 	// Defaults to nil: they are dropped.
 	OnOrphan func(*wire.Reply)
+	// Metrics counts the invocations served. Defaults to nil: none.
+	Metrics *metrics.Invocations
 }
 
 // Router calls tasks of one namespace and serves them.
@@ -130,6 +133,8 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	if err := inv.start(); err != nil {
 		return fail(wire.AsError(err))
 	}
+	began := time.Now()
+	r.cfg.Metrics.Began(r.cfg.NS, req.Task)
 	notice := r.noticeRunning(req.ID, d)
 	out, err := r.run(withInvocation(ctx, inv), h, c, req)
 	notice.stop()
@@ -138,6 +143,7 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	if err != nil {
 		rep = fail(wire.AsError(err))
 	}
+	r.cfg.Metrics.Ended(r.cfg.NS, req.Task, string(rep.State), time.Since(began))
 	rep.Worker = r.cfg.Worker
 	return rep
 }

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/atasks-go/atasks/internal/metrics"
 )
 
 // maxSlots is the largest Slots: basic.qos takes a 16-bit prefetch count.
@@ -105,6 +107,10 @@ type Config struct {
 	// Logger receives the transport's diagnostics.
 	// Defaults to slog.Default().
 	Logger *slog.Logger
+
+	// Metrics counts reconnections, redeliveries and dead letters.
+	// Defaults to nil: none.
+	Metrics *metrics.AMQP
 }
 
 // WithDefaults returns a copy of c with every unset field set to its default.

@@ -471,10 +471,14 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 		return nil
 	}
 	fail := func(e *wire.Error) *wire.Reply { return failure(req.ID, req.Task, req.Codec, e) }
+	if req.Attempt > 1 {
+		t.cfg.Metrics.Redelivered(t.cfg.Namespace, d.q.task)
+	}
 	switch {
 	case bad != nil:
 		return fail(bad)
 	case req.Attempt > t.cfg.DeliveryLimit:
+		t.cfg.Metrics.DeadLettered(t.cfg.Namespace, d.q.task)
 		return fail(poisonError(t.cfg.DeliveryLimit))
 	case !req.Deadline.IsZero() && !time.Now().Before(req.Deadline):
 		return fail(&wire.Error{Code: wire.CodeTimeout, Message: "deadline passed before the request was delivered"})
@@ -685,6 +689,7 @@ func (g *generation) consumeDead(deliveries <-chan amqp.Delivery) {
 			e = &wire.Error{Code: wire.CodePoison, Message: "request dead-lettered: " + reason}
 		}
 		t.log.Warn("amqp: answering dead letter", "task", task, "invocation_id", id, "reason", reason)
+		t.cfg.Metrics.DeadLettered(t.cfg.Namespace, task)
 		msg, err := replyPublishing(failure(id, task, codecOf(m.ContentType), e), time.Now())
 		if err == nil {
 			err = g.publish(t.killCtx, "", m.ReplyTo, msg)

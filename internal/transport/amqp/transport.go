@@ -434,6 +434,7 @@ func (t *Transport) supervise(g *generation) {
 			return
 		}
 		t.log.Info("amqp: reconnected")
+		t.cfg.Metrics.Reconnected(t.cfg.Namespace)
 	}
 }
 

@@ -1,0 +1,141 @@
+package gateway_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/demo"
+	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/internal/metrics"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Calls move the counters that /metrics shows, in the Prometheus text
+// format: the gateway's invocations by outcome, the embedded worker's,
+// its slots, WebSocket connections and calls, and the records kept.
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	reg := metrics.NewRegistry()
+	nss, err := demo.Namespaces(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := worker.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Client: client, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, gw, worker)
+
+	do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":2}`)
+	do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":3,"b":4}`)
+	do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.fail", `{"code":"nope","message":"no"}`)
+	c := wsDial(t, srv)
+	wsCall(t, c, "1", "demo.echo", `"x"`)
+
+	got := scrape(t, srv.URL)
+	for _, want := range []struct {
+		name   string
+		labels string
+		value  float64
+	}{
+		{"atasks_gateway_invocations_total", `ns=default,outcome=succeeded,task=demo.add`, 2},
+		{"atasks_gateway_invocations_total", `ns=default,outcome=failed,task=demo.fail`, 1},
+		{"atasks_gateway_invocations_total", `ns=default,outcome=succeeded,task=demo.echo`, 1},
+		{"atasks_gateway_invocations_in_flight", `ns=default,task=demo.add`, 0},
+		{"atasks_worker_invocations_total", `ns=default,outcome=succeeded,task=demo.add`, 2},
+		{"atasks_worker_invocations_total", `ns=default,outcome=failed,task=demo.fail`, 1},
+		{"atasks_worker_slots_busy", ``, 0},
+		{"atasks_worker_slots_free", ``, 7},
+		{"atasks_gateway_ws_connections", ``, 1},
+		{"atasks_gateway_ws_calls_total", `ns=default`, 1},
+		{"atasks_gateway_results_stored", ``, 4},
+	} {
+		if v, ok := got[want.name+"{"+want.labels+"}"]; !ok || v != want.value {
+			t.Errorf("%s{%s} = %v (present: %v), want %v", want.name, want.labels, v, ok, want.value)
+		}
+	}
+	if v := got["atasks_gateway_invocation_duration_seconds_count{ns=default,task=demo.add}"]; v != 2 {
+		t.Errorf("duration histogram count %v, want 2", v)
+	}
+	if got["go_goroutines{}"] == 0 || got["process_resident_memory_bytes{}"] == 0 {
+		t.Errorf("runtime and process collectors missing")
+	}
+	for series := range got {
+		if strings.Contains(series, "invocation_id") {
+			t.Errorf("an invocation id as a label: %s", series)
+		}
+	}
+}
+
+// newServer serves gw and, at the test's end, stops it and worker.
+func newServer(t *testing.T, gw *gateway.Gateway, worker *atasks.Worker) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(gw)
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		gw.Close()
+		if err := worker.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return srv
+}
+
+// scrape reads base's /metrics into "name{k=v,…}" → value, labels sorted
+// by name; histograms give their _count.
+func scrape(t *testing.T, base string) map[string]float64 {
+	t.Helper()
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(res.Body)
+	if err != nil {
+		t.Fatalf("/metrics is not the Prometheus text format: %v", err)
+	}
+	out := map[string]float64{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			key := "{" + strings.Join(labels, ",") + "}"
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				out[name+key] = m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				out[name+key] = m.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				out[name+"_count"+key] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
+}
