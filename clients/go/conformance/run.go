@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/clients/go/gatewayclient"
+)
+
+// run runs tc against the gateway at url; nil means it passed.
+func (tc *testCase) run(url, runID string) error {
+	var opts []gatewayclient.Option
+	if tc.Wait != "" {
+		opts = append(opts, gatewayclient.WithWait(tc.wait))
+	}
+	c, err := gatewayclient.New(url, opts...)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), caseTimeout)
+	defer cancel()
+	n := max(tc.Parallel, 1)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = tc.once(ctx, c, runID) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil && n > 1 {
+			err = fmt.Errorf("call %d of %d: %w", i+1, n, err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// once makes the case's call, twice with the same key if it has an
+// idempotency key.
+func (tc *testCase) once(ctx context.Context, c *gatewayclient.Client, runID string) error {
+	var opts []gatewayclient.CallOption
+	if tc.timeout > 0 {
+		opts = append(opts, gatewayclient.WithTimeout(tc.timeout))
+	}
+	if tc.IdempotencyKey == "" {
+		_, err := tc.call(ctx, c, opts)
+		return err
+	}
+	opts = append(opts, gatewayclient.WithIdempotencyKey(tc.IdempotencyKey+"-"+runID))
+	first, err := tc.call(ctx, c, opts)
+	if err != nil {
+		return fmt.Errorf("first call: %w", err)
+	}
+	second, err := tc.call(ctx, c, opts)
+	if err != nil {
+		return fmt.Errorf("second call: %w", err)
+	}
+	if first != second {
+		return fmt.Errorf("the same key named invocations %q and %q", first, second)
+	}
+	return nil
+}
+
+// call makes one call, cancelled after CancelAfterMS if set, checks its
+// outcome and returns its invocation id.
+func (tc *testCase) call(ctx context.Context, c *gatewayclient.Client, opts []gatewayclient.CallOption) (string, error) {
+	if tc.CancelAfterMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		defer time.AfterFunc(time.Duration(tc.CancelAfterMS)*time.Millisecond, cancel).Stop()
+	}
+	ns := tc.NS
+	if ns == "" {
+		ns = "default"
+	}
+	inv, err := c.Call(ctx, ns, tc.Task, tc.input, opts...)
+	var id string
+	if inv != nil {
+		id = inv.ID
+	}
+	return id, tc.check(inv, err)
+}
+
+// check tells how the outcome of a call misses the case's expect.
+func (tc *testCase) check(inv *gatewayclient.Invocation, err error) error {
+	if tc.Expect.Error != nil {
+		return tc.Expect.Error.check(err)
+	}
+	if err != nil {
+		return fmt.Errorf("want a result, got error %w", err)
+	}
+	want := tc.Expect.Result
+	if tc.Expect.Echo {
+		want = tc.input
+	}
+	if !jsonEqual(inv.Result, want) {
+		return fmt.Errorf("want result %s, got %s", short(want), short(inv.Result))
+	}
+	return nil
+}
+
+func (w *wantError) check(err error) error {
+	var got *atasks.Error
+	if err == nil {
+		return fmt.Errorf("want error %q, got a result", w.Code)
+	}
+	if !errors.As(err, &got) {
+		return fmt.Errorf("want error %q, got %v (%T)", w.Code, err, err)
+	}
+	var diffs []string
+	if got.Code != w.Code {
+		diffs = append(diffs, fmt.Sprintf("code %q, want %q", got.Code, w.Code))
+	}
+	if w.Message != nil && got.Message != *w.Message {
+		diffs = append(diffs, fmt.Sprintf("message %q, want %q", got.Message, *w.Message))
+	}
+	if w.Details != nil && !jsonEqual(got.Details, w.Details) {
+		diffs = append(diffs, fmt.Sprintf("details %s, want %s", short(got.Details), short(w.Details)))
+	}
+	if w.Retryable != nil && got.Retryable != *w.Retryable {
+		diffs = append(diffs, fmt.Sprintf("retryable %t, want %t", got.Retryable, *w.Retryable))
+	}
+	if diffs != nil {
+		return fmt.Errorf("error %v: %s", err, strings.Join(diffs, ", "))
+	}
+	return nil
+}
+
+// short abbreviates JSON for a message.
+func short(b json.RawMessage) string {
+	if len(b) > 200 {
+		return fmt.Sprintf("%s… (%d bytes)", b[:200], len(b))
+	}
+	return string(b)
+}
+
+// jsonEqual tells whether two JSON texts hold the same value, numbers
+// compared by value; an empty text is null.
+func jsonEqual(a, b json.RawMessage) bool {
+	va, errA := decode(a)
+	vb, errB := decode(b)
+	return errA == nil && errB == nil && equal(va, vb)
+}
+
+func decode(b json.RawMessage) (any, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	err := dec.Decode(&v)
+	return v, err
+}
+
+func equal(a, b any) bool {
+	switch a := a.(type) {
+	case json.Number:
+		b, ok := b.(json.Number)
+		x, okA := new(big.Rat).SetString(string(a))
+		y, okB := new(big.Rat).SetString(string(b))
+		return ok && okA && okB && x.Cmp(y) == 0
+	case []any:
+		b, ok := b.([]any)
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if !equal(a[i], b[i]) {
+				return false
+			}
+		}
+		return true
+	case map[string]any:
+		b, ok := b.(map[string]any)
+		if !ok || len(a) != len(b) {
+			return false
+		}
+		for k, va := range a {
+			if vb, ok := b[k]; !ok || !equal(va, vb) {
+				return false
+			}
+		}
+		return true
+	}
+	return a == b
+}

@@ -1,0 +1,211 @@
+// Package gatewayclient calls atasks tasks through a gateway's HTTP API, for
+// Go programs that reach a gateway rather than the broker.
+//
+//	c, err := gatewayclient.New("http://127.0.0.1:8080")
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	sum, err := gatewayclient.CallAs[int](ctx, c, "default", "demo.add", map[string]int{"a": 2, "b": 3})
+//
+// A call waits for its outcome in the invoking request (?wait=, WithWait),
+// then long-polls the invocation (WithPollWait). Every failure is an
+// *atasks.Error, the SDK's type, or wraps one: a failed, cancelled or
+// timed-out invocation returns its own error; an error of the gateway itself
+// (problem+json) is a *ProblemError, which unwraps to an *atasks.Error with
+// the problem's code; a gateway that cannot be reached is "unavailable".
+// So errors.Is(err, atasks.ErrTaskNotFound) and errors.As(err, &e) work as
+// with the SDK.
+package gatewayclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/wire"
+)
+
+// Client calls tasks through one gateway. It is safe for concurrent use.
+type Client struct {
+	base     string // the gateway's URL, without a trailing slash
+	http     *http.Client
+	header   http.Header
+	wait     time.Duration
+	pollWait time.Duration
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithHTTPClient sends the requests with hc. Defaults to http.DefaultClient.
+// A Timeout of hc bounds long-polls too: keep it above the poll wait.
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = hc } }
+
+// WithHeader adds a header to every request, e.g. Authorization for a proxy
+// in front of the gateway.
+func WithHeader(key, value string) Option { return func(c *Client) { c.header.Add(key, value) } }
+
+// WithWait sets how long Call's invoking request waits for the outcome at
+// the gateway (?wait=) before Call long-polls. A call whose context ends
+// during that request is cancelled when the request answers (it names the
+// invocation), so keep it short. Defaults to 1s.
+func WithWait(d time.Duration) Option { return func(c *Client) { c.wait = d } }
+
+// WithPollWait sets how long each long-poll waits for the outcome at the
+// gateway, which caps it (60s by default). Defaults to 30s.
+func WithPollWait(d time.Duration) Option { return func(c *Client) { c.pollWait = d } }
+
+// New returns a client of the gateway at baseURL, such as
+// "http://127.0.0.1:8080".
+func New(baseURL string, opts ...Option) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("gatewayclient: base URL: %w", err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("gatewayclient: base URL %q: want http(s)://host[:port]", baseURL)
+	}
+	c := &Client{base: strings.TrimSuffix(baseURL, "/"), http: http.DefaultClient, header: http.Header{},
+		wait: time.Second, pollWait: 30 * time.Second}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.http == nil || c.wait < 0 || c.pollWait <= 0 {
+		return nil, errors.New("gatewayclient: want an HTTP client, a wait >= 0 and a poll wait > 0")
+	}
+	return c, nil
+}
+
+// Namespaces lists the namespaces the gateway serves.
+func (c *Client) Namespaces(ctx context.Context) ([]string, error) {
+	var body struct {
+		Namespaces []string `json:"namespaces"`
+	}
+	err := c.getJSON(ctx, "/v1/ns", &body)
+	return body.Namespaces, err
+}
+
+// TaskInfo describes a task some server offers in a namespace.
+type TaskInfo struct {
+	Name    string `json:"name"`
+	Codec   string `json:"codec"`   // how the gateway encodes the task's input: "json", "cbor", …
+	Servers int    `json:"servers"` // how many processes serve it now
+}
+
+// Tasks lists the tasks served in namespace ns.
+func (c *Client) Tasks(ctx context.Context, ns string) ([]TaskInfo, error) {
+	var body struct {
+		Tasks []TaskInfo `json:"tasks"`
+	}
+	err := c.getJSON(ctx, "/v1/ns/"+url.PathEscape(ns)+"/tasks", &body)
+	return body.Tasks, err
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, v any) error {
+	res, err := c.send(ctx, http.MethodGet, path, nil, nil, nil)
+	if err != nil {
+		return err
+	}
+	return decodeBody(res, v)
+}
+
+// Get returns invocation id of namespace ns. With wait > 0 it long-polls:
+// it answers once the invocation is final or wait has passed. The error is
+// about the request only; the invocation's own is its Error.
+func (c *Client) Get(ctx context.Context, ns, id string, wait time.Duration) (*Invocation, error) {
+	var q url.Values
+	if wait > 0 {
+		q = url.Values{"wait": {wait.String()}}
+	}
+	res, err := c.send(ctx, http.MethodGet, invocationPath(ns, id), q, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return decodeInvocation(res)
+}
+
+// Cancel cancels invocation id of namespace ns and, through its context, its
+// children, and returns it once final: normally cancelled, or in the state it
+// reached first. Cancelling a finished invocation changes nothing. The error
+// is about the request only.
+func (c *Client) Cancel(ctx context.Context, ns, id string) (*Invocation, error) {
+	res, err := c.send(ctx, http.MethodDelete, invocationPath(ns, id), nil, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return decodeInvocation(res)
+}
+
+func invocationPath(ns, id string) string {
+	return "/v1/ns/" + url.PathEscape(ns) + "/invocations/" + url.PathEscape(id)
+}
+
+// response is a successful answer of the gateway.
+type response struct {
+	status int
+	body   []byte
+}
+
+// send makes one request; an answer of 300 or more is an error.
+func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte, h http.Header) (*response, error) {
+	u := c.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, &atasks.Error{Code: codeBadRequest, Message: "gatewayclient: " + err.Error()}
+	}
+	for _, hs := range []http.Header{c.header, h} {
+		for k, vs := range hs {
+			req.Header[k] = append(req.Header[k], vs...)
+		}
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		return nil, transportError(ctx, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return nil, transportError(ctx, fmt.Errorf("%s %s: reading the answer: %w", method, u, err))
+	}
+	if res.StatusCode >= 300 {
+		return nil, problemError(res.StatusCode, b)
+	}
+	return &response{status: res.StatusCode, body: b}, nil
+}
+
+func decodeBody(res *response, v any) error {
+	if err := json.Unmarshal(res.body, v); err != nil {
+		return &atasks.Error{Code: codeBadResponse, Message: "gatewayclient: the gateway's answer is not the expected JSON: " + err.Error()}
+	}
+	return nil
+}
+
+func decodeInvocation(res *response) (*Invocation, error) {
+	var inv Invocation
+	if err := decodeBody(res, &inv); err != nil {
+		return nil, err
+	}
+	if inv.ID == "" || inv.State == "" {
+		return nil, &atasks.Error{Code: codeBadResponse, Message: "gatewayclient: the gateway's answer is not an invocation"}
+	}
+	return &inv, nil
+}
+
+// ctxError is the error of a call whose context ended: "cancelled" or
+// "timeout", so that errors.Is(err, ctx.Err()) holds.
+func ctxError(ctx context.Context) error { return wire.AsError(ctx.Err()) }

@@ -1,0 +1,56 @@
+package gatewayclient
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/wire"
+)
+
+// Codes of the errors this client makes itself; the others come from the
+// gateway or the task.
+const (
+	codeBadRequest  = "bad_request"  // the request could not be made (e.g. an input that is not JSON)
+	codeBadResponse = "bad_response" // the gateway's answer is not what its API promises
+)
+
+// ProblemError is an error of the gateway itself, an RFC 9457
+// application/problem+json answer such as 404 task_not_found, or an HTTP
+// error of something in front of it. It unwraps to an *atasks.Error with the
+// problem's code and detail, so errors.Is and errors.As reach it as they
+// reach a task's error.
+type ProblemError struct {
+	Status int           // the HTTP status, e.g. 404
+	Err    *atasks.Error // Code: the problem's code, or "http_<status>" without one; Retryable for 502, 503, 504
+}
+
+// Error implements error.
+func (e *ProblemError) Error() string { return fmt.Sprintf("%v (HTTP %d)", e.Err, e.Status) }
+
+// Unwrap returns the *atasks.Error.
+func (e *ProblemError) Unwrap() error { return e.Err }
+
+// problemError turns an HTTP error answer into a *ProblemError.
+func problemError(status int, body []byte) error {
+	var p struct {
+		Code   string `json:"code"`
+		Detail string `json:"detail"`
+	}
+	if json.Unmarshal(body, &p) != nil || p.Code == "" {
+		p.Code, p.Detail = fmt.Sprintf("http_%d", status), http.StatusText(status)
+	}
+	retryable := status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout
+	return &ProblemError{Status: status, Err: &atasks.Error{Code: p.Code, Message: p.Detail, Retryable: retryable}}
+}
+
+// transportError is a request that got no answer: the context's error if it
+// ended, else a retryable "unavailable".
+func transportError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctxError(ctx)
+	}
+	return &atasks.Error{Code: wire.CodeUnavailable, Message: "gatewayclient: " + err.Error(), Retryable: true}
+}
