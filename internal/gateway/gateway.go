@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -469,6 +470,9 @@ func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
 // for it to be final.
 func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	ns, id := chi.URLParam(r, "ns"), chi.URLParam(r, "id")
+	if inv, _, ok := g.store.get(id); ok && inv.NS != ns {
+		wait = 0 // another namespace's: not found, at once
+	}
 	inv, ok := g.await(r.Context(), id, wait)
 	if (!ok || inv.NS != ns) && g.store.gone(ns, id) {
 		writeProblem(w, codeInvocationExpired, fmt.Sprintf("invocation %q of namespace %q finished and was evicted: at most %d finished invocations are kept, each for %v", id, ns, g.cfg.MaxFinished, g.cfg.Retention))
@@ -490,5 +494,5 @@ func (g *Gateway) waitParam(r *http.Request) (time.Duration, error) {
 }
 
 func location(inv Invocation) string {
-	return "/v1/ns/" + inv.NS + "/invocations/" + inv.ID
+	return "/v1/ns/" + url.PathEscape(inv.NS) + "/invocations/" + url.PathEscape(inv.ID)
 }

@@ -19,8 +19,9 @@ type Problem struct {
 	Type   string `json:"type"`
 	Title  string `json:"title"`
 	Status int    `json:"status"`
-	Detail string `json:"detail"`
-	Code   string `json:"code"`
+	Detail    string `json:"detail"`
+	Code      string `json:"code"`
+	Retryable bool   `json:"retryable"` // the same request may succeed later
 }
 
 // Codes of the gateway's own errors; the others are the wire's.
@@ -39,16 +40,18 @@ const (
 
 // writeProblem writes a problem with the status its code maps to.
 func writeProblem(w http.ResponseWriter, code, detail string) {
-	status := statusOf(code)
-	w.Header().Set("Content-Type", "application/problem+json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status, Detail: detail, Code: code})
+	writeError(w, &atasks.Error{Code: code, Message: detail})
 }
 
-// writeError writes err as a problem, its status chosen by its code.
+// writeError writes err as a problem, its status chosen by its code; it is
+// retryable if err is, or if its status is 503.
 func writeError(w http.ResponseWriter, err error) {
 	e := asError(err)
-	writeProblem(w, e.Code, e.Message)
+	status := statusOf(e.Code)
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
+		Detail: e.Message, Code: e.Code, Retryable: e.Retryable || status == http.StatusServiceUnavailable})
 }
 
 // statusOf maps an error code to the HTTP status of a problem: the one table.
