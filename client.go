@@ -12,6 +12,7 @@ import (
 	"github.com/atasks-go/atasks/internal/router"
 	"github.com/atasks-go/atasks/wire"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // NamespaceConfig configures one namespace: its own codec and transport.
@@ -45,6 +46,12 @@ type Config struct {
 	// invocations its workers serve, by namespace, task and outcome, their
 	// durations, and the compute slots busy and free. Defaults to nil: none.
 	Metrics prometheus.Registerer
+	// TracerProvider makes OpenTelemetry spans: one per call on the
+	// caller's side and one per invocation on the worker's, children under
+	// their parents across processes (the W3C traceparent crosses the
+	// wire). Defaults to the global provider, which does nothing until the
+	// program sets one (otel.SetTracerProvider).
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns a copy of c with every unset field set to its default.
@@ -110,10 +117,14 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.Metrics != nil {
 		served = metrics.NewInvocations(cfg.Metrics, "worker")
 	}
+	var tracer trace.Tracer
+	if cfg.TracerProvider != nil {
+		tracer = cfg.TracerProvider.Tracer(router.TracerName)
+	}
 	for _, nc := range cfg.Namespaces {
 		codecs := codec.NewRegistry(nc.Codec)
 		r, err := router.New(router.Config{NS: nc.Name, Transport: nc.Transport, Codecs: codecs, Worker: cfg.Worker, Logger: cfg.Logger,
-			OnOrphan: orphanFunc(cfg.OnOrphan, nc.Name, codecs), Metrics: served})
+			OnOrphan: orphanFunc(cfg.OnOrphan, nc.Name, codecs), Metrics: served, Tracer: tracer})
 		if err != nil {
 			return nil, err
 		}

@@ -46,11 +46,17 @@ func run(args []string) error {
 	wsMaxCalls := f.Int("ws-max-calls", "ATASKS_WS_MAX_CALLS", 1000, "how many calls and subscriptions one WebSocket may have open")
 	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish")
 	logger := f.Logging()
+	tracing := f.Tracing("atasks-gateway")
 	_ = f.Parse(args)
 	log, err := logger()
 	if err != nil {
 		return err
 	}
+	stopTracing, err := tracing()
+	if err != nil {
+		return err
+	}
+	defer cli.FlushTraces(stopTracing, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -32,11 +32,17 @@ func RunWorker(args []string) error {
 	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish before they are cancelled and returned to the queue")
 	metricsListen := f.String("metrics-listen", "ATASKS_METRICS_LISTEN", "", "address to serve Prometheus metrics on at /metrics (e.g. 127.0.0.1:9464); empty serves none")
 	logger := f.Logging()
+	tracing := f.Tracing("atasks-worker")
 	_ = f.Parse(args)
 	log, err := logger()
 	if err != nil {
 		return err
 	}
+	stopTracing, err := tracing()
+	if err != nil {
+		return err
+	}
+	defer FlushTraces(stopTracing, log)
 	if *amqpURL == "" {
 		return errors.New("--amqp-url is required: a worker serves through RabbitMQ (for everything in one process, run the gateway without it)")
 	}

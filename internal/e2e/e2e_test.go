@@ -158,13 +158,20 @@ func TestPoisonTaskIsDeadLettered(t *testing.T) {
 // client returns a context with an SDK client on the system's broker.
 func (s *system) client(t *testing.T) context.Context {
 	t.Helper()
+	return s.clientWith(t, atasks.Config{})
+}
+
+// clientWith is client with cfg, its namespaces set to the demo ones.
+func (s *system) clientWith(t *testing.T, cfg atasks.Config) context.Context {
+	t.Helper()
 	nss, err := demo.Namespaces(func(ns string) (atasks.Transport, error) {
 		return amqp.New(amqp.Config{URL: s.url, Namespace: ns, Prefix: s.prefix, ConnectionName: t.Name()})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := atasks.NewClient(atasks.Config{Namespaces: nss})
+	cfg.Namespaces = nss
+	c, err := atasks.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/atasks-go/atasks/wire"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // Config configures a Gateway.
@@ -257,7 +258,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	id, replayed, err := g.start(ns, task, input, timeout, r.Header.Get("Idempotency-Key"))
+	id, replayed, err := g.start(traceOf(r), ns, task, input, timeout, r.Header.Get("Idempotency-Key"))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -311,12 +312,13 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request) (any, bool) 
 	return input, true
 }
 
-// start invokes the task and records the invocation; a goroutine records
+// start invokes the task and records the invocation, its span a child of
+// the one trace carries, if any; a goroutine records
 // its outcome when it arrives. If idempotency key key (optional) names an
 // invocation of ns already, start starts nothing and returns that one's id,
 // replayed; or, if that one has another task or input, an
 // "idempotency_conflict" error.
-func (g *Gateway) start(ns, task string, input any, timeout time.Duration, key string) (id string, replayed bool, err error) {
+func (g *Gateway) start(trace context.Context, ns, task string, input any, timeout time.Duration, key string) (id string, replayed bool, err error) {
 	var fp string
 	if key != "" {
 		fp = fingerprint(task, input)
@@ -325,7 +327,7 @@ func (g *Gateway) start(ns, task string, input any, timeout time.Duration, key s
 		return "", false, &atasks.Error{Code: codeShuttingDown, Message: "the gateway is shutting down", Retryable: true}
 	}
 	id = router.NewID()
-	ctx, cancel := context.WithCancel(atasks.WithClient(context.Background(), g.cfg.Client))
+	ctx, cancel := context.WithCancel(atasks.WithClient(trace, g.cfg.Client))
 	if timeout > 0 {
 		ctx, cancel = withTimeout(ctx, cancel, timeout)
 	}
@@ -351,6 +353,13 @@ func (g *Gateway) start(ns, task string, input any, timeout time.Duration, key s
 		g.metrics.Invoking.Ended(ns, task, string(state), time.Since(inv.CreatedAt))
 	}()
 	return id, false, nil
+}
+
+// traceOf returns a context carrying the W3C trace context of r's
+// traceparent header, if any, and nothing else of r: the invocation
+// outlives the request.
+func traceOf(r *http.Request) context.Context {
+	return propagation.TraceContext{}.Extract(context.Background(), propagation.HeaderCarrier(r.Header))
 }
 
 // fingerprint identifies a call by its task and input, a decoded JSON value.

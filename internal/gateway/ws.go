@@ -410,7 +410,7 @@ func (c *wsConn) runCall(op *wsOp, m clientMsg) {
 	if c.ctx.Err() != nil {
 		return
 	}
-	id, replayed, err := c.g.start(m.NS, m.Task, m.Input, m.Timeout, m.IdempotencyKey)
+	id, replayed, err := c.g.start(context.Background(), m.NS, m.Task, m.Input, m.Timeout, m.IdempotencyKey)
 	if err != nil {
 		c.forget(op)
 		c.fail(op.ref, asError(err))

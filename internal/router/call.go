@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks/wire"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // cancelTimeout bounds how long telling a server to cancel may take.
@@ -23,6 +24,7 @@ type Pending struct {
 	outcome *wire.Reply   // set once, before finished closes
 	closed  chan struct{} // closed when the outcome is known
 	stop    func() bool   // stops the context watch; guarded by r.mu
+	span    trace.Span    // the caller's span, ended with the outcome
 }
 
 // Start sends req and returns the pending call. If ctx carries a running
@@ -45,7 +47,7 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	if dl, ok := ctx.Deadline(); ok && (req.Deadline.IsZero() || dl.Before(req.Deadline)) {
 		req.Deadline = dl
 	}
-	p := &Pending{id: req.ID, r: r, observe: observe, closed: make(chan struct{})}
+	p := &Pending{id: req.ID, r: r, observe: observe, closed: make(chan struct{}), span: r.startCallSpan(ctx, req)}
 	r.mu.Lock()
 	_, dup := r.calls[req.ID]
 	if !dup {
@@ -55,6 +57,7 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	if dup {
 		p.outcome = failure(req.ID, &wire.Error{Code: wire.CodeDuplicateID, Message: fmt.Sprintf("invocation %q is already in flight", req.ID)})
 		close(p.closed)
+		endSpan(p.span, p.outcome)
 		return p
 	}
 	if ctx.Err() != nil {
@@ -137,6 +140,7 @@ func (p *Pending) complete(rep *wire.Reply) bool {
 	}
 	p.outcome = rep
 	close(p.closed)
+	endSpan(p.span, rep)
 	return true
 }
 

@@ -15,7 +15,12 @@ import (
 	"github.com/atasks-go/atasks/internal/codec"
 	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/atasks-go/atasks/wire"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 )
+
+// TracerName names the OpenTelemetry tracer of atasks' spans.
+const TracerName = "github.com/atasks-go/atasks"
 
 // HandlerFunc runs one invocation of a task: it decodes body with c, runs the
 // task and returns its output encoded with c.
@@ -39,6 +44,10 @@ type Config struct {
 	OnOrphan func(*wire.Reply)
 	// Metrics counts the invocations served. Defaults to nil: none.
 	Metrics *metrics.Invocations
+	// Tracer makes a span of each call and each invocation served. Defaults
+	// to the global OpenTelemetry tracer provider's, which does nothing
+	// until a program sets one.
+	Tracer trace.Tracer
 }
 
 // Router calls tasks of one namespace and serves them.
@@ -62,6 +71,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = otel.GetTracerProvider().Tracer(TracerName)
 	}
 	cfg.Logger = cfg.Logger.With("ns", cfg.NS)
 	return &Router{cfg: cfg, calls: map[string]*Pending{}}, nil
@@ -135,6 +147,7 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	}
 	began := time.Now()
 	r.cfg.Metrics.Began(r.cfg.NS, req.Task)
+	ctx, span := r.startRunSpan(ctx, req)
 	notice := r.noticeRunning(req.ID, d)
 	out, err := r.run(withInvocation(ctx, inv), h, c, req)
 	notice.stop()
@@ -143,8 +156,9 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	if err != nil {
 		rep = fail(wire.AsError(err))
 	}
-	r.cfg.Metrics.Ended(r.cfg.NS, req.Task, string(rep.State), time.Since(began))
 	rep.Worker = r.cfg.Worker
+	endSpan(span, rep)
+	r.cfg.Metrics.Ended(r.cfg.NS, req.Task, string(rep.State), time.Since(began))
 	return rep
 }
 
@@ -184,7 +198,7 @@ func (n *runningNotice) stop() {
 func (r *Router) run(ctx context.Context, h HandlerFunc, c wire.Codec, req *wire.Request) (out []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			r.cfg.Logger.Error("task panicked", "task", req.Task, "invocation_id", req.ID, "panic", p, "stack", string(debug.Stack()))
+			r.cfg.Logger.Error("task panicked", "task", req.Task, "invocation_id", req.ID, "trace_id", TraceID(req.TraceParent), "panic", p, "stack", string(debug.Stack()))
 			err = &wire.Error{Code: wire.CodePanic, Message: fmt.Sprint(p)}
 		}
 	}()
