@@ -134,4 +134,3 @@ func (c *collector) all() []span {
 	defer c.mu.Unlock()
 	return append([]span(nil), c.spans...)
 }
-

@@ -16,9 +16,9 @@ import (
 // Problem is an RFC 9457 problem detail; Code is the same stable code that
 // errors carry everywhere else in atasks.
 type Problem struct {
-	Type   string `json:"type"`
-	Title  string `json:"title"`
-	Status int    `json:"status"`
+	Type      string `json:"type"`
+	Title     string `json:"title"`
+	Status    int    `json:"status"`
 	Detail    string `json:"detail"`
 	Code      string `json:"code"`
 	Retryable bool   `json:"retryable"` // the same request may succeed later
