@@ -133,3 +133,12 @@ type Checker interface {
 	// Check returns nil when the transport can carry messages.
 	Check(ctx context.Context) error
 }
+
+// TraceID returns the trace id in a W3C traceparent
+// ("00-<trace id>-<span id>-<flags>"), or "" if it has none.
+func TraceID(traceparent string) string {
+	if len(traceparent) < 35 || traceparent[2] != '-' {
+		return ""
+	}
+	return traceparent[3:35]
+}

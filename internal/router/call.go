@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -17,14 +16,16 @@ const cancelTimeout = 5 * time.Second
 
 // Pending is a call in flight: sent, its outcome not yet known.
 type Pending struct {
-	id      string
-	r       *Router
-	observe func(*wire.Reply)
-	ran     atomic.Bool   // observe saw a state
-	outcome *wire.Reply   // set once, before finished closes
-	closed  chan struct{} // closed when the outcome is known
-	stop    func() bool   // stops the context watch; guarded by r.mu
-	span    trace.Span    // the caller's span, ended with the outcome
+	id          string
+	task        string
+	traceParent string // of the call's span
+	r           *Router
+	observe     func(*wire.Reply)
+	ran         atomic.Bool   // observe saw a state
+	outcome     *wire.Reply   // set once, before finished closes
+	closed      chan struct{} // closed when the outcome is known
+	stop        func() bool   // stops the context watch; guarded by r.mu
+	span        trace.Span    // the caller's span, ended with the outcome
 }
 
 // Start sends req and returns the pending call. If ctx carries a running
@@ -47,7 +48,8 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	if dl, ok := ctx.Deadline(); ok && (req.Deadline.IsZero() || dl.Before(req.Deadline)) {
 		req.Deadline = dl
 	}
-	p := &Pending{id: req.ID, r: r, observe: observe, closed: make(chan struct{}), span: r.startCallSpan(ctx, req)}
+	p := &Pending{id: req.ID, task: req.Task, r: r, observe: observe, closed: make(chan struct{}), span: r.startCallSpan(ctx, req)}
+	p.traceParent = req.TraceParent
 	r.mu.Lock()
 	_, dup := r.calls[req.ID]
 	if !dup {
@@ -65,7 +67,7 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 		return p
 	}
 	if err := r.cfg.Transport.Send(ctx, req); err != nil {
-		r.cfg.Logger.Debug("send failed", "task", req.Task, "invocation_id", req.ID, "err", err)
+		r.cfg.Logger.Debug("send failed", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent), "err", err)
 		p.complete(failure(req.ID, err))
 		return p
 	}
@@ -75,7 +77,7 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	stop := context.AfterFunc(ctx, func() {
 		// A passed deadline needs no message: the server has it too.
 		if p.complete(ctxFailure(req.ID, ctx)) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			r.cancelRemote(req.ID)
+			r.cancelRemote(p)
 		}
 	})
 	r.mu.Lock()
@@ -120,7 +122,7 @@ func (p *Pending) Done() <-chan struct{} { return p.closed }
 // Cancel ends the call with "cancelled" and asks its server to cancel it.
 func (p *Pending) Cancel() {
 	if p.complete(failure(p.id, context.Canceled)) {
-		p.r.cancelRemote(p.id)
+		p.r.cancelRemote(p)
 	}
 }
 
@@ -153,7 +155,7 @@ func (r *Router) deliver(rep *wire.Reply) {
 	case p == nil && rep.State.Final() && r.cfg.OnOrphan != nil:
 		r.cfg.OnOrphan(rep)
 	case p == nil:
-		r.cfg.Logger.Debug("reply for no call in flight", "invocation_id", rep.ID, "state", rep.State)
+		r.cfg.Logger.Debug("reply for no call in flight", "task", rep.Task, "invocation_id", rep.ID, "state", rep.State)
 	case rep.State.Final():
 		if p.observe != nil && rep.Worker != "" && !p.ran.Load() {
 			// It ended before its "running" state was sent: report it now.
@@ -168,12 +170,12 @@ func (r *Router) deliver(rep *wire.Reply) {
 
 // cancelRemote asks the call's server to cancel it, in the background so
 // that cancelling many calls takes no longer than one; Close waits for it.
-func (r *Router) cancelRemote(id string) {
+func (r *Router) cancelRemote(p *Pending) {
 	r.cancels.Go(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 		defer cancel()
-		if err := r.cfg.Transport.Cancel(ctx, id); err != nil {
-			r.cfg.Logger.Warn("cancel failed", slog.String("invocation_id", id), slog.Any("err", err))
+		if err := r.cfg.Transport.Cancel(ctx, p.id); err != nil {
+			r.cfg.Logger.Warn("cancel failed", "task", p.task, "invocation_id", p.id, "trace_id", wire.TraceID(p.traceParent), "err", err)
 		}
 	})
 }

@@ -198,7 +198,7 @@ func (n *runningNotice) stop() {
 func (r *Router) run(ctx context.Context, h HandlerFunc, c wire.Codec, req *wire.Request) (out []byte, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			r.cfg.Logger.Error("task panicked", "task", req.Task, "invocation_id", req.ID, "trace_id", TraceID(req.TraceParent), "panic", p, "stack", string(debug.Stack()))
+			r.cfg.Logger.Error("task panicked", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent), "panic", p, "stack", string(debug.Stack()))
 			err = &wire.Error{Code: wire.CodePanic, Message: fmt.Sprint(p)}
 		}
 	}()

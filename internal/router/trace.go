@@ -66,12 +66,3 @@ func endSpan(span trace.Span, rep *wire.Reply) {
 	}
 	span.End()
 }
-
-// TraceID returns the trace id in a W3C traceparent
-// ("00-<trace id>-<span id>-<flags>"), or "" if it has none.
-func TraceID(traceparent string) string {
-	if len(traceparent) < 35 || traceparent[2] != '-' {
-		return ""
-	}
-	return traceparent[3:35]
-}

@@ -75,7 +75,7 @@ func (t *Transport) lease(d *delivery, attempt int) {
 	}
 	srv.noteLeaseLocked(d.id, time.Now().Add(t.leaseHorizon()))
 	srv.mu.Unlock()
-	log := t.log.With("task", d.q.task, "invocation_id", d.id)
+	log := t.log.With(d.logAttrs()...)
 	ctx, cancel := context.WithTimeout(t.killCtx, giveBackTimeout)
 	defer cancel()
 	if err := d.g.publish(ctx, t.topo.lease(), d.q.task, leasePublishing(&d.msg, t.id, attempt+1, t.cfg.LeasePeriod)); err != nil {
@@ -125,7 +125,7 @@ func (t *Transport) examineLease(d *delivery, holder string) bool {
 	case t.cat.alive(holder, time.Now()):
 		t.settleLease(d, true, holder) // alive but silent: ask again next period
 	default:
-		t.log.Info("amqp: lease holder gone; running the request again", "task", d.q.task, "invocation_id", d.id, "holder", holder)
+		t.log.Info("amqp: lease holder gone; running the request again", append(d.logAttrs(), "holder", holder)...)
 		return true
 	}
 	return false
@@ -150,7 +150,7 @@ func (t *Transport) settleLease(d *delivery, park bool, holder string) {
 		defer cancel()
 		if err := d.g.publish(ctx, t.topo.lease(), d.q.task, leasePublishing(&d.msg, holder, attempt(d.msg.Headers), t.cfg.LeasePeriod)); err != nil {
 			if !d.g.isDone() {
-				t.log.Warn("amqp: park lease copy again", "invocation_id", d.id, "err", err)
+				t.log.Warn("amqp: park lease copy again", append(d.logAttrs(), "err", err)...)
 				_ = d.settle(requeue)
 			}
 			return

@@ -433,7 +433,7 @@ func (t *Transport) run(d *delivery) {
 	if abandoned {
 		return
 	}
-	log := t.log.With("task", d.q.task, "invocation_id", d.id)
+	log := t.log.With(d.logAttrs()...)
 	if rep != nil {
 		msg, err := replyPublishing(rep, time.Now())
 		if err == nil {
@@ -467,7 +467,7 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 	srv := d.srv
 	req, bad := decodeRequest(&d.msg, t.cfg.Namespace, d.q.task)
 	if req.ReplyTo == "" || req.ID == "" {
-		t.log.Warn("amqp: dropped request that cannot be answered (no reply_to or message_id)", "task", d.q.task, "invocation_id", req.ID)
+		t.log.Warn("amqp: dropped request that cannot be answered (no reply_to or message_id)", d.logAttrs()...)
 		return nil
 	}
 	fail := func(e *wire.Error) *wire.Reply { return failure(req.ID, req.Task, req.Codec, e) }
@@ -601,6 +601,17 @@ func (d *delivery) releaseLocked() bool {
 	return true
 }
 
+// logAttrs are the attributes of every log line about d's invocation.
+func (d *delivery) logAttrs() []any {
+	return []any{"task", d.q.task, "invocation_id", d.id, "trace_id", traceID(&d.msg)}
+}
+
+// traceID is the trace id of the traceparent header of m, if any.
+func traceID(m *amqp.Delivery) string {
+	tp, _ := headerString(m.Headers, headerTraceParent)
+	return wire.TraceID(tp)
+}
+
 // Notify implements wire.Delivery: it publishes a state change to the
 // caller without waiting for the broker's confirm.
 func (d *delivery) Notify(r *wire.Reply) {
@@ -616,7 +627,7 @@ func (d *delivery) Notify(r *wire.Reply) {
 		err = g.pub.PublishWithContext(d.t.killCtx, "", d.msg.ReplyTo, false, false, msg)
 	}
 	if err != nil {
-		d.t.log.Debug("amqp: notify", "invocation_id", d.id, "err", err)
+		d.t.log.Debug("amqp: notify", append(d.logAttrs(), "err", err)...)
 	}
 }
 
@@ -670,7 +681,7 @@ func (g *generation) consumeDead(deliveries <-chan amqp.Delivery) {
 	for m := range deliveries {
 		id := messageID(&m)
 		if id == "" || m.ReplyTo == "" {
-			t.log.Warn("amqp: dropped dead letter that cannot be answered (no reply_to or message_id)", "invocation_id", id)
+			t.log.Warn("amqp: dropped dead letter that cannot be answered (no reply_to or message_id)", "task", m.RoutingKey, "invocation_id", id, "trace_id", traceID(&m))
 			_ = m.Ack(false)
 			continue
 		}
@@ -688,7 +699,7 @@ func (g *generation) consumeDead(deliveries <-chan amqp.Delivery) {
 		default:
 			e = &wire.Error{Code: wire.CodePoison, Message: "request dead-lettered: " + reason}
 		}
-		t.log.Warn("amqp: answering dead letter", "task", task, "invocation_id", id, "reason", reason)
+		t.log.Warn("amqp: answering dead letter", "task", task, "invocation_id", id, "trace_id", traceID(&m), "reason", reason)
 		t.cfg.Metrics.DeadLettered(t.cfg.Namespace, task)
 		msg, err := replyPublishing(failure(id, task, codecOf(m.ContentType), e), time.Now())
 		if err == nil {
@@ -696,7 +707,7 @@ func (g *generation) consumeDead(deliveries <-chan amqp.Delivery) {
 		}
 		if err != nil {
 			if !g.isDone() {
-				t.log.Error("amqp: publish dead-letter reply", "invocation_id", id, "err", err)
+				t.log.Error("amqp: publish dead-letter reply", "task", task, "invocation_id", id, "trace_id", traceID(&m), "err", err)
 			}
 			continue // unacknowledged: redelivered on the next connection
 		}
@@ -754,7 +765,7 @@ func (t *Transport) giveBack(d *delivery) {
 	if leased {
 		err := t.publish(ctx, "", d.q.name, msg)
 		if err != nil {
-			t.log.Warn("amqp: give back leased request", "task", d.q.task, "invocation_id", d.id, "err", err)
+			t.log.Warn("amqp: give back leased request", append(d.logAttrs(), "err", err)...)
 			srv.unsettle(d.id)
 			return
 		}
