@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"crypto/rand"
 
 	"github.com/atasks-go/atasks/wire"
 	"go.opentelemetry.io/otel/attribute"
@@ -14,18 +15,30 @@ import (
 var traceContext = propagation.TraceContext{}
 
 // startCallSpan starts the caller's span of req, a child of ctx's span, and
-// sets req.TraceParent so that the server's span becomes its child.
+// sets req.TraceParent (W3C) so that the server's span becomes its child.
 func (r *Router) startCallSpan(ctx context.Context, req *wire.Request) trace.Span {
-	ctx, span := r.cfg.Tracer.Start(ctx, "call "+req.Task, trace.WithSpanKind(trace.SpanKindClient))
+	_, span := r.cfg.Tracer.Start(ctx, "call "+req.Task, trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
 		span.SetAttributes(r.spanAttributes(req)...)
 	}
-	if span.SpanContext().IsValid() {
-		carrier := propagation.MapCarrier{}
-		traceContext.Inject(ctx, carrier)
-		req.TraceParent = carrier.Get("traceparent")
+	sc := span.SpanContext()
+	if !sc.IsValid() {
+		// No tracing here or upstream: a trace id of its own, not sampled,
+		// still ties the invocation's log lines together across processes.
+		sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: newTraceID(), SpanID: newSpanID()})
 	}
+	req.TraceParent = "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-" + sc.TraceFlags().String()
 	return span
+}
+
+func newTraceID() (id trace.TraceID) {
+	_, _ = rand.Read(id[:])
+	return id
+}
+
+func newSpanID() (id trace.SpanID) {
+	_, _ = rand.Read(id[:])
+	return id
 }
 
 // startRunSpan starts the server's span of req, a child of the caller's
