@@ -156,6 +156,13 @@ func (s *system) start(name string, args ...string) *proc {
 	return p
 }
 
+// output returns what p wrote so far.
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
 // kill sends SIGKILL and waits for the process to end.
 func (p *proc) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)

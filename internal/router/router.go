@@ -158,7 +158,12 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	}
 	rep.Worker = r.cfg.Worker
 	endSpan(span, rep)
-	r.cfg.Metrics.Ended(r.cfg.NS, req.Task, string(rep.State), time.Since(began))
+	took := time.Since(began)
+	r.cfg.Metrics.Ended(r.cfg.NS, req.Task, string(rep.State), took)
+	if r.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+		r.cfg.Logger.Debug("invocation ended", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent),
+			"state", rep.State, "attempt", req.Attempt, "took", took)
+	}
 	return rep
 }
 
