@@ -1,0 +1,305 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// scriptOutput collects what scripts/cluster prints and tells when it
+// printed its ready line and what follows it, down to "Ctrl-C stops them all.".
+type scriptOutput struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	ready chan struct{}
+	once  sync.Once
+}
+
+func (o *scriptOutput) Write(b []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(b)
+	ready := false
+	for line := range strings.Lines(o.buf.String()) {
+		ready = ready || strings.HasPrefix(line, "ready:")
+		if ready && line == "Ctrl-C stops them all.\n" {
+			o.once.Do(func() { close(o.ready) })
+		}
+	}
+	return len(b), nil
+}
+
+func (o *scriptOutput) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// pids returns the PIDs the script printed for the processes it started,
+// by name ("gateway", "worker 1", …).
+func (o *scriptOutput) pids() map[string]int {
+	pids := map[string]int{}
+	for _, m := range regexp.MustCompile(`(?m)^ {2}(gateway|worker \d+) +pid (\d+) `).FindAllStringSubmatch(o.String(), -1) {
+		pids[m[1]], _ = strconv.Atoi(m[2])
+	}
+	return pids
+}
+
+// processesWith returns the PIDs of the processes whose command line
+// contains s, this one aside (Linux: /proc).
+func processesWith(s string) []int {
+	var found []int
+	files, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range files {
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte(s)) {
+			found = append(found, pid)
+		}
+	}
+	return found
+}
+
+// scripts/cluster as a user runs it: it builds and starts the gateway and
+// two workers, says when they are ready, serves calls through both
+// workers, and on SIGINT stops everything it started, quickly.
+func TestClusterScript(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "cluster"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out := &scriptOutput{ready: make(chan struct{})}
+	cmd := exec.Command(script, "--workers", "2", "--listen", addr, "--prefix", s.prefix)
+	// TMPDIR: the script's binaries and logs go to a directory the test removes.
+	cmd.Env = append(os.Environ(), "ATASKS_AMQP_URL="+s.url, "TMPDIR="+t.TempDir())
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = 5 * time.Second // a process that kept our pipe open must not hold Wait up
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		// Whatever failed: the script stops what it started on SIGINT; if it
+		// cannot, kill it and then its processes by PID.
+		select {
+		case <-done:
+		default:
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-done:
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+		for _, pid := range out.pids() {
+			if slices.Contains(processesWith(s.prefix), pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if t.Failed() {
+			t.Logf("--- scripts/cluster output:\n%s", out)
+		}
+	})
+
+	select {
+	case <-out.ready:
+	case <-done:
+		t.Fatalf("scripts/cluster exited (%v) before it was ready", cmd.ProcessState)
+	case <-time.After(4 * time.Minute):
+		t.Fatal("scripts/cluster did not say it was ready within 4 minutes")
+	}
+	pids := out.pids()
+	workerPIDs := []int{pids["worker 1"], pids["worker 2"]}
+	if pids["gateway"] == 0 || slices.Contains(workerPIDs, 0) || len(pids) != 3 {
+		t.Fatalf("want the PIDs of the gateway and two workers in the output, got %v", pids)
+	}
+
+	base := "http://" + addr
+	if inv := call(t, base, "default", "demo.add", `{"a":2,"b":3}`, "?wait=30s"); inv.State != "succeeded" || string(inv.Result) != "5" {
+		t.Errorf("demo.add: %d %s %s %+v", inv.status, inv.State, inv.Result, inv.Error)
+	}
+	if inv := call(t, base, "default", "demo.fib", `{"n":10}`, "?wait=30s"); inv.State != "succeeded" || string(inv.Result) != "55" {
+		t.Errorf("demo.fib: %d %s %s %+v", inv.status, inv.State, inv.Result, inv.Error)
+	}
+
+	// Both workers serve: calls in parallel land on each (the broker hands
+	// a queue's messages to its consumers in turn), and the invocations name
+	// them, as host:pid, by the PIDs the script printed.
+	seen := map[int]bool{}
+	for round := 0; round < 5 && len(seen) < 2; round++ {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range 10 {
+			wg.Go(func() {
+				worker, err := callWorker(base, "demo.sleep", fmt.Sprintf(`{"ms":100,"value":%d}`, i))
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				pid, err := strconv.Atoi(worker[strings.LastIndex(worker, ":")+1:])
+				if err != nil || !slices.Contains(workerPIDs, pid) {
+					t.Errorf("demo.sleep ran on %q, not on a worker the script started (pids %v)", worker, workerPIDs)
+					return
+				}
+				seen[pid] = true
+			})
+		}
+		wg.Wait()
+	}
+	if len(seen) != 2 {
+		t.Errorf("50 calls ran on workers %v; want both of %v", seen, workerPIDs)
+	}
+
+	start := time.Now()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("scripts/cluster did not exit within 30 s of SIGINT")
+	}
+	t.Logf("scripts/cluster exited %v after SIGINT", time.Since(start).Round(time.Millisecond))
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("scripts/cluster exited with status %d after SIGINT; want 0", code)
+	}
+	if !strings.Contains(out.String(), "stopped; logs are kept in") {
+		t.Error("scripts/cluster did not say it stopped")
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("something still listens at %s, the gateway's address", addr)
+	}
+	// The script reaped its processes before it exited; allow a moment for
+	// /proc to catch up all the same.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		var left []string
+		for name, pid := range pids {
+			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+				left = append(left, fmt.Sprintf("%s (pid %d): %v", name, pid, err))
+			}
+		}
+		for _, pid := range processesWith(s.prefix) {
+			left = append(left, fmt.Sprintf("pid %d, with the prefix in its command line", pid))
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left after scripts/cluster exited: %v", left)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// callWorker invokes task with input and returns the worker that ran it.
+func callWorker(base, task, input string) (string, error) {
+	res, err := http.Post(base+"/v1/ns/default/tasks/"+task+"?wait=30s", "application/json", strings.NewReader(input))
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	var inv struct {
+		State  string `json:"state"`
+		Worker string `json:"worker"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&inv); err != nil || res.StatusCode != 200 || inv.State != "succeeded" || inv.Worker == "" {
+		return "", fmt.Errorf("%s: %d %+v %v", task, res.StatusCode, inv, err)
+	}
+	return inv.Worker, nil
+}
+
+// docker-compose.yml is valid for the docker-compose at hand, builds the
+// Dockerfile's targets, and runs what docs/DEPLOY.md says.
+func TestComposeFileIsValid(t *testing.T) {
+	t.Parallel()
+	file, err := filepath.Abs(filepath.Join("..", "..", "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	compose := composeCommand(t)
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(compose[0], append(append(compose[1:], "-f", file), args...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", strings.Join(compose, " "), strings.Join(args, " "), err, stderr.String())
+		}
+		return string(out)
+	}
+	run("config", "-q")
+	services := strings.Fields(run("config", "--services"))
+	slices.Sort(services)
+	if !slices.Equal(services, []string{"gateway", "rabbitmq", "worker"}) {
+		t.Errorf("services %v; want gateway, rabbitmq, worker", services)
+	}
+	config := run("config")
+	for _, want := range []string{"condition: service_healthy", "replicas: 2", "target: gateway", "target: worker",
+		"rabbitmq-diagnostics", "amqp://atasks:atasks@rabbitmq:5672/", "/var/lib/rabbitmq"} {
+		if !strings.Contains(config, want) {
+			t.Errorf("docker-compose config has no %q:\n%s", want, config)
+		}
+	}
+
+	dockerfile, err := os.ReadFile(filepath.Join(filepath.Dir(file), "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []string
+	for _, m := range regexp.MustCompile(`(?mi)^FROM\s+\S+\s+AS\s+(\S+)`).FindAllSubmatch(dockerfile, -1) {
+		stages = append(stages, string(m[1]))
+	}
+	for _, target := range []string{"gateway", "worker"} {
+		if !slices.Contains(stages, target) {
+			t.Errorf("the Dockerfile has no stage %q for docker-compose.yml's build target (stages %v)", target, stages)
+		}
+	}
+}
+
+// composeCommand returns how to run Docker Compose: Debian's docker-compose,
+// else Docker's `docker compose`; it fails the test, saying how to get one,
+// when there is neither.
+func composeCommand(t *testing.T) []string {
+	t.Helper()
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{p}
+	}
+	if p, err := exec.LookPath("docker"); err == nil && exec.Command(p, "compose", "version").Run() == nil {
+		return []string{p, "compose"}
+	}
+	t.Fatal("docker-compose is not installed, so docker-compose.yml cannot be checked: " +
+		"apt-get install docker-compose (Debian's package; no Docker engine needed for this test) or install Docker Compose v2 (`docker compose`)")
+	return nil
+}
