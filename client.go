@@ -224,6 +224,29 @@ func (c *Client) Catalog(ctx context.Context, ns string) ([]TaskInfo, error) {
 	return n.Catalog(ctx)
 }
 
+// Watch passes what the workers of namespace ns report of the invocations
+// they run (when one has run for 50 ms, and when it ends) to fn, which must
+// not block for long, until ctx ends. It is best effort: a watcher that
+// falls behind misses some. The transport must implement wire.Monitor, as
+// the loopback and AMQP ones do.
+func (c *Client) Watch(ctx context.Context, ns string, fn func(Activity)) error {
+	n, err := c.namespace(ns)
+	if err != nil {
+		return err
+	}
+	return n.Watch(ctx, fn)
+}
+
+// Servers lists the live serving processes of namespace ns with the tasks
+// they serve and their compute slots, busy and in all.
+func (c *Client) Servers(ctx context.Context, ns string) ([]ServerInfo, error) {
+	n, err := c.namespace(ns)
+	if err != nil {
+		return nil, err
+	}
+	return n.Servers(ctx)
+}
+
 // Cancel asks whichever worker runs invocation id in namespace ns to cancel
 // it; through its context the cancellation reaches its children too.
 func (c *Client) Cancel(ctx context.Context, ns, id string) error {

@@ -17,6 +17,14 @@ type Transport = wire.Transport
 // failed, cancelled or timed_out.
 type State = wire.State
 
+// Activity is a worker's report of an invocation it runs, as Client.Watch
+// passes it on; see wire.Activity.
+type Activity = wire.Activity
+
+// ServerInfo is one serving process of a namespace, with the tasks it
+// serves and its compute slots; see wire.ServerInfo.
+type ServerInfo = wire.ServerInfo
+
 // JSON returns the JSON codec, the default: every language speaks it.
 func JSON() Codec { return codec.JSON{} }
 

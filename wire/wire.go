@@ -134,6 +134,50 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// Monitor is implemented by transports that show monitors, such as the
+// gateway's dashboard, what the servers of their namespace do.
+type Monitor interface {
+	// Report tells monitors about an invocation this process serves. It is
+	// best effort and must not block for long.
+	Report(a Activity)
+	// Watch passes every Activity that servers of the namespace report to
+	// fn (which must not block for long) until ctx ends.
+	Watch(ctx context.Context, fn func(Activity)) error
+	// Servers lists the live servers of the namespace.
+	Servers(ctx context.Context) ([]ServerInfo, error)
+}
+
+// Activity is a server's report of an invocation it serves: it has run for
+// a while (State Running), or it ended (a final State).
+type Activity struct {
+	ID     string    `json:"id"`
+	Parent string    `json:"parent,omitempty"`
+	Task   string    `json:"task"`
+	Worker string    `json:"worker,omitempty"`
+	State  State     `json:"state"`
+	Start  time.Time `json:"start"`          // when it started running
+	End    time.Time `json:"end,omitzero"`   // with a final State
+	Code   string    `json:"code,omitempty"` // the error's code, if it failed
+}
+
+// ServerInfo describes one serving process of a namespace, as it last
+// announced itself.
+type ServerInfo struct {
+	ID     string   `json:"id"`
+	Worker string   `json:"worker,omitempty"`
+	Tasks  []string `json:"tasks"`
+	Busy   int      `json:"busy"` // compute slots taken
+	Size   int      `json:"size"` // compute slots in all; 0: unbounded
+}
+
+// Loader is implemented by handlers that know their worker's name and
+// compute slots, which serving transports report in ServerInfo.
+type Loader interface {
+	// Load returns the worker's name, how many compute slots are busy, and
+	// how many there are.
+	Load() (worker string, busy, size int)
+}
+
 // TraceID returns the trace id in a W3C traceparent
 // ("00-<trace id>-<span id>-<flags>"), or "" if it has none.
 func TraceID(traceparent string) string {

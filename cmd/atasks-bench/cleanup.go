@@ -7,7 +7,7 @@ import (
 // deleteAtasksObjects deletes, for each namespace of tasks, the queues and
 // exchanges atasks declares under the run's prefix (docs/PROTOCOL.md §1):
 // the task queues of tasks[ns], the dead-letter and lease queues, and the
-// tasks, control, dlx and lease exchanges.
+// tasks, control, dlx, lease and activity exchanges.
 func deleteAtasksObjects(e *env, tasks map[string][]string) error {
 	conn, err := amqp.Dial(e.amqpURL)
 	if err != nil {
@@ -25,7 +25,7 @@ func deleteAtasksObjects(e *env, tasks map[string][]string) error {
 				progress("delete queue %s: %v", q, err)
 			}
 		}
-		for _, x := range []string{".tasks", ".control", ".dlx", ".lease"} {
+		for _, x := range []string{".tasks", ".control", ".dlx", ".lease", ".activity"} {
 			if err := withChannel(conn, func(ch *amqp.Channel) error { return ch.ExchangeDelete(base+x, false, false) }); err != nil {
 				progress("delete exchange %s: %v", base+x, err)
 			}

@@ -110,7 +110,7 @@ func (s *system) deleteTopology() {
 		}
 	}
 	for _, ns := range []string{"default", "seed"} {
-		for _, x := range []string{"tasks", "control", "dlx", "lease"} {
+		for _, x := range []string{"tasks", "control", "dlx", "lease", "activity"} {
 			if ch, err := conn.Channel(); err == nil {
 				_ = ch.ExchangeDelete(s.prefix+"."+ns+"."+x, false, false)
 				ch.Close()

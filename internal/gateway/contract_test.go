@@ -162,6 +162,8 @@ func TestContract(t *testing.T) {
 		{closed, "GET", "/v1/ws", upgrade, "", 503, "shutting_down"},
 		{srv, "GET", "/", nil, "", 200, ""},
 		{srv, "GET", "/", etag("/"), "", 304, ""},
+		{srv, "GET", "/dashboard", nil, "", 200, ""},
+		{srv, "GET", "/dashboard", etag("/dashboard"), "", 304, ""},
 		{srv, "GET", "/ui/app.js", nil, "", 200, ""},
 		{srv, "GET", "/ui/app.js", etag("/ui/app.js"), "", 304, ""},
 		{srv, "GET", "/ui/nope.js", nil, "", 404, "not_found"},

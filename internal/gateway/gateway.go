@@ -109,6 +109,7 @@ type Gateway struct {
 	validator *validator
 	handler   http.Handler
 	metrics   *metrics.Gateway
+	monitor   *monitor // the dashboard's feed
 
 	// life ends at Close; waiters for outcomes stop then, while the
 	// invocations themselves go on.
@@ -130,6 +131,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished), validator: v}
 	g.metrics = metrics.NewGateway(cfg.Metrics, g.store.len)
+	g.monitor = newMonitor(g)
 	g.store.onEvict = g.metrics.Evicted
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.handler = g.routes()

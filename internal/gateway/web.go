@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -61,13 +62,15 @@ var webFiles = func() map[string]webFile {
 // connections besides the gateway's HTTP API and WebSocket.
 const webCSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
-// mountWeb serves the page at GET / and its assets at GET /ui/{file}.
+// mountWeb serves the call page at GET /, the dashboard at GET /dashboard
+// and their assets at GET /ui/{file}.
 func mountWeb(r chi.Router) {
 	r.Get("/", func(w http.ResponseWriter, r *http.Request) { serveWebFile(w, r, "index.html") })
+	r.Get("/dashboard", func(w http.ResponseWriter, r *http.Request) { serveWebFile(w, r, "dashboard.html") })
 	r.Get("/ui/{file}", func(w http.ResponseWriter, r *http.Request) {
 		name := chi.URLParam(r, "file")
-		if name == "index.html" {
-			name = "" // served at / only
+		if strings.HasSuffix(name, ".html") {
+			name = "" // pages are served at their routes only
 		}
 		serveWebFile(w, r, name)
 	})
@@ -84,7 +87,7 @@ func serveWebFile(w http.ResponseWriter, r *http.Request, name string) {
 	h.Set("Cache-Control", "no-cache") // revalidate: the ETag answers 304 while unchanged
 	h.Set("ETag", f.etag)
 	h.Set("X-Content-Type-Options", "nosniff")
-	if name == "index.html" {
+	if strings.HasSuffix(name, ".html") {
 		h.Set("Content-Security-Policy", webCSP)
 		h.Set("Referrer-Policy", "no-referrer")
 	}

@@ -73,6 +73,7 @@ const (
 	typeCall      = "call"
 	typeCancel    = "cancel"
 	typeSubscribe = "subscribe"
+	typeMonitor   = "monitor"
 )
 
 // wsHandler serves GET /v1/ws for a gateway.
@@ -162,8 +163,9 @@ type wsConn struct {
 // wsOp is an open call or subscription.
 type wsOp struct {
 	ref, ns string
-	sub     bool // a subscription
-	detach  bool // a call that outlives the connection
+	sub     bool               // a subscription
+	stop    context.CancelFunc // ends a monitor; nil for the others
+	detach  bool               // a call that outlives the connection
 	// Guarded by wsConn.mu:
 	id        string // the invocation, once started
 	cancelled bool   // cancelled before it started
@@ -301,17 +303,20 @@ type wsMessage struct {
 	Error      *atasks.Error `json:"error,omitempty"`
 }
 
-// send queues m for the writer. When the buffer is full it waits up to
-// wsSendWait for room (a burst outpaces the writer for a moment), then
-// ends the connection: the client is too slow. Only this connection's
-// goroutines ever wait on its buffer.
-func (c *wsConn) send(m wsMessage) {
+// send queues m for the writer; see sendAny.
+func (c *wsConn) send(m wsMessage) { c.sendAny(m.Ref, m) }
+
+// sendAny queues message m about ref for the writer. When the buffer is
+// full it waits up to wsSendWait for room (a burst outpaces the writer for
+// a moment), then ends the connection: the client is too slow. Only this
+// connection's goroutines ever wait on its buffer.
+func (c *wsConn) sendAny(ref string, m any) {
 	if c.ctx.Err() != nil {
 		return
 	}
 	b, err := json.Marshal(m)
 	if err != nil { // an error's details that are not JSON
-		b, _ = json.Marshal(wsMessage{Type: "error", Ref: m.Ref, Error: &atasks.Error{Code: "bad_output", Message: err.Error()}})
+		b, _ = json.Marshal(wsMessage{Type: "error", Ref: ref, Error: &atasks.Error{Code: "bad_output", Message: err.Error()}})
 	}
 	select {
 	case c.out <- b:
@@ -343,6 +348,8 @@ func (c *wsConn) handle(data []byte) {
 		c.call(m)
 	case m.Type == typeSubscribe:
 		c.subscribe(m)
+	case m.Type == typeMonitor:
+		c.monitor(m)
 	default:
 		c.cancel(m)
 	}
@@ -368,7 +375,7 @@ func (c *wsConn) subscribe(m clientMsg) {
 // opens records op unless its namespace is unknown, its ref is in use or
 // the connection's cap is reached, which it answers with an error.
 func (c *wsConn) opens(op *wsOp) bool {
-	if !slices.Contains(c.g.cfg.Client.Namespaces(), op.ns) {
+	if op.stop == nil && !slices.Contains(c.g.cfg.Client.Namespaces(), op.ns) {
 		c.fail(op.ref, &atasks.Error{Code: wire.CodeNamespaceNotFound, Message: fmt.Sprintf("namespace %q is not served by this gateway", op.ns)})
 		return false
 	}
@@ -489,6 +496,10 @@ func (c *wsConn) cancel(m clientMsg) {
 			op.cancelled = id == ""
 		}
 		c.mu.Unlock()
+		if ok && op.stop != nil {
+			op.stop() // a monitor: it ends, nothing answers
+			return
+		}
 		if !ok {
 			c.fail(m.Ref, &atasks.Error{Code: codeUnknownRef, Message: fmt.Sprintf("no open call or subscription has ref %q", m.Ref)})
 			return
@@ -499,6 +510,59 @@ func (c *wsConn) cancel(m clientMsg) {
 	}
 	if !c.g.store.cancel(ns, id) && m.Ref == "" {
 		c.fail("", c.missing(ns, id))
+	}
+}
+
+// monitor opens op m.Ref and feeds it what the monitor sees, in its op
+// goroutine, until it is cancelled or the connection ends.
+func (c *wsConn) monitor(m clientMsg) {
+	ctx, stop := context.WithCancel(c.ctx)
+	op := &wsOp{ref: m.Ref, stop: stop}
+	if !c.opens(op) {
+		stop()
+		return
+	}
+	c.ops.Go(func() {
+		defer stop()
+		c.runMonitor(ctx, op)
+		c.forget(op)
+	})
+}
+
+// monitorMessage is a message of a monitor: a snapshot, an activity or stats.
+type monitorMessage struct {
+	Type        string          `json:"type"`
+	Ref         string          `json:"ref"`
+	Invocations []monInvocation `json:"invocations,omitempty"`
+	Invocation  *monInvocation  `json:"invocation,omitempty"`
+	Servers     []monServer     `json:"servers,omitempty"`
+	Tasks       []monTask       `json:"tasks,omitempty"`
+}
+
+// runMonitor sends op's snapshot, then every monitorFlush the invocations
+// that changed and every statsEvery the servers and tasks, until ctx ends.
+func (c *wsConn) runMonitor(ctx context.Context, op *wsOp) {
+	mon := c.g.monitor
+	s, snap := mon.subscribe()
+	defer mon.unsubscribe(s)
+	servers, tasks := mon.stats(ctx)
+	c.sendAny(op.ref, monitorMessage{Type: "snapshot", Ref: op.ref, Invocations: snap, Servers: servers, Tasks: tasks})
+	flush := time.NewTicker(monitorFlush)
+	defer flush.Stop()
+	stats := time.NewTicker(statsEvery)
+	defer stats.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-flush.C:
+			for _, inv := range mon.flush(s) {
+				c.sendAny(op.ref, monitorMessage{Type: "activity", Ref: op.ref, Invocation: &inv})
+			}
+		case <-stats.C:
+			servers, tasks := mon.stats(ctx)
+			c.sendAny(op.ref, monitorMessage{Type: "stats", Ref: op.ref, Servers: servers, Tasks: tasks})
+		}
 	}
 }
 
@@ -513,7 +577,7 @@ func (c *wsConn) missing(ns, id string) *atasks.Error {
 
 // clientMsg is a client's frame, decoded and checked.
 type clientMsg struct {
-	Type           string // typeCall, typeCancel or typeSubscribe
+	Type           string // typeCall, typeCancel, typeSubscribe or typeMonitor
 	Ref            string
 	NS, Task, ID   string
 	Input          any
@@ -562,8 +626,8 @@ func decodeFrame(data []byte) (clientMsg, *atasks.Error) {
 	if missing := missingField(f); missing != "" {
 		return m, frameError(codeMissingField, "the frame lacks "+missing)
 	}
-	if f.Type != typeCall && f.Type != typeCancel && f.Type != typeSubscribe {
-		return m, frameError(codeUnknownType, fmt.Sprintf("type %q is none of call, cancel, subscribe", f.Type))
+	if f.Type != typeCall && f.Type != typeCancel && f.Type != typeSubscribe && f.Type != typeMonitor {
+		return m, frameError(codeUnknownType, fmt.Sprintf("type %q is none of call, cancel, subscribe, monitor", f.Type))
 	}
 	if f.Timeout != "" {
 		d, err := time.ParseDuration(f.Timeout)
@@ -591,6 +655,8 @@ func missingField(f wsFrame) string {
 		return `"ref", or "id" and "ns"`
 	case f.Type == typeCancel && f.Ref == "" && f.NS == "":
 		return `"ns" (with "id")`
+	case f.Type == typeMonitor && f.Ref == "":
+		return `"ref"`
 	case f.Type != typeCall && f.Type != typeSubscribe:
 		return ""
 	case f.Ref == "":

@@ -148,7 +148,7 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	began := time.Now()
 	r.cfg.Metrics.Began(r.cfg.NS, req.Task)
 	ctx, span := r.startRunSpan(ctx, req)
-	notice := r.noticeRunning(req.ID, d)
+	notice := r.noticeRunning(req, d, began)
 	out, err := r.run(withInvocation(ctx, inv), h, c, req)
 	notice.stop()
 	inv.finish()
@@ -160,6 +160,11 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	endSpan(span, rep)
 	took := time.Since(began)
 	r.cfg.Metrics.Ended(r.cfg.NS, req.Task, string(rep.State), took)
+	var code string
+	if rep.Err != nil {
+		code = rep.Err.Code
+	}
+	r.report(req, rep.State, began, began.Add(took), code)
 	if r.cfg.Logger.Enabled(ctx, slog.LevelDebug) {
 		r.cfg.Logger.Debug("invocation ended", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent),
 			"state", rep.State, "attempt", req.Attempt, "took", took)
@@ -172,7 +177,8 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 // names its worker: one message fewer through the broker for most calls.
 const RunningAfter = 50 * time.Millisecond
 
-// runningNotice sends an invocation's "running" state after RunningAfter,
+// runningNotice sends an invocation's "running" state (and reports it to
+// monitors) after RunningAfter,
 // unless stopped first; once stop returns, it sends nothing more.
 type runningNotice struct {
 	mu    sync.Mutex
@@ -180,13 +186,14 @@ type runningNotice struct {
 	timer *time.Timer
 }
 
-func (r *Router) noticeRunning(id string, d wire.Delivery) *runningNotice {
+func (r *Router) noticeRunning(req *wire.Request, d wire.Delivery, began time.Time) *runningNotice {
 	n := &runningNotice{}
 	n.timer = time.AfterFunc(RunningAfter, func() {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if !n.done {
-			d.Notify(&wire.Reply{ID: id, State: wire.Running, Worker: r.cfg.Worker})
+			d.Notify(&wire.Reply{ID: req.ID, State: wire.Running, Worker: r.cfg.Worker})
+			r.report(req, wire.Running, began, time.Time{}, "")
 		}
 	})
 	return n

@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ type catalog struct {
 type catalogEntry struct {
 	tasks   []string
 	expires time.Time
+	info    wire.ServerInfo // as announced
 }
 
 func newCatalog() *catalog {
@@ -34,12 +36,27 @@ func (c *catalog) notifyLocked() {
 	c.changed = make(chan struct{})
 }
 
-// announce records that server offers tasks until now+ttl.
-func (c *catalog) announce(server string, tasks []string, ttl time.Duration, now time.Time) {
+// announce records that a server offers its tasks until now plus its TTL.
+func (c *catalog) announce(a announcement, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.servers[server] = catalogEntry{tasks: tasks, expires: now.Add(ttl)}
+	c.servers[a.Server] = catalogEntry{tasks: a.Tasks, expires: now.Add(time.Duration(a.TTLMs) * time.Millisecond),
+		info: wire.ServerInfo{ID: a.Server, Worker: a.Worker, Tasks: a.Tasks, Busy: a.Busy, Size: a.Size}}
 	c.notifyLocked()
+}
+
+// serverList returns the live servers, by id.
+func (c *catalog) serverList(now time.Time) []wire.ServerInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []wire.ServerInfo
+	for _, e := range c.servers {
+		if now.Before(e.expires) {
+			out = append(out, e.info)
+		}
+	}
+	slices.SortFunc(out, func(a, b wire.ServerInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }
 
 // leave forgets server.

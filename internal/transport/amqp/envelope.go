@@ -63,6 +63,10 @@ func (n topology) taskQueue(task string) string { return n.base + ".task." + tas
 // control is the fanout exchange carrying announcements, queries and cancels.
 func (n topology) control() string { return n.base + ".control" }
 
+// activity is the fanout exchange servers report invocations to, for
+// monitors (wire.Monitor).
+func (n topology) activity() string { return n.base + ".activity" }
+
 // dlx is the fanout exchange task queues dead-letter to.
 func (n topology) dlx() string { return n.base + ".dlx" }
 
@@ -384,6 +388,9 @@ type announcement struct {
 	Identity string   `json:"identity,omitempty"`
 	Tasks    []string `json:"tasks,omitempty"`
 	TTLMs    int64    `json:"ttl_ms,omitempty"`
+	Worker   string   `json:"worker,omitempty"`
+	Busy     int      `json:"busy,omitempty"`
+	Size     int      `json:"size,omitempty"`
 }
 
 // cancelRequest is the body of cancel messages.

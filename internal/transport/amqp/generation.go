@@ -225,6 +225,7 @@ func (g *generation) declareCommon() error {
 		{t.topo.control(), amqp.ExchangeFanout},
 		{t.topo.dlx(), amqp.ExchangeFanout},
 		{t.topo.lease(), amqp.ExchangeFanout},
+		{t.topo.activity(), amqp.ExchangeFanout},
 	} {
 		if err := ch.ExchangeDeclare(x.name, x.kind, true, false, false, false, nil); err != nil {
 			return fmt.Errorf("amqp: declare %s: %w", x.name, err)
@@ -337,7 +338,7 @@ func (g *generation) consumeControl(deliveries <-chan amqp.Delivery) {
 			if m.Type == typeLeave {
 				t.cat.leave(a.Server)
 			} else {
-				t.cat.announce(a.Server, a.Tasks, time.Duration(a.TTLMs)*time.Millisecond, time.Now())
+				t.cat.announce(a, time.Now())
 			}
 		case typeQuery:
 			if srv := g.srv.Load(); srv != nil {

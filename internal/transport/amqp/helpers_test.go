@@ -180,6 +180,7 @@ func (f *fixture) deleteAll() {
 		exchanges[tr.topo.tasks()] = true
 		exchanges[tr.topo.control()] = true
 		exchanges[tr.topo.dlx()] = true
+		exchanges[tr.topo.activity()] = true
 		if srv := tr.serving(); srv != nil {
 			for _, q := range srv.queues {
 				queues[q.name] = true

@@ -742,10 +742,14 @@ func (g *generation) announce(srv *server) {
 	for i, q := range srv.queues {
 		tasks[i] = q.task
 	}
-	g.control(typeAnnounce, announcement{
+	a := announcement{
 		Server: g.t.id, Identity: g.t.cfg.Identity, Tasks: tasks,
 		TTLMs: (3 * g.t.cfg.AnnounceInterval).Milliseconds(),
-	})
+	}
+	if l, ok := srv.h.(wire.Loader); ok {
+		a.Worker, a.Busy, a.Size = l.Load()
+	}
+	g.control(typeAnnounce, a)
 }
 
 // giveBack returns d's request to its task queue without counting a

@@ -27,6 +27,8 @@ type Transport struct {
 	// serveCtx is the parent of every handler's context; stopServing ends it.
 	serveCtx    context.Context
 	stopServing context.CancelFunc
+
+	watch watchers // see Watch
 }
 
 // New returns a loopback transport.
