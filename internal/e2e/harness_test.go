@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bin = dir
-	build := exec.Command("go", "build", "-race", "-o", dir+"/", "github.com/atasks-go/atasks/cmd/gateway", "github.com/atasks-go/atasks/cmd/worker", "github.com/atasks-go/atasks/internal/e2e/testworker")
+	build := exec.Command("go", "build", "-race", "-o", dir+"/", "github.com/atasks-go/atasks/cmd/gateway", "github.com/atasks-go/atasks/cmd/worker", "github.com/atasks-go/atasks/internal/e2e/testworker", "github.com/atasks-go/atasks/clients/go/conformance")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
