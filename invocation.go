@@ -12,7 +12,7 @@ type Invocation struct {
 	NS      string // namespace
 	Task    string // task name
 	Parent  string // id of the invocation that called this one; "" at the top
-	Attempt int    // delivery attempt, from 1
+	Attempt int    // attempt, from 1: a retry (see Retry) or a delivery after a worker died runs again
 }
 
 // InvocationFrom returns the invocation running in ctx. ok is false outside tasks.

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/atasks-go/atasks/internal/router"
 	"github.com/atasks-go/atasks/wire"
@@ -27,7 +28,10 @@ type Task[In, Out any] struct {
 // DefineOption changes how Define registers a task.
 type DefineOption func(*definition)
 
-type definition struct{ ns, name string }
+type definition struct {
+	ns, name string
+	policy   router.Policy
+}
 
 // Name sets the task's name. It defaults to the Go package and function name,
 // e.g. "demo.add" for func add in package demo.
@@ -35,6 +39,43 @@ func Name(name string) DefineOption { return func(d *definition) { d.name = name
 
 // InNamespace places the task in namespace ns. It defaults to "default".
 func InNamespace(ns string) DefineOption { return func(d *definition) { d.ns = ns } }
+
+// Timeout bounds each attempt of the task to d; a caller's deadline that
+// comes sooner wins. When it passes, the attempt's context ends and it
+// fails with code "timeout" (state timed_out). It defaults to none.
+func Timeout(d time.Duration) DefineOption { return func(def *definition) { def.policy.Timeout = d } }
+
+// RetryPolicy says how often and after what delays a task's invocation
+// runs again when an attempt fails with a retryable error (Error.Retryable;
+// other failures are final at once).
+type RetryPolicy struct {
+	// MaxAttempts is how many times an invocation may run in all,
+	// including the first. Callers may lower it (MaxAttempts).
+	MaxAttempts int
+	// Initial is the delay before the second attempt; each next delay is
+	// Multiplier times the last (default 2), at most Max (default: no cap),
+	// and varies randomly by ± Jitter of itself (0 to 1; default 0.2).
+	Initial, Max time.Duration
+	Multiplier   float64
+	Jitter       float64
+}
+
+// Retry makes the task retry retryable failures by p. Over AMQP the delay
+// is held by the broker (a per-delay queue whose messages expire back to
+// the task's queue), so a retry survives the restart of any process. The
+// attempt number is in InvocationFrom(ctx).Attempt.
+func Retry(p RetryPolicy) DefineOption {
+	return func(d *definition) {
+		if p.Multiplier == 0 {
+			p.Multiplier = 2
+		}
+		if p.Jitter == 0 {
+			p.Jitter = 0.2
+		}
+		d.policy.MaxAttempts, d.policy.Initial, d.policy.Max = p.MaxAttempts, p.Initial, p.Max
+		d.policy.Multiplier, d.policy.Jitter = p.Multiplier, min(max(p.Jitter, 0), 1)
+	}
+}
 
 // Define registers fn as a task and returns its definition. Define it once,
 // usually in a package-level var, in every program that calls or serves it:
@@ -52,7 +93,7 @@ func Define[In, Out any](fn func(context.Context, In) (Out, error), opts ...Defi
 	if d.name == "" {
 		d.name = funcName(fn)
 	}
-	register(d.ns, d.name, handlerOf(fn))
+	register(d.ns, d.name, router.Handler{Fn: handlerOf(fn), Policy: d.policy})
 	return &Task[In, Out]{ns: d.ns, name: d.name}
 }
 
@@ -87,7 +128,7 @@ func (t *Task[In, Out]) Start(ctx context.Context, in In, opts ...CallOption) *F
 	if err != nil {
 		return &Future[Out]{err: &Error{Code: wire.CodeBadInput, Message: fmt.Sprintf("encode input of %s: %v", t.name, err)}}
 	}
-	req := &wire.Request{ID: cc.id, NS: t.ns, Task: t.name, Codec: c.Name(), Body: body}
+	req := &wire.Request{ID: cc.id, NS: t.ns, Task: t.name, Codec: c.Name(), Body: body, MaxAttempts: cc.maxAttempts}
 	return &Future[Out]{p: r.Start(ctx, req, cc.observer()), codecs: r.codecs}
 }
 
@@ -101,13 +142,18 @@ func Ref[In, Out any](ns, name string) *Task[In, Out] {
 type CallOption func(*callConfig)
 
 type callConfig struct {
-	id      string
-	onState func(Event)
+	id          string
+	onState     func(Event)
+	maxAttempts int
 }
 
 // WithID gives the invocation a caller-chosen id instead of a generated one.
 // It must be unique among the calls in flight.
 func WithID(id string) CallOption { return func(c *callConfig) { c.id = id } }
+
+// MaxAttempts caps how many times this call's invocation may run when its
+// task retries failures (see Retry): the lower of n and the task's own.
+func MaxAttempts(n int) CallOption { return func(c *callConfig) { c.maxAttempts = n } }
 
 // OnState makes the call report the invocation's progress to fn: when it
 // starts running and when it starts awaiting a child. fn must not block; it
@@ -118,7 +164,9 @@ func (c callConfig) observer() func(*wire.Reply) {
 	if c.onState == nil {
 		return nil
 	}
-	return func(r *wire.Reply) { c.onState(Event{ID: r.ID, State: r.State, Child: r.Child, Worker: r.Worker}) }
+	return func(r *wire.Reply) {
+		c.onState(Event{ID: r.ID, State: r.State, Child: r.Child, Worker: r.Worker, Attempt: r.Attempt})
+	}
 }
 
 // Event is a change in a running invocation.
@@ -127,6 +175,9 @@ type Event struct {
 	State  State  // its state now
 	Child  string // if set, the invocation started awaiting this child invocation
 	Worker string // who runs it, when known
+	// Attempt is the attempt running, or with State queued (a retry
+	// waits) the next one; 0 when unknown.
+	Attempt int
 }
 
 // handlerOf adapts a typed function to the router.
@@ -147,14 +198,14 @@ func handlerOf[In, Out any](fn func(context.Context, In) (Out, error)) router.Ha
 // The tasks defined in this program: namespace → name → handler.
 var (
 	definedMu sync.RWMutex
-	defined   = map[string]map[string]router.HandlerFunc{}
+	defined   = map[string]map[string]router.Handler{}
 )
 
-func register(ns, name string, h router.HandlerFunc) {
+func register(ns, name string, h router.Handler) {
 	definedMu.Lock()
 	defer definedMu.Unlock()
 	if defined[ns] == nil {
-		defined[ns] = map[string]router.HandlerFunc{}
+		defined[ns] = map[string]router.Handler{}
 	}
 	if _, dup := defined[ns][name]; dup {
 		panic(fmt.Sprintf("atasks: task %q defined twice in namespace %q", name, ns))
@@ -163,10 +214,10 @@ func register(ns, name string, h router.HandlerFunc) {
 }
 
 // definedIn returns the tasks defined in namespace ns.
-func definedIn(ns string) map[string]router.HandlerFunc {
+func definedIn(ns string) map[string]router.Handler {
 	definedMu.RLock()
 	defer definedMu.RUnlock()
-	hs := make(map[string]router.HandlerFunc, len(defined[ns]))
+	hs := make(map[string]router.Handler, len(defined[ns]))
 	for name, h := range defined[ns] {
 		hs[name] = h
 	}

@@ -108,15 +108,17 @@ func (w *Worker) Start(ctx context.Context) error {
 
 // handlers returns what the worker serves in namespace ns, each running
 // with the client in its context.
-func (w *Worker) handlers(ns string) map[string]router.HandlerFunc {
-	hs := map[string]router.HandlerFunc{}
+func (w *Worker) handlers(ns string) map[string]router.Handler {
+	hs := map[string]router.Handler{}
 	for name, h := range definedIn(ns) {
 		if len(w.cfg.Tasks) > 0 && !slices.Contains(w.cfg.Tasks, name) && !slices.Contains(w.cfg.Tasks, ns+"/"+name) {
 			continue
 		}
-		hs[name] = func(ctx context.Context, c wire.Codec, body []byte) ([]byte, error) {
-			return h(WithClient(ctx, w.client), c, body)
+		fn := h.Fn
+		h.Fn = func(ctx context.Context, c wire.Codec, body []byte) ([]byte, error) {
+			return fn(WithClient(ctx, w.client), c, body)
 		}
+		hs[name] = h
 	}
 	return hs
 }

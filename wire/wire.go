@@ -45,20 +45,22 @@ type Request struct {
 	Parent      string    // invocation id of the calling task, if any
 	TraceParent string    // W3C trace context of the caller, if any
 	Attempt     int       // delivery attempt, from 1; set by the serving transport
+	MaxAttempts int       // if > 0, the caller's cap on attempts, below the task's own
 	ReplyTo     string    // the caller's address; set and read by transports only
 }
 
 // Reply tells a caller about one invocation: state changes while it runs
 // and, last, its outcome. A reply whose State is final is the outcome.
 type Reply struct {
-	ID     string
-	Task   string // the task's name, when the server knows it
-	State  State  // Running while in progress, then a final state
-	Child  string // with State Running: the invocation started awaiting invocation Child
-	Worker string // with State Running: who runs it
-	Codec  string // codec of Body
-	Body   []byte // the task's output when State is Succeeded
-	Err    *Error // the failure when State is Failed, Cancelled or TimedOut
+	ID      string
+	Task    string // the task's name, when the server knows it
+	State   State  // Running while in progress, Queued while a retry waits, then a final state
+	Child   string // with State Running: the invocation started awaiting invocation Child
+	Worker  string // who runs it (ran it, with a final state)
+	Attempt int    // the attempt running, or with State Queued the next one; 0 if unknown
+	Codec   string // codec of Body
+	Body    []byte // the task's output when State is Succeeded
+	Err     *Error // the failure when State is Failed, Cancelled or TimedOut; with Queued, the last attempt's
 }
 
 // Codec encodes task inputs and outputs. Implementations must be safe for
@@ -168,6 +170,17 @@ type ServerInfo struct {
 	Tasks  []string `json:"tasks"`
 	Busy   int      `json:"busy"` // compute slots taken
 	Size   int      `json:"size"` // compute slots in all; 0: unbounded
+}
+
+// Retrier is implemented by deliveries whose transport can deliver the
+// request again later. A handler that retries calls Retry and, if it
+// returns nil, answers with a Reply in State Queued: the transport passes
+// it to the caller as a state change and settles the delivery without an
+// outcome; the outcome comes from a later attempt.
+type Retrier interface {
+	// Retry makes the request be delivered again as attempt attempt after
+	// delay, durably where the transport can (AMQP: in the broker).
+	Retry(ctx context.Context, attempt int, delay time.Duration) error
 }
 
 // Loader is implemented by handlers that know their worker's name and

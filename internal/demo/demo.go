@@ -5,6 +5,7 @@ package demo
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/atasks-go/atasks"
@@ -97,6 +98,31 @@ var Fail = atasks.Define(fail)
 func fail(_ context.Context, in FailIn) (any, error) {
 	err := atasks.NewError(in.Code, in.Message, in.Details)
 	err.Retryable = in.Retryable
+	return nil, err
+}
+
+// FlakyIn is the input of Flaky.
+type FlakyIn struct {
+	Fail      int  `json:"fail"`      // how many first attempts fail
+	Permanent bool `json:"permanent"` // fail with a non-retryable error: no retry
+	Value     any  `json:"value"`
+}
+
+// Flaky fails its first Fail attempts with a retryable error ("flaky"), or
+// a non-retryable one ("broken") if Permanent, then returns Value. It
+// retries up to 4 attempts in all, 1 s then 2 s apart (± 20%).
+var Flaky = atasks.Define(flaky, atasks.Retry(atasks.RetryPolicy{MaxAttempts: 4, Initial: time.Second, Max: 4 * time.Second}))
+
+func flaky(ctx context.Context, in FlakyIn) (any, error) {
+	inv, _ := atasks.InvocationFrom(ctx)
+	if inv.Attempt > in.Fail {
+		return in.Value, nil
+	}
+	if in.Permanent {
+		return nil, atasks.NewError("broken", fmt.Sprintf("attempt %d failed for good", inv.Attempt), nil)
+	}
+	err := atasks.NewError("flaky", fmt.Sprintf("attempt %d failed, try again", inv.Attempt), nil)
+	err.Retryable = true
 	return nil, err
 }
 

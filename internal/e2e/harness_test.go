@@ -215,6 +215,7 @@ type invocation struct {
 	State    string          `json:"state"`
 	Result   json.RawMessage `json:"result"`
 	Children []string        `json:"children"`
+	Attempt  int             `json:"attempt"`
 	Error    *struct {
 		Code      string `json:"code"`
 		Message   string `json:"message"`

@@ -398,6 +398,9 @@ func (g *Gateway) onState(e atasks.Event) {
 		if e.Worker != "" {
 			inv.Worker = e.Worker
 		}
+		if e.Attempt > 0 {
+			inv.Attempt = e.Attempt
+		}
 		if e.Child != "" {
 			inv.Children = append(inv.Children, e.Child)
 		}

@@ -19,6 +19,7 @@ type Invocation struct {
 	StartedAt  *time.Time      `json:"started_at,omitempty"`
 	FinishedAt *time.Time      `json:"finished_at,omitempty"`
 	Worker     string          `json:"worker,omitempty"`
+	Attempt    int             `json:"attempt,omitempty"`
 	Children   []string        `json:"children,omitempty"`
 	Result     json.RawMessage `json:"result,omitempty"`
 	Error      *atasks.Error   `json:"error,omitempty"`

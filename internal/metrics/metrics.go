@@ -38,6 +38,7 @@ type Invocations struct {
 	total    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
+	retries  *prometheus.CounterVec // the worker's only
 }
 
 // NewInvocations registers the invocation metrics of a part ("worker" or
@@ -59,7 +60,21 @@ func NewInvocations(reg prometheus.Registerer, part string) *Invocations {
 		}, []string{"ns", "task"}),
 	}
 	reg.MustRegister(m.total, m.duration, m.inFlight)
+	if part == "worker" {
+		m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atasks_worker_retries_total",
+			Help: "Attempts that failed with a retryable error and were scheduled to run again, by namespace and task.",
+		}, []string{"ns", "task"})
+		reg.MustRegister(m.retries)
+	}
 	return m
+}
+
+// Retried records that an attempt of task in ns will run again.
+func (m *Invocations) Retried(ns, task string) {
+	if m != nil && m.retries != nil {
+		m.retries.WithLabelValues(ns, task).Inc()
+	}
 }
 
 // Began records that an invocation of task in ns started.

@@ -157,9 +157,9 @@ func (r *Router) deliver(rep *wire.Reply) {
 	case p == nil:
 		r.cfg.Logger.Debug("reply for no call in flight", "task", rep.Task, "invocation_id", rep.ID, "state", rep.State)
 	case rep.State.Final():
-		if p.observe != nil && rep.Worker != "" && !p.ran.Load() {
+		if p.observe != nil && (rep.Worker != "" || rep.Attempt > 0) && !p.ran.Load() {
 			// It ended before its "running" state was sent: report it now.
-			p.observe(&wire.Reply{ID: rep.ID, State: wire.Running, Worker: rep.Worker})
+			p.observe(&wire.Reply{ID: rep.ID, State: wire.Running, Worker: rep.Worker, Attempt: rep.Attempt})
 		}
 		p.complete(rep)
 	case p.observe != nil:

@@ -56,7 +56,7 @@ type Router struct {
 	mu    sync.Mutex
 	calls map[string]*Pending // calls in flight, by invocation id
 
-	handlers map[string]HandlerFunc // set once by Serve
+	handlers map[string]Handler // set once by Serve
 	slots    *Slots
 	cancels  sync.WaitGroup // cancel messages being sent
 }
@@ -115,7 +115,7 @@ func (r *Router) Cancel(ctx context.Context, id string) error {
 
 // Serve starts serving handlers, computing at most slots.Size() at once
 // (nil slots: no bound).
-func (r *Router) Serve(ctx context.Context, handlers map[string]HandlerFunc, slots *Slots) error {
+func (r *Router) Serve(ctx context.Context, handlers map[string]Handler, slots *Slots) error {
 	names := make([]string, 0, len(handlers))
 	for name := range handlers {
 		names = append(names, name)
@@ -124,40 +124,56 @@ func (r *Router) Serve(ctx context.Context, handlers map[string]HandlerFunc, slo
 	return r.cfg.Transport.Serve(ctx, names, r)
 }
 
-// Handle implements wire.Handler: it runs req's task and returns its outcome.
+// Handle implements wire.Handler: it runs req's task and returns its
+// outcome, or, when the attempt failed and its task's policy retries it,
+// a Queued reply (see wire.Retrier).
 func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery) *wire.Reply {
-	fail := func(e *wire.Error) *wire.Reply {
-		return &wire.Reply{ID: req.ID, Task: req.Task, State: e.StateOf(), Err: e}
-	}
 	c, err := r.cfg.Codecs.Get(req.Codec)
 	if err != nil {
-		return fail(wire.AsError(err))
+		return failure(req.ID, err)
 	}
 	h, ok := r.handlers[req.Task]
 	if !ok {
-		return fail(&wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("task %q is not served here", req.Task)})
+		return failure(req.ID, &wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("task %q is not served here", req.Task)})
 	}
 	// The task's context ends when it returns, so that children it left
 	// running are cancelled and a goroutine waiting for a slot gives up.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if h.Policy.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, h.Policy.Timeout) // the caller's deadline, if sooner, stays
+		defer cancel()
+	}
 	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, Worker: r.cfg.Worker, ctx: ctx, delivery: d, slots: r.slots}
 	if err := inv.start(); err != nil {
-		return fail(wire.AsError(err))
+		return failure(req.ID, err)
 	}
 	began := time.Now()
 	r.cfg.Metrics.Began(r.cfg.NS, req.Task)
 	ctx, span := r.startRunSpan(ctx, req)
 	notice := r.noticeRunning(req, d, began)
-	out, err := r.run(withInvocation(ctx, inv), h, c, req)
+	out, err := r.run(withInvocation(ctx, inv), h.Fn, c, req)
 	notice.stop()
 	inv.finish()
-	rep := &wire.Reply{ID: req.ID, Task: req.Task, State: wire.Succeeded, Codec: c.Name(), Body: out}
+	rep := &wire.Reply{ID: req.ID, State: wire.Succeeded, Codec: c.Name(), Body: out}
 	if err != nil {
-		rep = fail(wire.AsError(err))
+		rep = failure(req.ID, err)
 	}
-	rep.Worker = r.cfg.Worker
+	rep.Task, rep.Worker, rep.Attempt = req.Task, r.cfg.Worker, req.Attempt
+	if rep.Err != nil {
+		if retry := r.retry(req, d, h.Policy, rep.Err); retry != nil {
+			rep = retry
+		}
+	}
 	endSpan(span, rep)
+	r.ended(ctx, req, rep, began)
+	return rep
+}
+
+// ended records that attempt req, begun at began, ended with rep (Queued
+// if it will run again): in the metrics, for monitors and, at debug level,
+// in the log.
+func (r *Router) ended(ctx context.Context, req *wire.Request, rep *wire.Reply, began time.Time) {
 	took := time.Since(began)
 	r.cfg.Metrics.Ended(r.cfg.NS, req.Task, string(rep.State), took)
 	var code string
@@ -169,7 +185,6 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 		r.cfg.Logger.Debug("invocation ended", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent),
 			"state", rep.State, "attempt", req.Attempt, "took", took)
 	}
-	return rep
 }
 
 // RunningAfter is how long a task runs before its "running" state is sent
@@ -192,7 +207,7 @@ func (r *Router) noticeRunning(req *wire.Request, d wire.Delivery, began time.Ti
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if !n.done {
-			d.Notify(&wire.Reply{ID: req.ID, State: wire.Running, Worker: r.cfg.Worker})
+			d.Notify(&wire.Reply{ID: req.ID, State: wire.Running, Worker: r.cfg.Worker, Attempt: req.Attempt})
 			r.report(req, wire.Running, began, time.Time{}, "")
 		}
 	})

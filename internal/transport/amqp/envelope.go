@@ -35,6 +35,8 @@ const (
 	headerParent           = "atasks-parent"
 	headerTraceParent      = "traceparent"
 	headerAttempt          = "atasks-attempt"
+	headerMaxAttempts      = "atasks-max-attempts"
+	headerRetries          = "atasks-retries"
 	headerLeaseHolder      = "atasks-lease-holder"
 	headerDeliveryCount    = "x-delivery-count"
 	headerDeath            = "x-death"
@@ -77,6 +79,13 @@ func (n topology) dead() string { return n.base + ".dead" }
 // the quorum queue bound to it, which dead-letters expired copies back to
 // the tasks exchange.
 func (n topology) lease() string { return n.base + ".lease" }
+
+// retry is the classic queue where retries of task wait about delay (a
+// bucket of the ladder retryBucket makes); its messages expire back to
+// the tasks exchange, to the task's queue.
+func (n topology) retry(task string, bucket time.Duration) string {
+	return fmt.Sprintf("%s.retry.%s.%d", n.base, task, bucket.Milliseconds())
+}
 
 // taskOfQueue is the task whose queue is name, if name is a task queue.
 func (n topology) taskOfQueue(name string) (string, bool) {
@@ -146,6 +155,9 @@ func requestPublishing(req *wire.Request, replyTo string, now time.Time) amqp.Pu
 	}
 	if req.TraceParent != "" {
 		h[headerTraceParent] = req.TraceParent
+	}
+	if req.MaxAttempts > 0 {
+		h[headerMaxAttempts] = int64(req.MaxAttempts)
 	}
 	return amqp.Publishing{
 		Headers:       h,
@@ -300,6 +312,7 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 	}
 	req.Parent, _ = headerString(m.Headers, headerParent)
 	req.TraceParent, _ = headerString(m.Headers, headerTraceParent)
+	req.MaxAttempts = headerInt(m.Headers, headerMaxAttempts)
 	if req.ID == "" {
 		return req, &wire.Error{Code: wire.CodeBadInput, Message: "request without message_id"}
 	}
@@ -320,17 +333,18 @@ type replyEnvelope struct {
 	Task   string      `json:"task,omitempty"`
 	State  wire.State  `json:"state"`
 	Child  string      `json:"child,omitempty"`
-	Worker string      `json:"worker,omitempty"`
-	Codec  string      `json:"codec,omitempty"`
-	Body   []byte      `json:"body,omitempty"`
-	Error  *wire.Error `json:"error,omitempty"`
+	Worker  string      `json:"worker,omitempty"`
+	Attempt int         `json:"attempt,omitempty"`
+	Codec   string      `json:"codec,omitempty"`
+	Body    []byte      `json:"body,omitempty"`
+	Error   *wire.Error `json:"error,omitempty"`
 }
 
 // replyPublishing is the message that carries r. Final replies are
 // persistent; state changes are not.
 func replyPublishing(r *wire.Reply, now time.Time) (amqp.Publishing, error) {
 	body, err := json.Marshal(replyEnvelope{
-		ID: r.ID, Task: r.Task, State: r.State, Child: r.Child, Worker: r.Worker,
+		ID: r.ID, Task: r.Task, State: r.State, Child: r.Child, Worker: r.Worker, Attempt: r.Attempt,
 		Codec: r.Codec, Body: r.Body, Error: r.Err,
 	})
 	if err != nil {
@@ -372,7 +386,7 @@ func decodeReply(body []byte) (*wire.Reply, error) {
 		return nil, fmt.Errorf("amqp: decode reply %s: state %s without error", e.ID, e.State)
 	}
 	return &wire.Reply{
-		ID: e.ID, Task: e.Task, State: e.State, Child: e.Child, Worker: e.Worker,
+		ID: e.ID, Task: e.Task, State: e.State, Child: e.Child, Worker: e.Worker, Attempt: e.Attempt,
 		Codec: e.Codec, Body: e.Body, Err: e.Error,
 	}, nil
 }

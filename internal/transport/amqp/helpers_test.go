@@ -181,6 +181,7 @@ func (f *fixture) deleteAll() {
 		exchanges[tr.topo.control()] = true
 		exchanges[tr.topo.dlx()] = true
 		exchanges[tr.topo.activity()] = true
+		tr.retryQueues.Range(func(q, _ any) bool { queues[q.(string)] = true; return true })
 		if srv := tr.serving(); srv != nil {
 			for _, q := range srv.queues {
 				queues[q.name] = true

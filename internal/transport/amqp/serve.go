@@ -434,6 +434,10 @@ func (t *Transport) run(d *delivery) {
 		return
 	}
 	log := t.log.With(d.logAttrs()...)
+	if rep != nil && !rep.State.Final() {
+		d.Notify(rep) // a retry is confirmed in its queue (see Retry): this attempt is settled
+		rep = nil
+	}
 	if rep != nil {
 		msg, err := replyPublishing(rep, time.Now())
 		if err == nil {
@@ -477,7 +481,7 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 	switch {
 	case bad != nil:
 		return fail(bad)
-	case req.Attempt > t.cfg.DeliveryLimit:
+	case req.Attempt-headerInt(d.msg.Headers, headerRetries) > t.cfg.DeliveryLimit: // retries are not failed deliveries
 		t.cfg.Metrics.DeadLettered(t.cfg.Namespace, d.q.task)
 		return fail(poisonError(t.cfg.DeliveryLimit))
 	case !req.Deadline.IsZero() && !time.Now().Before(req.Deadline):

@@ -79,6 +79,8 @@ type Transport struct {
 	inflight   map[string]struct{}         // sent requests without a final reply yet
 	asks       map[string]chan leaseAnswer // lease queries waiting, by correlation id
 
+	retryQueues sync.Map // names of the retry queues declared, for tests to delete
+
 	stopCtx context.Context // ends reconnecting; cancelled last by Close
 	stop    context.CancelFunc
 	killCtx context.Context // parent of handler contexts and reply publishes

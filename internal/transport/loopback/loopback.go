@@ -92,13 +92,7 @@ func (t *Transport) Send(_ context.Context, req *wire.Request) error {
 
 func (t *Transport) handle(ctx context.Context, req *wire.Request) {
 	defer t.wg.Done()
-	var rep *wire.Reply
-	if err := ctx.Err(); err != nil { // cancelled, or the deadline passed, before it started
-		e := wire.AsError(err)
-		rep = &wire.Reply{ID: req.ID, Task: req.Task, State: e.StateOf(), Err: e}
-	} else {
-		rep = t.handler.Handle(ctx, req, delivery{t})
-	}
+	rep := t.attempts(ctx, req)
 	t.mu.Lock()
 	if cancel, ok := t.running[req.ID]; ok {
 		cancel()
@@ -153,10 +147,51 @@ func withDeadline(ctx context.Context, cancel context.CancelFunc, d time.Time) (
 	return dctx, func() { dcancel(); cancel() }
 }
 
-// delivery is the loopback's side of a request being handled: replies go
-// straight to the caller, and there is no flow to control.
-type delivery struct{ t *Transport }
+// attempts runs req's handler until it answers an outcome: each time it
+// retries instead (see wire.Retrier), the Queued state goes to the caller
+// and the next attempt runs after the delay, in this goroutine, under the
+// same context, so that cancelling the invocation or its deadline ends
+// the wait too.
+func (t *Transport) attempts(ctx context.Context, req *wire.Request) *wire.Reply {
+	for {
+		if err := ctx.Err(); err != nil { // cancelled, or the deadline passed, before it started
+			e := wire.AsError(err)
+			return &wire.Reply{ID: req.ID, Task: req.Task, State: e.StateOf(), Err: e}
+		}
+		d := &delivery{t: t}
+		rep := t.handler.Handle(ctx, req, d)
+		if rep.State.Final() || d.attempt == 0 {
+			return rep
+		}
+		t.deliver(rep)
+		wait := time.NewTimer(d.delay)
+		select {
+		case <-wait.C:
+		case <-ctx.Done():
+			wait.Stop()
+		}
+		next := *req
+		next.Attempt = d.attempt
+		req = &next
+	}
+}
 
-func (d delivery) Notify(r *wire.Reply) { d.t.deliver(r) }
-func (d delivery) Suspend()             {}
-func (d delivery) Resume()              {}
+// delivery is the loopback's side of a request being handled: replies go
+// straight to the caller, there is no flow to control, and a retry is
+// remembered for attempts to run.
+type delivery struct {
+	t       *Transport
+	attempt int // set by Retry
+	delay   time.Duration
+}
+
+func (d *delivery) Notify(r *wire.Reply) { d.t.deliver(r) }
+func (d *delivery) Suspend()             {}
+func (d *delivery) Resume()              {}
+
+// Retry implements wire.Retrier: attempts runs attempt after delay. It
+// does not survive the process.
+func (d *delivery) Retry(_ context.Context, attempt int, delay time.Duration) error {
+	d.attempt, d.delay = attempt, delay
+	return nil
+}

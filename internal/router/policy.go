@@ -1,0 +1,78 @@
+package router
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/atasks-go/atasks/wire"
+)
+
+// Handler is a served task: its function and its policy.
+type Handler struct {
+	Fn     HandlerFunc
+	Policy Policy
+}
+
+// Policy is how a task is run: how long each attempt may take, and which
+// failures are tried again, how often and after what delay.
+type Policy struct {
+	// Timeout bounds each attempt; the caller's deadline wins when sooner.
+	// Zero: no bound of the task's own.
+	Timeout time.Duration
+	// MaxAttempts is how many times an invocation may run in all when its
+	// attempts fail with retryable errors; below 2 it never retries.
+	MaxAttempts int
+	// Backoff is the delay before attempt n+1 after attempt n failed:
+	// Initial·Multiplier^(n-1), at most Max, then ± Jitter of itself.
+	Initial, Max time.Duration
+	Multiplier   float64
+	Jitter       float64 // 0 to 1
+}
+
+// delay returns the delay before the attempt after attempt n.
+func (p Policy) delay(n int) time.Duration {
+	d := float64(p.Initial)
+	for range n - 1 {
+		d *= p.Multiplier
+		if p.Max > 0 && d >= float64(p.Max) {
+			break
+		}
+	}
+	if p.Max > 0 {
+		d = min(d, float64(p.Max))
+	}
+	d += d * p.Jitter * (2*rand.Float64() - 1)
+	return time.Duration(d)
+}
+
+// retry tries to have req run again after attempt req.Attempt failed with
+// e: if the policy and the caller allow another attempt, the error is
+// retryable, the caller's deadline leaves time for it and the delivery can
+// retry. It returns the Queued reply that says so, or nil.
+func (r *Router) retry(req *wire.Request, d wire.Delivery, p Policy, e *wire.Error) *wire.Reply {
+	limit := p.MaxAttempts
+	if req.MaxAttempts > 0 {
+		limit = min(limit, req.MaxAttempts)
+	}
+	rt, ok := d.(wire.Retrier)
+	if !e.Retryable || req.Attempt >= limit || !ok {
+		return nil
+	}
+	delay := p.delay(req.Attempt)
+	if !req.Deadline.IsZero() && time.Now().Add(delay).After(req.Deadline) {
+		return nil // it would time out before it ran
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), retryTimeout)
+	defer cancel()
+	if err := rt.Retry(ctx, req.Attempt+1, delay); err != nil {
+		r.cfg.Logger.Warn("retry failed: the attempt's failure is the outcome", "task", req.Task, "invocation_id", req.ID,
+			"trace_id", wire.TraceID(req.TraceParent), "attempt", req.Attempt, "err", err)
+		return nil
+	}
+	r.cfg.Metrics.Retried(r.cfg.NS, req.Task)
+	return &wire.Reply{ID: req.ID, Task: req.Task, State: wire.Queued, Attempt: req.Attempt + 1, Worker: r.cfg.Worker, Err: e}
+}
+
+// retryTimeout bounds scheduling a retry.
+const retryTimeout = 10 * time.Second
