@@ -55,7 +55,8 @@ type monTask struct {
 	Failed int64   `json:"failed"`
 }
 
-type monKey struct{ ns, id string }
+// taskKey names a task of a namespace.
+type taskKey struct{ ns, task string }
 
 // taskStats counts the invocations of one task that ended, in all and per
 // second of the last rateWindow seconds.
@@ -69,10 +70,10 @@ type monitor struct {
 	g *Gateway
 
 	mu        sync.Mutex
-	recs      map[monKey]*list.Element // of order; values *monInvocation
+	recs      map[string]*list.Element // by id (ids are unique across namespaces); of order, values *monInvocation
 	order     *list.List               // oldest first
-	children  map[monKey][]string      // child ids by parent, in order seen
-	tasks     map[monKey]*taskStats    // by ns and task name
+	children  map[string][]string      // child ids by parent id, in order seen, whatever their namespaces
+	tasks     map[taskKey]*taskStats    // by ns and task name
 	subs      map[*monSub]struct{}
 	stopWatch context.CancelFunc // ends the watchers; nil when no one monitors
 }
@@ -80,12 +81,12 @@ type monitor struct {
 // monSub is one monitoring WebSocket op: the invocations changed since its
 // last flush.
 type monSub struct {
-	changed map[monKey]bool
+	changed map[string]bool // by id
 }
 
 func newMonitor(g *Gateway) *monitor {
-	return &monitor{g: g, recs: map[monKey]*list.Element{}, order: list.New(), children: map[monKey][]string{},
-		tasks: map[monKey]*taskStats{}, subs: map[*monSub]struct{}{}}
+	return &monitor{g: g, recs: map[string]*list.Element{}, order: list.New(), children: map[string][]string{},
+		tasks: map[taskKey]*taskStats{}, subs: map[*monSub]struct{}{}}
 }
 
 // subscribe adds a monitor, starting to watch if it is the first, and
@@ -100,9 +101,9 @@ func (m *monitor) subscribe() (*monSub, []monInvocation) {
 			go func() { _ = m.g.cfg.Client.Watch(ctx, ns, func(a atasks.Activity) { m.add(ns, a) }) }()
 		}
 	}
-	s := &monSub{changed: map[monKey]bool{}}
+	s := &monSub{changed: map[string]bool{}}
 	m.subs[s] = struct{}{}
-	var snap []monInvocation
+	snap := []monInvocation{}
 	for e := m.order.Back(); e != nil && len(snap) < monitorSnapshot; e = e.Prev() {
 		snap = append(snap, m.viewLocked(e.Value.(*monInvocation)))
 	}
@@ -126,8 +127,7 @@ func (m *monitor) unsubscribe(s *monSub) {
 func (m *monitor) add(ns string, a atasks.Activity) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k := monKey{ns, a.ID}
-	rec, isNew := m.recordLocked(k)
+	rec, isNew := m.recordLocked(ns, a.ID)
 	if rec.State.Final() {
 		return // a late report of an earlier state
 	}
@@ -138,14 +138,13 @@ func (m *monitor) add(ns string, a atasks.Activity) {
 		end := a.End.UTC()
 		ms := end.Sub(start).Milliseconds()
 		rec.FinishedAt, rec.DurationMS = &end, &ms
-		m.countLocked(monKey{ns, a.Task}, a.State, end)
+		m.countLocked(taskKey{ns, a.Task}, a.State, end)
 	}
-	changed := []monKey{k}
+	changed := []string{a.ID}
 	if isNew && a.Parent != "" {
 		rec.Parent = a.Parent
-		pk := monKey{ns, a.Parent}
-		m.children[pk] = append(m.children[pk], a.ID)
-		changed = append(changed, pk)
+		m.children[a.Parent] = append(m.children[a.Parent], a.ID)
+		changed = append(changed, a.Parent)
 	}
 	for s := range m.subs {
 		for _, c := range changed {
@@ -154,26 +153,25 @@ func (m *monitor) add(ns string, a atasks.Activity) {
 	}
 }
 
-// recordLocked returns k's record, adding it (and dropping the oldest
-// beyond maxMonitored) if new.
-func (m *monitor) recordLocked(k monKey) (*monInvocation, bool) {
-	if e, ok := m.recs[k]; ok {
+// recordLocked returns the record of invocation id of ns, adding it (and
+// dropping the oldest beyond maxMonitored) if new.
+func (m *monitor) recordLocked(ns, id string) (*monInvocation, bool) {
+	if e, ok := m.recs[id]; ok {
 		m.order.MoveToBack(e)
 		return e.Value.(*monInvocation), false
 	}
-	rec := &monInvocation{ID: k.id, NS: k.ns}
-	m.recs[k] = m.order.PushBack(rec)
+	rec := &monInvocation{ID: id, NS: ns}
+	m.recs[id] = m.order.PushBack(rec)
 	for m.order.Len() > maxMonitored {
 		old := m.order.Remove(m.order.Front()).(*monInvocation)
-		ok := monKey{old.NS, old.ID}
-		delete(m.recs, ok)
-		delete(m.children, ok)
+		delete(m.recs, old.ID)
+		delete(m.children, old.ID)
 	}
 	return rec, true
 }
 
 // countLocked counts an invocation of task k that ended at end in state.
-func (m *monitor) countLocked(k monKey, state atasks.State, end time.Time) {
+func (m *monitor) countLocked(k taskKey, state atasks.State, end time.Time) {
 	ts := m.tasks[k]
 	if ts == nil {
 		ts = &taskStats{}
@@ -194,7 +192,7 @@ func (m *monitor) countLocked(k monKey, state atasks.State, end time.Time) {
 // viewLocked is rec as sent: a copy with its children.
 func (m *monitor) viewLocked(rec *monInvocation) monInvocation {
 	v := *rec
-	v.Children = slices.Clone(m.children[monKey{rec.NS, rec.ID}])
+	v.Children = slices.Clone(m.children[rec.ID])
 	if v.Children == nil {
 		v.Children = []string{}
 	}
@@ -206,12 +204,12 @@ func (m *monitor) flush(s *monSub) []monInvocation {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []monInvocation
-	for k := range s.changed {
+	for id := range s.changed {
 		if len(out) == monitorFlushMax {
 			break // the rest goes with the next flush
 		}
-		delete(s.changed, k)
-		if e, ok := m.recs[k]; ok {
+		delete(s.changed, id)
+		if e, ok := m.recs[id]; ok {
 			out = append(out, m.viewLocked(e.Value.(*monInvocation)))
 		}
 	}
@@ -241,7 +239,7 @@ func (m *monitor) stats(ctx context.Context) ([]monServer, []monTask) {
 				recent += b.n
 			}
 		}
-		tasks = append(tasks, monTask{NS: k.ns, Task: k.id, Rate: float64(recent) / rateWindow, Ended: ts.ended, Failed: ts.failed})
+		tasks = append(tasks, monTask{NS: k.ns, Task: k.task, Rate: float64(recent) / rateWindow, Ended: ts.ended, Failed: ts.failed})
 	}
 	slices.SortFunc(tasks, func(a, b monTask) int {
 		if a.NS != b.NS {

@@ -529,15 +529,28 @@ func (c *wsConn) monitor(m clientMsg) {
 	})
 }
 
-// monitorMessage is a message of a monitor: a snapshot, an activity or stats.
-type monitorMessage struct {
-	Type        string          `json:"type"`
-	Ref         string          `json:"ref"`
-	Invocations []monInvocation `json:"invocations,omitempty"`
-	Invocation  *monInvocation  `json:"invocation,omitempty"`
-	Servers     []monServer     `json:"servers,omitempty"`
-	Tasks       []monTask       `json:"tasks,omitempty"`
-}
+// Messages of a monitor: a snapshot, an activity, stats. Their lists are
+// never null.
+type (
+	monSnapshot struct {
+		Type        string          `json:"type"`
+		Ref         string          `json:"ref"`
+		Invocations []monInvocation `json:"invocations"`
+		Servers     []monServer     `json:"servers"`
+		Tasks       []monTask       `json:"tasks"`
+	}
+	monActivity struct {
+		Type       string         `json:"type"`
+		Ref        string         `json:"ref"`
+		Invocation *monInvocation `json:"invocation"`
+	}
+	monStats struct {
+		Type    string      `json:"type"`
+		Ref     string      `json:"ref"`
+		Servers []monServer `json:"servers"`
+		Tasks   []monTask   `json:"tasks"`
+	}
+)
 
 // runMonitor sends op's snapshot, then every monitorFlush the invocations
 // that changed and every statsEvery the servers and tasks, until ctx ends.
@@ -546,7 +559,7 @@ func (c *wsConn) runMonitor(ctx context.Context, op *wsOp) {
 	s, snap := mon.subscribe()
 	defer mon.unsubscribe(s)
 	servers, tasks := mon.stats(ctx)
-	c.sendAny(op.ref, monitorMessage{Type: "snapshot", Ref: op.ref, Invocations: snap, Servers: servers, Tasks: tasks})
+	c.sendAny(op.ref, monSnapshot{Type: "snapshot", Ref: op.ref, Invocations: snap, Servers: servers, Tasks: tasks})
 	flush := time.NewTicker(monitorFlush)
 	defer flush.Stop()
 	stats := time.NewTicker(statsEvery)
@@ -557,11 +570,11 @@ func (c *wsConn) runMonitor(ctx context.Context, op *wsOp) {
 			return
 		case <-flush.C:
 			for _, inv := range mon.flush(s) {
-				c.sendAny(op.ref, monitorMessage{Type: "activity", Ref: op.ref, Invocation: &inv})
+				c.sendAny(op.ref, monActivity{Type: "activity", Ref: op.ref, Invocation: &inv})
 			}
 		case <-stats.C:
 			servers, tasks := mon.stats(ctx)
-			c.sendAny(op.ref, monitorMessage{Type: "stats", Ref: op.ref, Servers: servers, Tasks: tasks})
+			c.sendAny(op.ref, monStats{Type: "stats", Ref: op.ref, Servers: servers, Tasks: tasks})
 		}
 	}
 }

@@ -1,0 +1,771 @@
+// The gateway's dashboard: one WebSocket to /v1/ws subscribed with
+// {"type":"monitor"} (docs/WEBSOCKET.md, "Monitoring"), rendered live:
+// recent invocations, the call tree of the one clicked, the workers' slots
+// and per-task counts. It reconnects with backoff when the socket closes.
+//
+// Data flow: the feed's messages update the model (records, servers,
+// tasks) and mark what changed; render() redraws at most every
+// RENDER_EVERY ms; tick() only rewrites the durations of running
+// invocations.
+
+const REF = "m";
+const MAX_ROWS = 200; // rows of the invocations table, newest first
+const MAX_RECORDS = 5000; // invocations kept for the trees; the oldest finished go first
+const MAX_CHILDREN_SHOWN = 200; // per node of a tree
+const RENDER_EVERY = 150; // ms
+const TICK = 100; // ms
+const BACKOFF_MIN = 500; // ms, doubling up to BACKOFF_MAX
+const BACKOFF_MAX = 15_000;
+const FINAL = new Set(["succeeded", "failed", "cancelled", "timed_out"]);
+
+const $ = (sel) => document.querySelector(sel);
+const connPill = $("#conn");
+const feedError = $("#feed-error");
+const invBody = $("#invocations tbody");
+const treeBox = $("#tree");
+const filterInput = $("#filter");
+const rootsOnly = $("#roots");
+
+// ---- model ----------------------------------------------------------
+
+// records are the monitored invocations by id, in the order first seen
+// (a Map keeps insertion order): {inv, v (bumped on change), seen (local
+// ms when first seen), t (when it started, for the order of the table)}.
+const records = new Map();
+// kids indexes children by parent id from the children's own "parent",
+// for children whose parent's record has not (yet) listed them.
+const kids = new Map();
+let servers = [];
+let taskLines = [];
+let selected = location.hash.startsWith("#inv=") ? decodeURIComponent(location.hash.slice(5)) : null;
+const expanded = new Set(); // tree nodes opened by the user
+let treeIDs = new Set(); // ids the tree shows now: a change to one redraws it
+
+const changed = { invocations: false, tree: false, servers: false, tasks: false };
+
+function isFinal(state) {
+  return FINAL.has(state);
+}
+
+function upsert(inv) {
+  if (!inv || typeof inv.id !== "string" || !inv.id) return;
+  const r = records.get(inv.id);
+  if (r) {
+    // "the whole record again, latest state": never step back from an end
+    if (isFinal(r.inv.state) && !isFinal(inv.state)) return;
+    r.inv = inv;
+    r.v++;
+    r.t = startOf(r);
+  } else {
+    const r = { inv, v: 0, seen: Date.now() };
+    r.t = startOf(r);
+    records.set(inv.id, r);
+  }
+  if (inv.parent) {
+    let set = kids.get(inv.parent);
+    if (!set) kids.set(inv.parent, (set = new Set()));
+    if (!set.has(inv.id)) {
+      set.add(inv.id);
+      const p = records.get(inv.parent);
+      if (p) p.v++; // its row counts its children
+    }
+  }
+  changed.invocations = true;
+  if (treeIDs.has(inv.id) || (inv.parent && treeIDs.has(inv.parent)) || inv.id === selected) changed.tree = true;
+}
+
+// startOf is when r started by the worker's clock, else when it showed
+// here: [ms since the epoch, ns within the ms] (a child often starts in the
+// same ms as its parent; started_at has ns).
+function startOf(r) {
+  const s = r.inv.started_at;
+  const t = Date.parse(s);
+  if (Number.isNaN(t)) return [r.seen, 0];
+  const frac = typeof s === "string" ? /\.(\d+)/.exec(s) : null;
+  const ns = frac ? Number(frac[1].padEnd(9, "0").slice(3, 9)) : 0;
+  return [t, ns];
+}
+
+// evict keeps records under MAX_RECORDS, dropping the oldest finished.
+function evict() {
+  if (records.size <= MAX_RECORDS) return;
+  const target = Math.floor(MAX_RECORDS * 0.9);
+  for (const [id, r] of records) {
+    if (records.size <= target) break;
+    if (!isFinal(r.inv.state) || id === selected) continue;
+    records.delete(id);
+    kids.delete(id);
+    if (r.inv.parent) kids.get(r.inv.parent)?.delete(id);
+  }
+}
+
+// childrenOf lists a record's children: the ids it reported, in the order
+// they started, then any other record naming it as parent.
+function childrenOf(id) {
+  const out = [];
+  const seen = new Set();
+  for (const c of records.get(id)?.inv.children ?? []) {
+    if (typeof c === "string" && !seen.has(c)) {
+      seen.add(c);
+      out.push(c);
+    }
+  }
+  for (const c of kids.get(id) ?? []) {
+    if (!seen.has(c)) {
+      seen.add(c);
+      out.push(c);
+    }
+  }
+  return out;
+}
+
+// durationMs is how long an invocation ran, or has been running so far
+// (by this browser's clock against the worker's started_at).
+function durationMs(r) {
+  if (!r) return null;
+  const inv = r.inv;
+  if (typeof inv.duration_ms === "number") return inv.duration_ms;
+  const start = Date.parse(inv.started_at);
+  if (inv.finished_at && !Number.isNaN(start)) return Date.parse(inv.finished_at) - start;
+  if (isFinal(inv.state)) return null;
+  if (inv.state !== "running") return null;
+  const now = Date.now();
+  if (!Number.isNaN(start) && now >= start) return now - start;
+  return now - r.seen; // a clock behind the worker's: count from when it showed here
+}
+
+// ---- formatting -----------------------------------------------------
+
+function fmtDuration(ms) {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return "";
+  ms = Math.max(0, ms);
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const m = Math.floor(ms / 60_000);
+  const s = Math.floor((ms % 60_000) / 1000);
+  if (m < 60) return `${m}m ${String(s).padStart(2, "0")}s`;
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
+}
+
+function fmtTime(iso, ms = false) {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return "";
+  const d = new Date(t);
+  const p = (n, w = 2) => String(n).padStart(w, "0");
+  const hms = `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  return ms ? `${hms}.${p(d.getMilliseconds(), 3)}` : hms;
+}
+
+function fmtRate(rate) {
+  if (typeof rate !== "number" || !Number.isFinite(rate)) return "";
+  return rate >= 100 ? `${Math.round(rate)}/s` : `${rate.toFixed(1)}/s`;
+}
+
+function shortID(id) {
+  return id.length > 10 ? id.slice(0, 8) + "…" : id;
+}
+
+function stateLabel(state) {
+  return String(state ?? "unknown").replace("_", " ");
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function statePill(state) {
+  return el("span", `state pill ${state ?? ""}`, stateLabel(state));
+}
+
+// durSpan is a duration that tick() keeps current while it runs.
+function durSpan(id, cls = "dur") {
+  const s = el("span", cls);
+  s.dataset.id = id;
+  setDur(s, records.get(id));
+  return s;
+}
+
+function setDur(span, r) {
+  span.textContent = fmtDuration(durationMs(r));
+  span.classList.toggle("live", r?.inv.state === "running");
+}
+
+// ---- the invocations table -----------------------------------------
+
+const rows = new Map(); // id -> <tr>
+
+function matches(inv, q) {
+  if (rootsOnly.checked && inv.parent) return false;
+  if (!q) return true;
+  return [inv.task, inv.ns, inv.state, inv.worker, inv.id, inv.error_code].some(
+    (v) => typeof v === "string" && v.toLowerCase().includes(q),
+  );
+}
+
+function renderInvocations() {
+  const q = filterInput.value.trim().toLowerCase();
+  // newest first: by start, then by when it showed here
+  const all = [...records.values()].reverse().sort((a, b) => b.t[0] - a.t[0] || b.t[1] - a.t[1]);
+  const shown = [];
+  let running = 0;
+  for (const r of all) {
+    if (!isFinal(r.inv.state)) running++;
+    if (shown.length < MAX_ROWS && matches(r.inv, q)) shown.push(r);
+  }
+  const trs = shown.map(rowFor);
+  const keep = new Set(shown.map((r) => r.inv.id));
+  for (const id of rows.keys()) if (!keep.has(id)) rows.delete(id);
+  const current = invBody.children;
+  if (current.length !== trs.length || trs.some((tr, i) => current[i] !== tr)) invBody.replaceChildren(...trs);
+  $("#inv-empty").hidden = trs.length > 0;
+  $("#inv-empty").textContent = records.size ? "Nothing matches the filter." : "No invocations yet: call a task and it shows here.";
+  const more = all.length > shown.length ? ` · newest ${shown.length} of ${all.length}` : "";
+  $("#inv-sum").textContent = `${running} in flight${more}`;
+}
+
+function rowFor(r) {
+  const inv = r.inv;
+  let tr = rows.get(inv.id);
+  if (!tr) {
+    tr = el("tr");
+    tr.dataset.id = inv.id;
+    tr.tabIndex = 0;
+    tr.append(
+      el("td", "task"),
+      el("td", "ns"),
+      el("td", "state"),
+      el("td", "worker"),
+      durSpanCell(inv.id),
+      el("td", "error"),
+      el("td", "started num"),
+    );
+    rows.set(inv.id, tr);
+  }
+  tr.classList.toggle("selected", inv.id === selected);
+  if (tr.v === r.v) return tr;
+  tr.v = r.v;
+  tr.dataset.task = inv.task ?? "";
+  tr.dataset.ns = inv.ns ?? "";
+  tr.dataset.state = inv.state ?? "";
+  tr.title = `id ${inv.id}`;
+  const [task, ns, state, worker, dur, error, started] = tr.children;
+  const n = childrenOf(inv.id).length;
+  task.replaceChildren(el("span", "name", inv.task ?? "?"));
+  if (n) task.append(el("span", "kids", `${n} child${n === 1 ? "" : "ren"}`));
+  if (inv.parent) task.prepend(el("span", "nested", "↳ "));
+  ns.textContent = inv.ns ?? "";
+  state.replaceChildren(statePill(inv.state));
+  worker.textContent = inv.worker ?? "";
+  worker.title = inv.worker ?? "";
+  setDur(dur, r);
+  error.textContent = inv.error_code ?? "";
+  error.title = inv.error_code ?? "";
+  started.textContent = fmtTime(inv.started_at);
+  return tr;
+}
+
+function durSpanCell(id) {
+  const td = el("td", "dur num");
+  td.dataset.id = id;
+  return td;
+}
+
+function rowEvent(ev) {
+  const tr = ev.target.closest("tr[data-id]");
+  if (!tr) return;
+  if (ev.type === "keydown" && ev.key !== "Enter" && ev.key !== " ") return;
+  ev.preventDefault();
+  select(tr.dataset.id === selected && ev.type === "click" ? null : tr.dataset.id);
+}
+
+// ---- the call tree --------------------------------------------------
+
+function select(id) {
+  selected = id;
+  history.replaceState(null, "", id ? `#inv=${encodeURIComponent(id)}` : location.pathname + location.search);
+  changed.tree = true;
+  changed.invocations = true; // the selected row's highlight
+  for (const [rid, tr] of rows) tr.classList.toggle("selected", rid === id);
+  render();
+}
+
+// goButton is a link-like button that selects invocation id; it names the
+// namespace when it is not ns (a call across namespaces).
+function goButton(id, cls = "go", ns = undefined) {
+  const r = records.get(id);
+  const b = el("button", cls);
+  b.type = "button";
+  b.dataset.id = id;
+  if (r) {
+    if (ns !== undefined && r.inv.ns !== ns) b.append(el("span", "other-ns", `${r.inv.ns} / `));
+    b.append(el("span", "name", r.inv.task ?? "?"));
+    b.title = `Show the tree of ${r.inv.task} ${id}`;
+  } else {
+    b.classList.add("unseen");
+    b.append(el("span", "id", id), el("span", "note", "not seen"));
+    b.title = `${id}: not seen by this dashboard (yet)`;
+  }
+  return b;
+}
+
+function renderTree() {
+  const ids = new Set();
+  const focus = document.activeElement?.closest?.("#tree [data-id]");
+  const focusKey = focus ? `${focus.className}|${focus.dataset.id}` : null;
+  $("#tree-close").hidden = !selected;
+  if (!selected) {
+    treeBox.replaceChildren(el("p", "empty", "Click an invocation to see its parent and children."));
+    treeIDs = ids;
+    return;
+  }
+  const id = selected;
+  ids.add(id);
+  const r = records.get(id);
+  const box = el("div", "tree-sel");
+  box.dataset.id = id;
+  box.dataset.state = r?.inv.state ?? "";
+
+  // up: the ancestors, root first
+  const chain = [];
+  const guard = new Set([id]);
+  for (let p = r?.inv.parent; p && !guard.has(p) && chain.length < 50; p = records.get(p)?.inv.parent) {
+    guard.add(p);
+    chain.unshift(p);
+    ids.add(p);
+    if (!records.has(p)) break;
+  }
+  const path = el("nav", "path");
+  path.setAttribute("aria-label", "Ancestors");
+  if (chain.length) {
+    path.append(el("span", "label", "Called by"));
+    chain.forEach((p, i) => {
+      if (i) path.append(el("span", "sep", "›"));
+      path.append(goButton(p, i === chain.length - 1 ? "go parent" : "go", r?.inv.ns));
+    });
+  } else {
+    path.append(el("span", "label", r ? "Top-level: called from outside any task" : ""));
+  }
+  box.append(path);
+
+  // the invocation itself
+  const card = el("div", "sel-card");
+  const head = el("div", "sel-head");
+  if (r) {
+    head.append(el("span", "name", r.inv.task ?? "?"), statePill(r.inv.state), durSpan(id, "dur elapsed"));
+    card.append(head);
+    const facts = el("dl", "facts");
+    const fact = (k, v, cls) => {
+      if (v === undefined || v === null || v === "") return;
+      facts.append(el("dt", "", k), el("dd", cls ?? "", String(v)));
+    };
+    fact("ns", r.inv.ns);
+    fact("id", id, "mono");
+    fact("worker", r.inv.worker, "mono");
+    fact("started", fmtTime(r.inv.started_at, true));
+    fact("finished", fmtTime(r.inv.finished_at, true));
+    fact("error", r.inv.error_code, "mono bad");
+    card.append(facts);
+  } else {
+    head.append(el("span", "name mono", id), el("span", "note", "not seen by this dashboard (yet)"));
+    card.append(head);
+  }
+  box.append(card);
+
+  // down: the children, each expandable
+  const children = childrenOf(id);
+  const ch = el("div", "children-head");
+  ch.append(el("h3", "", children.length ? `Children (${children.length})` : "Children"));
+  if (children.some((c) => childrenOf(c).length)) {
+    const all = el("button", "quiet expand-all", "Expand all");
+    all.type = "button";
+    all.dataset.action = "expand-all";
+    ch.append(all);
+  }
+  box.append(ch);
+  if (children.length) box.append(treeList(children, ids, new Set([id]), 0, r?.inv.ns));
+  else box.append(el("p", "empty", r && !isFinal(r.inv.state) ? "No children so far." : "No children: a leaf."));
+
+  treeBox.replaceChildren(box);
+  treeIDs = ids;
+  if (focusKey) {
+    for (const e of treeBox.querySelectorAll("[data-id]")) {
+      if (`${e.className}|${e.dataset.id}` === focusKey) {
+        e.focus();
+        break;
+      }
+    }
+  }
+}
+
+function treeList(children, ids, ancestors, depth, ns) {
+  const ul = el("ul", "tree");
+  for (const c of children.slice(0, MAX_CHILDREN_SHOWN)) {
+    ids.add(c);
+    const r = records.get(c);
+    const li = el("li", "node");
+    li.dataset.id = c;
+    li.dataset.state = r?.inv.state ?? "unseen";
+    const row = el("div", "node-row");
+    const grand = r && !ancestors.has(c) ? childrenOf(c) : [];
+    const open = grand.length > 0 && expanded.has(c) && depth < 30;
+    if (grand.length) {
+      const t = el("button", "toggle", open ? "▾" : "▸");
+      t.type = "button";
+      t.dataset.id = c;
+      t.dataset.action = "toggle";
+      t.setAttribute("aria-expanded", String(open));
+      t.setAttribute("aria-label", `${open ? "Collapse" : "Expand"} its ${grand.length} children`);
+      row.append(t);
+    } else {
+      row.append(el("span", "toggle-space"));
+    }
+    row.append(goButton(c, "go", ns));
+    if (r) {
+      row.append(statePill(r.inv.state), durSpan(c));
+      if (grand.length) row.append(el("span", "kids", `${grand.length} child${grand.length === 1 ? "" : "ren"}`));
+      if (r.inv.error_code) row.append(el("span", "err", r.inv.error_code));
+      row.append(el("span", "id", shortID(c)));
+    }
+    li.append(row);
+    if (open) {
+      const next = new Set(ancestors);
+      next.add(c);
+      li.append(treeList(grand, ids, next, depth + 1, r.inv.ns));
+    }
+    ul.append(li);
+  }
+  if (children.length > MAX_CHILDREN_SHOWN) ul.append(el("li", "more", `… and ${children.length - MAX_CHILDREN_SHOWN} more`));
+  return ul;
+}
+
+function treeEvent(ev) {
+  const b = ev.target.closest("button[data-id], button[data-action]");
+  if (!b) return;
+  switch (b.dataset.action) {
+    case "toggle":
+      if (expanded.has(b.dataset.id)) expanded.delete(b.dataset.id);
+      else expanded.add(b.dataset.id);
+      changed.tree = true;
+      render();
+      return;
+    case "expand-all": {
+      // open every descendant, up to a bound
+      const stack = [...childrenOf(selected)];
+      const seen = new Set([selected]);
+      while (stack.length && seen.size < 1000) {
+        const c = stack.pop();
+        if (seen.has(c)) continue;
+        seen.add(c);
+        const g = childrenOf(c);
+        if (g.length) {
+          expanded.add(c);
+          stack.push(...g);
+        }
+      }
+      changed.tree = true;
+      render();
+      return;
+    }
+    default:
+      select(b.dataset.id);
+  }
+}
+
+// ---- workers and tasks ----------------------------------------------
+
+const workerCards = new Map(); // ns + "\0" + id -> <li>
+
+function renderServers() {
+  const list = servers
+    .filter((s) => s && typeof s === "object")
+    .sort((a, b) => cmp(a.ns, b.ns) || cmp(a.worker || a.id, b.worker || b.id) || cmp(a.id, b.id));
+  const tpl = $("#worker-tpl").content.firstElementChild;
+  const cards = [];
+  // A worker process has one pool of compute slots for all the namespaces
+  // it serves, each of which lists it as a server: count a pool once.
+  const pools = new Map();
+  for (const s of list) {
+    const key = `${s.ns}\0${s.id}`;
+    let li = workerCards.get(key);
+    if (!li) {
+      li = tpl.cloneNode(true);
+      workerCards.set(key, li);
+    }
+    const b = Math.max(0, Number(s.busy) || 0);
+    const n = Math.max(0, Number(s.size) || 0); // 0: unbounded
+    pools.set(s.worker || `${s.ns}\0${s.id}`, { b, n });
+    li.dataset.ns = s.ns ?? "";
+    li.dataset.worker = s.worker ?? "";
+    li.dataset.busy = String(b);
+    li.dataset.size = String(n);
+    li.querySelector(".ns").textContent = s.ns ?? "";
+    const name = li.querySelector(".wname");
+    name.textContent = s.worker || s.id || "?";
+    name.title = s.id && s.worker ? `${s.worker} (server ${s.id})` : name.textContent;
+    const bar = li.querySelector(".slots");
+    bar.querySelector(".busy").style.width = n ? `${Math.min(100, (b / n) * 100)}%` : "0";
+    bar.classList.toggle("some", b > 0);
+    bar.classList.toggle("full", n > 0 && b >= n);
+    bar.classList.toggle("unbounded", n === 0);
+    bar.setAttribute("aria-label", n ? `${b} of ${n} slots busy` : `${b} busy, no bound`);
+    li.querySelector(".slots-text").textContent = n
+      ? `${b} busy · ${Math.max(0, n - b)} free · ${n} slot${n === 1 ? "" : "s"}`
+      : `${b} busy · unbounded`;
+    const tasks = Array.isArray(s.tasks) ? s.tasks.map(String).sort() : [];
+    const served = li.querySelector(".served");
+    served.replaceChildren(el("span", "served-label", `${tasks.length} task${tasks.length === 1 ? "" : "s"}:`));
+    served.title = tasks.join("\n");
+    for (const t of tasks.slice(0, 12)) served.append(el("span", "chip", t));
+    if (tasks.length > 12) served.append(el("span", "chip more", `+${tasks.length - 12}`));
+    cards.push(li);
+  }
+  const keep = new Set(list.map((s) => `${s.ns}\0${s.id}`));
+  for (const k of workerCards.keys()) if (!keep.has(k)) workerCards.delete(k);
+  $("#workers").replaceChildren(...cards);
+  $("#workers-empty").hidden = cards.length > 0;
+  let busy = 0;
+  let size = 0;
+  let unbounded = false;
+  for (const p of pools.values()) {
+    busy += p.b;
+    size += p.n;
+    unbounded ||= p.n === 0;
+  }
+  const procs = pools.size === cards.length ? "" : ` on ${pools.size} worker${pools.size === 1 ? "" : "s"}`;
+  $("#workers-sum").textContent = cards.length
+    ? `${cards.length} server${cards.length === 1 ? "" : "s"}${procs} · ${busy} of ${unbounded ? "∞" : size} slots busy`
+    : "";
+}
+
+const taskRows = new Map(); // ns + "\0" + task -> <tr>
+
+function renderTasks() {
+  const list = taskLines
+    .filter((t) => t && typeof t === "object")
+    .sort((a, b) => cmp(a.ns, b.ns) || cmp(a.task, b.task));
+  const trs = [];
+  for (const t of list) {
+    const key = `${t.ns}\0${t.task}`;
+    let tr = taskRows.get(key);
+    if (!tr) {
+      tr = el("tr");
+      tr.dataset.ns = t.ns ?? "";
+      tr.dataset.task = t.task ?? "";
+      tr.append(el("td", "ns", t.ns ?? ""), el("td", "task", t.task ?? ""), el("td", "rate num"), el("td", "ended num"), el("td", "failed num"));
+      taskRows.set(key, tr);
+    }
+    const [, , rate, ended, failed] = tr.children;
+    rate.textContent = fmtRate(t.rate);
+    rate.classList.toggle("zero", !(t.rate > 0));
+    bumpText(ended, String(t.ended ?? 0));
+    bumpText(failed, String(t.failed ?? 0));
+    failed.classList.toggle("bad", (t.failed ?? 0) > 0);
+    trs.push(tr);
+  }
+  const keep = new Set(list.map((t) => `${t.ns}\0${t.task}`));
+  for (const k of taskRows.keys()) if (!keep.has(k)) taskRows.delete(k);
+  $("#tasks tbody").replaceChildren(...trs);
+  $("#tasks-empty").hidden = trs.length > 0;
+}
+
+// bumpText sets a count, flashing it when it changed.
+function bumpText(td, text) {
+  if (td.textContent === text) return;
+  const first = td.textContent === "";
+  td.textContent = text;
+  if (first) return;
+  td.classList.remove("bump");
+  void td.offsetWidth; // restart the animation
+  td.classList.add("bump");
+}
+
+function cmp(a, b) {
+  return String(a ?? "").localeCompare(String(b ?? ""));
+}
+
+// ---- rendering ------------------------------------------------------
+
+let renderTimer = 0;
+let lastRender = 0;
+
+function scheduleRender() {
+  if (renderTimer) return;
+  const wait = Math.max(0, RENDER_EVERY - (performance.now() - lastRender));
+  renderTimer = setTimeout(render, wait);
+}
+
+function render() {
+  clearTimeout(renderTimer);
+  renderTimer = 0;
+  lastRender = performance.now();
+  evict();
+  if (changed.invocations) renderInvocations();
+  if (changed.tree) renderTree();
+  if (changed.servers) renderServers();
+  if (changed.tasks) renderTasks();
+  changed.invocations = changed.tree = changed.servers = changed.tasks = false;
+}
+
+// tick moves the durations of running invocations on.
+function tick() {
+  for (const s of document.querySelectorAll(".dur.live")) setDur(s, records.get(s.dataset.id));
+}
+
+// ---- the feed -------------------------------------------------------
+
+let ws = null;
+let attempt = 0; // reconnects since the last snapshot
+let retryTimer = 0;
+let countdown = 0;
+
+function setConn(state, text) {
+  connPill.dataset.state = state;
+  connPill.className = `pill conn-${state}`;
+  connPill.textContent = text;
+}
+
+function showFeedError(text) {
+  feedError.textContent = text;
+  feedError.hidden = !text;
+}
+
+function connect() {
+  clearTimeout(retryTimer);
+  clearInterval(countdown);
+  setConn("connecting", "connecting…");
+  const url = new URL("/v1/ws", location.href);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  let sock;
+  try {
+    sock = new WebSocket(url);
+  } catch (err) {
+    showFeedError(`Cannot open ${url}: ${err.message}`);
+    reconnectLater();
+    return;
+  }
+  ws = sock;
+  sock.addEventListener("open", () => {
+    setConn("connecting", "subscribing…");
+    sock.send(JSON.stringify({ type: "monitor", ref: REF }));
+  });
+  sock.addEventListener("message", (ev) => {
+    if (ws !== sock || typeof ev.data !== "string") return;
+    let msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    if (msg && typeof msg === "object") onMessage(msg, sock);
+  });
+  sock.addEventListener("close", (ev) => {
+    if (ws !== sock) return;
+    ws = null;
+    if (ev.code !== 1000 && ev.code !== 1005 && ev.code !== 1006) {
+      showFeedError(`The gateway closed the feed (${ev.code}${ev.reason ? `: ${ev.reason}` : ""}).`);
+    }
+    reconnectLater();
+  });
+}
+
+function reconnectLater() {
+  const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** attempt) * (0.8 + Math.random() * 0.4);
+  attempt++;
+  const at = Date.now() + delay;
+  const show = () => setConn("reconnecting", `reconnecting in ${Math.max(1, Math.ceil((at - Date.now()) / 1000))} s`);
+  show();
+  clearInterval(countdown);
+  countdown = setInterval(show, 1000);
+  retryTimer = setTimeout(connect, delay);
+}
+
+function onMessage(msg, sock) {
+  switch (msg.type) {
+    case "snapshot":
+      if (msg.ref !== REF) return;
+      attempt = 0;
+      showFeedError("");
+      setConn("live", "live");
+      onSnapshot(msg);
+      break;
+    case "activity":
+      if (msg.ref !== REF) return;
+      upsert(msg.invocation);
+      break;
+    case "stats":
+      if (msg.ref !== REF) return;
+      setStats(msg);
+      break;
+    case "error": {
+      if (msg.ref !== undefined && msg.ref !== REF) return;
+      const e = msg.error ?? {};
+      const what = e.code === "unknown_type" ? "This gateway has no monitor feed" : "The gateway refused the monitor feed";
+      showFeedError(`${what}: ${e.code ?? "error"}: ${e.message ?? ""}`);
+      if (e.retryable) {
+        setConn("reconnecting", "retrying…");
+        const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** attempt++);
+        retryTimer = setTimeout(() => {
+          if (ws === sock && sock.readyState === WebSocket.OPEN) sock.send(JSON.stringify({ type: "monitor", ref: REF }));
+        }, delay);
+      } else {
+        setConn("error", "no feed");
+      }
+      break;
+    }
+    // a ref of ours ended some other way, or a type this page does not know: ignore
+  }
+  scheduleRender();
+}
+
+function onSnapshot(msg) {
+  const fresh = Array.isArray(msg.invocations) ? msg.invocations : [];
+  // After a reconnect: what ended stays, what was in flight and is not in
+  // the snapshot is stale (its end may have been missed).
+  const inSnapshot = new Set(fresh.map((i) => i?.id));
+  for (const [id, r] of records) {
+    if (!isFinal(r.inv.state) && !inSnapshot.has(id)) {
+      records.delete(id);
+      if (r.inv.parent) kids.get(r.inv.parent)?.delete(id);
+    }
+  }
+  for (const inv of fresh) upsert(inv);
+  changed.invocations = changed.tree = true;
+  setStats(msg);
+}
+
+// setStats takes the servers and tasks of a snapshot or stats message,
+// where both lists are whole: a missing one is empty.
+function setStats(msg) {
+  servers = Array.isArray(msg.servers) ? msg.servers : [];
+  taskLines = Array.isArray(msg.tasks) ? msg.tasks : [];
+  changed.servers = changed.tasks = true;
+}
+
+// ---- wiring ---------------------------------------------------------
+
+invBody.addEventListener("click", rowEvent);
+invBody.addEventListener("keydown", rowEvent);
+treeBox.addEventListener("click", treeEvent);
+$("#tree-close").addEventListener("click", () => select(null));
+filterInput.addEventListener("input", () => {
+  changed.invocations = true;
+  scheduleRender();
+});
+rootsOnly.addEventListener("change", () => {
+  changed.invocations = true;
+  render();
+});
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && selected && ev.target === document.body) select(null);
+});
+window.addEventListener("online", () => {
+  if (!ws) connect();
+});
+
+changed.invocations = changed.tree = changed.servers = changed.tasks = true;
+render();
+setInterval(tick, TICK);
+connect();
