@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -20,6 +21,7 @@ type Broker struct {
 	LeaseAfter time.Duration
 	Logger     *slog.Logger
 	Metrics    *metrics.AMQP // nil: none
+	TLS        *tls.Config   // for amqps://; nil: the system's roots
 }
 
 // Transports returns a constructor of each namespace's transport for
@@ -29,6 +31,6 @@ func (b Broker) Transports() func(ns string) (atasks.Transport, error) {
 		return nil
 	}
 	return func(ns string) (atasks.Transport, error) {
-		return amqp.New(amqp.Config{URL: b.URL, Namespace: ns, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, LeaseAfter: b.LeaseAfter, Logger: b.Logger, Metrics: b.Metrics})
+		return amqp.New(amqp.Config{URL: b.URL, Namespace: ns, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, LeaseAfter: b.LeaseAfter, Logger: b.Logger, Metrics: b.Metrics, TLS: b.TLS})
 	}
 }

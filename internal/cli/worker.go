@@ -33,8 +33,13 @@ func RunWorker(args []string) error {
 	metricsListen := f.String("metrics-listen", "ATASKS_METRICS_LISTEN", "", "address to serve Prometheus metrics on at /metrics (e.g. 127.0.0.1:9464); empty serves none")
 	logger := f.Logging()
 	tracing := f.Tracing("atasks-worker")
+	brokerTLS := f.BrokerTLS()
 	_ = f.Parse(args)
 	log, err := logger()
+	if err != nil {
+		return err
+	}
+	tlsConfig, err := brokerTLS()
 	if err != nil {
 		return err
 	}
@@ -51,7 +56,7 @@ func RunWorker(args []string) error {
 	defer stop()
 
 	reg := metrics.NewRegistry()
-	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, LeaseAfter: *leaseAfter, Logger: log, Metrics: metrics.NewAMQP(reg)}
+	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, LeaseAfter: *leaseAfter, Logger: log, Metrics: metrics.NewAMQP(reg), TLS: tlsConfig}
 	nss, err := demo.Namespaces(broker.Transports())
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,9 +18,13 @@ const maxSlots = 65535
 // Config configures a Transport. The zero value is usable: every field has
 // a default, applied by WithDefaults.
 type Config struct {
-	// URL is the broker's AMQP URI.
+	// URL is the broker's AMQP URI; amqps:// connects over TLS.
 	// Defaults to "amqp://guest:guest@127.0.0.1:5672/".
 	URL string
+
+	// TLS configures amqps:// connections: the CA to trust, a client
+	// certificate. Defaults to nil: the system's roots, no client certificate.
+	TLS *tls.Config
 
 	// Namespace is the atasks namespace this transport carries. Every name
 	// the transport declares on the broker includes it. It must not contain

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,7 +75,11 @@ func (g *generation) cause() error {
 func (t *Transport) connect(ctx context.Context, first bool) (*generation, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName(t.cfg.ConnectionName)
-	conn, err := amqp.DialConfig(t.cfg.URL, amqp.Config{Properties: props, Dial: dialer(ctx)})
+	var tlsConfig *tls.Config
+	if t.cfg.TLS != nil {
+		tlsConfig = t.cfg.TLS.Clone() // amqp091-go sets its ServerName
+	}
+	conn, err := amqp.DialConfig(t.cfg.URL, amqp.Config{Properties: props, Dial: dialer(ctx), TLSClientConfig: tlsConfig})
 	if err != nil {
 		return nil, fmt.Errorf("amqp: dial: %w", err)
 	}
