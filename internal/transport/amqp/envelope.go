@@ -329,10 +329,10 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 
 // replyEnvelope is the JSON body of every reply message.
 type replyEnvelope struct {
-	ID     string      `json:"id"`
-	Task   string      `json:"task,omitempty"`
-	State  wire.State  `json:"state"`
-	Child  string      `json:"child,omitempty"`
+	ID      string      `json:"id"`
+	Task    string      `json:"task,omitempty"`
+	State   wire.State  `json:"state"`
+	Child   string      `json:"child,omitempty"`
 	Worker  string      `json:"worker,omitempty"`
 	Attempt int         `json:"attempt,omitempty"`
 	Codec   string      `json:"codec,omitempty"`

@@ -349,6 +349,13 @@ func (g *generation) consumeControl(deliveries <-chan amqp.Delivery) {
 			if srv := g.srv.Load(); srv != nil {
 				g.announce(srv)
 			}
+		case typeWatching:
+			var w watching
+			if err := json.Unmarshal(m.Body, &w); err != nil {
+				t.log.Warn("amqp: dropped bad "+m.Type, "err", err)
+				continue
+			}
+			t.watched(time.Duration(w.TTLMs) * time.Millisecond)
 		case typeCancel:
 			var c cancelRequest
 			if err := json.Unmarshal(m.Body, &c); err != nil || c.ID == "" {

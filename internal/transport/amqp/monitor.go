@@ -12,16 +12,37 @@ import (
 
 const (
 	typeActivity = "activity"
+	typeWatching = "watching" // on the control exchange: a monitor watches for ttl_ms
 
 	// watchQueueLength bounds a monitor's queue: when it falls behind, the
 	// oldest activities are dropped, never the broker's memory.
 	watchQueueLength = 10_000
 )
 
-// Report implements wire.Monitor: it publishes a to the namespace's
-// activity exchange, transient and unconfirmed. With no monitor bound,
-// the broker drops it at once.
+// watching is the body of watching messages.
+type watching struct {
+	TTLMs int64 `json:"ttl_ms"`
+}
+
+// watched notes that a monitor watches for ttl from now.
+func (t *Transport) watched(ttl time.Duration) {
+	until := time.Now().Add(ttl).UnixNano()
+	for {
+		old := t.watchedUntil.Load()
+		if old >= until || t.watchedUntil.CompareAndSwap(old, until) {
+			return
+		}
+	}
+}
+
+// Report implements wire.Monitor: while some monitor watches the
+// namespace (it says so on the control exchange every AnnounceInterval),
+// it publishes a to the activity exchange, transient and unconfirmed;
+// otherwise it costs nothing.
 func (t *Transport) Report(a wire.Activity) {
+	if time.Now().UnixNano() > t.watchedUntil.Load() {
+		return
+	}
 	g := t.current()
 	if g == nil {
 		return
@@ -86,6 +107,7 @@ func (t *Transport) watchOn(ctx context.Context, g *generation, fn func(wire.Act
 	}
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
+	go t.sayWatching(ctx, g)
 	for m := range msgs {
 		var a wire.Activity
 		if err := json.Unmarshal(m.Body, &a); err != nil || a.ID == "" {
@@ -104,4 +126,21 @@ func (t *Transport) Servers(context.Context) ([]wire.ServerInfo, error) {
 		return nil, err
 	}
 	return t.cat.serverList(time.Now()), nil
+}
+
+// sayWatching tells the namespace's servers, now and every
+// AnnounceInterval until ctx or g ends, that a monitor watches.
+func (t *Transport) sayWatching(ctx context.Context, g *generation) {
+	tick := time.NewTicker(t.cfg.AnnounceInterval)
+	defer tick.Stop()
+	for {
+		g.control(typeWatching, watching{TTLMs: (3 * t.cfg.AnnounceInterval).Milliseconds()})
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.done:
+			return
+		case <-tick.C:
+		}
+	}
 }

@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -79,7 +80,8 @@ type Transport struct {
 	inflight   map[string]struct{}         // sent requests without a final reply yet
 	asks       map[string]chan leaseAnswer // lease queries waiting, by correlation id
 
-	retryQueues sync.Map // names of the retry queues declared, for tests to delete
+	retryQueues  sync.Map     // names of the retry queues declared, for tests to delete
+	watchedUntil atomic.Int64 // UnixNano until which a monitor watches (see Report)
 
 	stopCtx context.Context // ends reconnecting; cancelled last by Close
 	stop    context.CancelFunc
