@@ -69,7 +69,7 @@ export type Transport = "auto" | "ws" | "rest";
 
 /** A WebSocket constructor: the browser's, Node's (>= 22, or 20 with --experimental-websocket), or the `ws` package's. */
 export interface WebSocketConstructor {
-  new (url: string): WebSocketLike;
+  new (url: string, protocols?: string[]): WebSocketLike;
 }
 
 /** The part of a WebSocket the client uses. */
@@ -93,6 +93,8 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Headers added to every REST request (a browser's WebSocket cannot send headers). */
   headers?: Record<string, string>;
+  /** A bearer token of the gateway: sent as `Authorization: Bearer …` over REST and as the subprotocol `bearer.<base64url>` beside `atasks` over WebSocket. */
+  token?: string;
   /** How long each REST long-poll waits (Go duration). Defaults to "30s"; the gateway caps it (60s). */
   pollWait?: string;
   /** After the WebSocket failed to open, "auto" uses REST for this long (ms) before trying again. Defaults to 10000. */

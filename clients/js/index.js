@@ -251,7 +251,7 @@ class Op {
  * WsConnection is one WebSocket to /v1/ws carrying many ops, by ref.
  */
 class WsConnection {
-  constructor(url, WebSocketImpl, { onClosed, onFrameError }) {
+  constructor(url, WebSocketImpl, { protocols, onClosed, onFrameError }) {
     this.ops = new Map();
     this.closed = false;
     this.onClosed = onClosed;
@@ -259,7 +259,7 @@ class WsConnection {
     this.ready = new Promise((resolve, reject) => {
       let ws;
       try {
-        ws = new WebSocketImpl(url);
+        ws = protocols ? new WebSocketImpl(url, protocols) : new WebSocketImpl(url);
       } catch (err) {
         this.closed = true;
         reject(unavailable(`WebSocket ${url}: ${err.message}`, err));
@@ -367,6 +367,7 @@ export class AtasksClient {
   #WebSocket;
   #transport;
   #headers;
+  #protocols; // the WebSocket subprotocols that carry the token, if any
   #pollWait;
   #wsRetryMs;
   #onError;
@@ -388,6 +389,15 @@ export class AtasksClient {
       throw new TypeError(`AtasksClient: transport must be "auto", "ws" or "rest", got ${this.#transport}`);
     }
     this.#headers = { ...(options.headers ?? {}) };
+    if (options.token !== undefined && options.token !== null) {
+      if (typeof options.token !== "string" || options.token === "") {
+        throw new TypeError("AtasksClient: token must be a non-empty string");
+      }
+      // REST sends it in Authorization; a WebSocket, which cannot carry
+      // headers from a browser, as a subprotocol beside "atasks".
+      this.#headers.Authorization ??= `Bearer ${options.token}`;
+      this.#protocols = ["atasks", `bearer.${base64url(options.token)}`];
+    }
     this.#pollWait = options.pollWait ?? "30s";
     this.#wsRetryMs = options.wsRetryMs ?? 10_000;
     this.#onError = options.onError;
@@ -581,6 +591,7 @@ export class AtasksClient {
     if (this.#conn && !this.#conn.closed) return this.#conn.ready;
     const url = this.#base.replace(/^http/, "ws") + "/v1/ws";
     const conn = new WsConnection(url, this.#WebSocket, {
+      protocols: this.#protocols,
       onClosed: (ops, ev) => {
         if (this.#conn === conn) this.#conn = null;
         this.#lost(ops, ev);
@@ -722,6 +733,14 @@ function checkTransport(op, transport) {
   if (transport === undefined || ["auto", "ws", "rest"].includes(transport)) return true;
   op.fail(badRequest(`transport: want "auto", "ws" or "rest", got ${JSON.stringify(transport)}`));
   return false;
+}
+
+// base64url encodes s's UTF-8 bytes in unpadded base64url, as the
+// gateway's bearer subprotocol wants a token.
+function base64url(s) {
+  let bin = "";
+  for (const b of new TextEncoder().encode(s)) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 function enc(s) {

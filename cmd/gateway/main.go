@@ -1,10 +1,14 @@
 // Command gateway is the HTTP front of atasks. With no broker configured it
 // serves the demo tasks in-process (embedded mode), so one command gives a
 // working system; with --amqp-url it fronts the workers behind RabbitMQ.
+//
+// `gateway hash-token` reads a token on its standard input and prints its
+// hash, as a tokens file (--tokens) wants it.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -24,45 +27,49 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "hash-token" {
+		err = hashToken(os.Stdin, os.Stdout)
+	} else {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err = run(ctx, os.Args[1:], nil)
+		stop()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
-	f := cli.NewFlags("gateway", "gateway serves atasks over HTTP/JSON. Without --amqp-url it runs the demo tasks in-process.")
-	listen := f.String("listen", "ATASKS_LISTEN", "127.0.0.1:8080", "address to serve HTTP on")
-	amqpURL := f.String("amqp-url", "ATASKS_AMQP_URL", "", "RabbitMQ URL; empty runs the demo tasks in-process (embedded mode)")
-	identity := f.String("identity", "ATASKS_IDENTITY", "", "stable id of this gateway on the broker: results that arrive while it is down wait for it to come back with the same id; empty is a random id")
-	prefix := f.String("prefix", "ATASKS_PREFIX", "atasks", "first part of every exchange and queue name on the broker")
-	concurrency := f.Int("concurrency", "ATASKS_CONCURRENCY", 1000, "embedded mode: how many tasks compute at once")
-	maxBody := f.Int("max-body", "ATASKS_MAX_BODY", 1<<20, "largest request body in bytes")
-	wait := f.Duration("wait", "ATASKS_WAIT", 10*time.Second, "how long an invoke waits for the outcome by default")
-	maxWait := f.Duration("max-wait", "ATASKS_MAX_WAIT", 60*time.Second, "cap on ?wait=")
-	retention := f.Duration("retention", "ATASKS_RETENTION", 10*time.Minute, "how long finished invocations stay readable")
-	maxFinished := f.Int("max-finished", "ATASKS_MAX_FINISHED", 100_000, "how many finished invocations are kept at most, oldest evicted first")
-	allowedOrigins := f.String("allowed-origins", "ATASKS_ALLOWED_ORIGINS", "", "comma-separated origins (e.g. https://app.example.com) whose pages may open WebSockets besides the gateway's own host; * for any")
-	wsMaxCalls := f.Int("ws-max-calls", "ATASKS_WS_MAX_CALLS", 1000, "how many calls and subscriptions one WebSocket may have open")
-	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish")
-	logger := f.Logging()
-	tracing := f.Tracing("atasks-gateway")
+// run serves until ctx ends, then shuts down; listening, if not nil,
+// hears the address it serves on once it does.
+func run(ctx context.Context, args []string, listening func(net.Addr)) error {
+	f := cli.NewFlags("gateway", "gateway serves atasks over HTTP/JSON. Without --amqp-url it runs the demo tasks in-process.\n`gateway hash-token < file` prints the hash of the token in file, for --tokens.")
+	o := defineFlags(f)
 	_ = f.Parse(args)
-	log, err := logger()
+	log, err := o.logger()
 	if err != nil {
 		return err
 	}
-	stopTracing, err := tracing()
+	stopTracing, err := o.tracing()
 	if err != nil {
 		return err
 	}
 	defer cli.FlushTraces(stopTracing, log)
+	tokens, err := o.security()
+	if err != nil {
+		return err
+	}
+	if len(tokens) == 0 && *o.insecure {
+		log.Warn("serving without tokens (--insecure): anyone who reaches the gateway may invoke, read and cancel every task", "listen", *o.listen)
+	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
+	brokerTLS, err := o.brokerTLS()
+	if err != nil {
+		return err
+	}
 	reg := metrics.NewRegistry() // served at /metrics: the gateway's, the broker's and, embedded, the worker's
-	broker := cli.Broker{URL: *amqpURL, Identity: *identity, Prefix: *prefix, Logger: log, Metrics: metrics.NewAMQP(reg)}
+	broker := cli.Broker{URL: *o.amqpURL, Identity: *o.identity, Prefix: *o.prefix, Logger: log, Metrics: metrics.NewAMQP(reg), TLS: brokerTLS}
 	nss, err := demo.Namespaces(broker.Transports())
 	if err != nil {
 		return err
@@ -75,35 +82,64 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	gw, err = gateway.New(gateway.Config{Client: client, MaxBody: int64(*maxBody), DefaultWait: *wait, MaxWait: *maxWait,
-		Retention: *retention, MaxFinished: *maxFinished, AwaitUnknown: *identity != "",
-		AllowedOrigins: origins(*allowedOrigins), WSMaxCalls: *wsMaxCalls, Metrics: reg})
+	cfg, err := o.gatewayConfig(client, reg, tokens)
 	if err != nil {
+		return err
+	}
+	if gw, err = gateway.New(cfg); err != nil {
 		return err
 	}
 	if err := client.Start(ctx); err != nil {
 		return err
 	}
-	mode, stopWork := "amqp", client.Stop
-	if *amqpURL == "" {
-		worker, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: *concurrency})
-		if err != nil {
-			return err
-		}
-		if err := worker.Start(ctx); err != nil {
-			return err
-		}
-		mode, stopWork = "embedded", worker.Stop
-	}
-	ln, err := net.Listen("tcp", *listen)
+	mode, stopWork, err := o.startWork(ctx, client)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: gw, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	ln, err := net.Listen("tcp", *o.listen)
+	if err != nil {
+		return err
+	}
+	if listening != nil {
+		listening(ln.Addr())
+	}
+	return o.serve(ctx, gw, ln, log.With("mode", mode, "namespaces", client.Namespaces(), "tokens", len(tokens)), stopWork)
+}
+
+// startWork starts the embedded worker when there is no broker; it returns
+// the mode and what drains the work at shutdown.
+func (o *options) startWork(ctx context.Context, client *atasks.Client) (string, func(context.Context) error, error) {
+	if *o.amqpURL != "" {
+		return "amqp", client.Stop, nil
+	}
+	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: *o.concurrency})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := worker.Start(ctx); err != nil {
+		return "", nil, err
+	}
+	return "embedded", worker.Stop, nil
+}
+
+// serve serves gw on ln until ctx ends, then shuts down; stopWork drains
+// the work.
+func (o *options) serve(ctx context.Context, gw *gateway.Gateway, ln net.Listener, log *slog.Logger, stopWork func(context.Context) error) error {
+	srv := o.server(gw, log)
 	srv.RegisterOnShutdown(gw.Close) // open long-polls answer now instead of holding up the shutdown
-	log.Info("gateway listening", "addr", "http://"+ln.Addr().String(), "mode", mode, "namespaces", client.Namespaces())
+	scheme := "http://"
+	if srv.TLSConfig != nil {
+		scheme = "https://"
+	}
+	log.Info("gateway listening", "addr", scheme+ln.Addr().String())
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			served <- srv.ServeTLS(ln, "", "")
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
 
 	select {
 	case err := <-served:
@@ -115,23 +151,26 @@ func run(args []string) error {
 	// then, for up to --drain, drain the embedded worker (running tasks
 	// finish) or disconnect from the broker (tasks go on in the workers; with
 	// --identity their outcomes wait for our return).
-	log.Info("shutting down", "drain", *drain)
+	log.Info("shutting down", "drain", *o.drain)
 	hctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = srv.Shutdown(hctx)
+	err := srv.Shutdown(hctx)
 	gw.Close() // idempotent; waits for WebSocket connections to end
-	dctx, cancel := context.WithTimeout(context.Background(), *drain)
+	dctx, cancel := context.WithTimeout(context.Background(), *o.drain)
 	defer cancel()
 	return errors.Join(err, stopWork(dctx))
 }
 
-// origins splits a comma-separated list of origins, dropping blanks.
-func origins(list string) []string {
-	var out []string
-	for o := range strings.SplitSeq(list, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			out = append(out, o)
-		}
+// server returns the HTTP server of gw, with o's timeouts and TLS.
+func (o *options) server(gw *gateway.Gateway, log *slog.Logger) *http.Server {
+	// WebSockets are hijacked: the upgrade clears these deadlines and the
+	// connection keeps its own (docs/WEBSOCKET.md). Long-polls move their
+	// write deadline past their wait (gateway.Config.WriteTimeout).
+	srv := &http.Server{Handler: gw, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: *o.readHeaderTimeout, ReadTimeout: *o.readTimeout,
+		WriteTimeout: *o.writeTimeout, IdleTimeout: *o.idleTimeout}
+	if o.cert != nil {
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*o.cert}, MinVersion: tls.VersionTLS12}
 	}
-	return out
+	return srv
 }

@@ -48,6 +48,22 @@ func (f Flags) Duration(name, env string, def time.Duration, usage string) *time
 	return f.FlagSet.Duration(name, def, usage+" ($"+env+")")
 }
 
+// Float64 defines a float64 flag defaulting to $env, else def.
+func (f Flags) Float64(name, env string, def float64, usage string) *float64 {
+	if s, ok := os.LookupEnv(env); ok {
+		def = fromEnv(env, s, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) })
+	}
+	return f.FlagSet.Float64(name, def, usage+" ($"+env+")")
+}
+
+// Bool defines a bool flag defaulting to $env (true, 1, false, 0, …), else def.
+func (f Flags) Bool(name, env string, def bool, usage string) *bool {
+	if s, ok := os.LookupEnv(env); ok {
+		def = fromEnv(env, s, strconv.ParseBool)
+	}
+	return f.FlagSet.Bool(name, def, usage+" ($"+env+")")
+}
+
 // fromEnv parses environment variable env's value s, exiting with status 2,
 // as a bad flag does, if it does not parse.
 func fromEnv[T any](env, s string, parse func(string) (T, error)) T {

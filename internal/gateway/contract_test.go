@@ -107,6 +107,12 @@ func TestContract(t *testing.T) {
 	evicting := setup(t, gateway.Config{MaxFinished: 1})
 	closed, gw := setupNamespaces(t, gateway.Config{}, nss)
 	gw.Close()
+	admin, reader, spent := bearer(adminToken), bearer(readerToken), bearer(spentToken)
+	secured := setup(t, gateway.Config{Tokens: testTokens(t)})
+	limited := setup(t, gateway.Config{Tokens: testTokens(t), RateLimit: 0.001}) // a burst of 1, then one per 1000 s
+	do(t, "GET", secured.URL+"/v1/ns", "", spent)
+	do(t, "GET", limited.URL+"/v1/ns", "", spent) // spends spentToken's burst
+	started := do(t, "POST", secured.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":2}`, admin).body["id"].(string)
 
 	finished := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":2}`).body["id"].(string)
 	evicted := do(t, "POST", evicting.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":2}`).body["id"].(string)
@@ -118,6 +124,8 @@ func TestContract(t *testing.T) {
 	key := func(k string) map[string]string { return map[string]string{"Idempotency-Key": k} }
 	upgrade := map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
 		"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": "http://elsewhere.example"}
+	spentUpgrade := map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+		"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Authorization": spent["Authorization"]}
 
 	for _, tc := range []struct {
 		srv          *httptest.Server
@@ -167,6 +175,27 @@ func TestContract(t *testing.T) {
 		{srv, "GET", "/ui/app.js", nil, "", 200, ""},
 		{srv, "GET", "/ui/app.js", etag("/ui/app.js"), "", 304, ""},
 		{srv, "GET", "/ui/nope.js", nil, "", 404, "not_found"},
+
+		{secured, "POST", "/v1/ns/default/tasks/demo.add", nil, `{}`, 401, "unauthorized"},
+		{secured, "POST", "/v1/ns/default/tasks/demo.add", reader, `{}`, 403, "forbidden"},
+		{limited, "POST", "/v1/ns/default/tasks/demo.add", spent, `{}`, 429, "too_many_requests"},
+		{secured, "GET", inv + started, nil, "", 401, "unauthorized"},
+		{secured, "GET", "/v1/ns/seed/invocations/" + started, reader, "", 403, "forbidden"},
+		{limited, "GET", inv + started, spent, "", 429, "too_many_requests"},
+		{secured, "DELETE", inv + started, map[string]string{"Authorization": "Bearer nope"}, "", 401, "unauthorized"},
+		{secured, "DELETE", inv + started, reader, "", 403, "forbidden"},
+		{limited, "DELETE", inv + started, spent, "", 429, "too_many_requests"},
+		{secured, "GET", "/v1/ns/default/tasks", map[string]string{"Authorization": "Basic YTpi"}, "", 401, "unauthorized"},
+		{secured, "GET", "/v1/ns/seed/tasks", reader, "", 403, "forbidden"},
+		{limited, "GET", "/v1/ns/default/tasks", spent, "", 429, "too_many_requests"},
+		{secured, "GET", "/v1/ns", nil, "", 401, "unauthorized"},
+		{limited, "GET", "/v1/ns", spent, "", 429, "too_many_requests"},
+		{secured, "GET", "/v1/ws", upgrade, "", 401, "unauthorized"},
+		{limited, "GET", "/v1/ws", spentUpgrade, "", 429, "too_many_requests"},
+		{secured, "GET", "/metrics", nil, "", 401, "unauthorized"},
+		{secured, "GET", "/metrics", reader, "", 403, "forbidden"},
+		{secured, "GET", "/metrics", admin, "", 200, ""},
+		{limited, "GET", "/metrics", spent, "", 429, "too_many_requests"},
 
 		// Outside the document.
 		{srv, "PUT", "/v1/ns/default/tasks/demo.add", nil, "", 405, "method_not_allowed"},

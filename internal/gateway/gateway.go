@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -61,6 +62,31 @@ type Config struct {
 	// Metrics is the registry served at /metrics; the gateway registers its
 	// own metrics there. Defaults to metrics.NewRegistry().
 	Metrics *prometheus.Registry
+
+	// Tokens are the bearer tokens that may use the API, each with its
+	// rights per namespace (auth.go). Defaults to none: the gateway is open
+	// to anyone who reaches it.
+	Tokens []Token
+	// RateLimit is how many API requests per second one token may make
+	// (one client IP when there are no tokens), WebSocket calls and
+	// subscriptions included; beyond it they get 429 too_many_requests.
+	// Defaults to 0: no limit.
+	RateLimit float64
+	// RateBurst is how many requests a token may make at once within
+	// RateLimit. Defaults to RateLimit rounded up (a second's worth).
+	RateBurst int
+	// MaxInFlight caps the API requests of one token (one client IP when
+	// there are no tokens) in progress at once, long-polls and WebSocket
+	// connections included; beyond it they get 429. Defaults to 0: no cap.
+	MaxInFlight int
+	// MaxBodyNS overrides MaxBody for the namespaces it names, for request
+	// bodies and WebSocket calls. Defaults to none.
+	MaxBodyNS map[string]int64
+	// WriteTimeout is the WriteTimeout of the http.Server serving the
+	// gateway, if it has one: a request that waits (an invoke, a long-poll,
+	// a cancel) moves its write deadline to this long after its wait.
+	// Defaults to 0: deadlines are left alone.
+	WriteTimeout time.Duration
 }
 
 // WithDefaults returns a copy of c with every unset field set to its default.
@@ -86,6 +112,9 @@ func (c Config) WithDefaults() Config {
 	if c.Metrics == nil {
 		c.Metrics = metrics.NewRegistry()
 	}
+	if c.RateBurst == 0 && c.RateLimit > 0 {
+		c.RateBurst = int(math.Ceil(c.RateLimit))
+	}
 	return c
 }
 
@@ -96,10 +125,15 @@ func (c Config) validate() error {
 	if c.MaxBody < 0 || c.DefaultWait < 0 || c.MaxWait < 0 || c.Retention < 0 || c.MaxFinished < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
-	if c.WSMaxCalls < 0 {
-		return errors.New("gateway: WSMaxCalls must not be negative")
+	if c.WSMaxCalls < 0 || c.RateLimit < 0 || c.RateBurst < 0 || c.MaxInFlight < 0 || c.WriteTimeout < 0 {
+		return errors.New("gateway: limits must not be negative")
 	}
-	return nil
+	for ns, n := range c.MaxBodyNS {
+		if n <= 0 {
+			return fmt.Errorf("gateway: the body limit of namespace %q must be positive", ns)
+		}
+	}
+	return validateTokens(c.Tokens)
 }
 
 // Gateway serves the HTTP API.
@@ -110,6 +144,7 @@ type Gateway struct {
 	handler   http.Handler
 	metrics   *metrics.Gateway
 	monitor   *monitor // the dashboard's feed
+	limits    *limiter
 
 	// life ends at Close; waiters for outcomes stop then, while the
 	// invocations themselves go on.
@@ -129,7 +164,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished), validator: v}
+	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished), validator: v, limits: newLimiter(cfg)}
 	g.metrics = metrics.NewGateway(cfg.Metrics, g.store.len)
 	g.monitor = newMonitor(g)
 	g.store.onEvict = g.metrics.Evicted
@@ -155,7 +190,7 @@ func (g *Gateway) Close() {
 
 func (g *Gateway) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(g.validator.validate(g.cfg.MaxBody))
+	r.Use(g.guard)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, codeNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -209,8 +244,11 @@ func serveSpec(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(api.Spec)
 }
 
-func (g *Gateway) listNamespaces(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string][]string{"namespaces": g.cfg.Client.Namespaces()})
+// listNamespaces lists the namespaces the caller has rights in.
+func (g *Gateway) listNamespaces(w http.ResponseWriter, r *http.Request) {
+	c := callerOf(r.Context())
+	nss := slices.DeleteFunc(g.cfg.Client.Namespaces(), func(ns string) bool { return !c.sees(ns) })
+	writeJSON(w, http.StatusOK, map[string][]string{"namespaces": nss})
 }
 
 func (g *Gateway) listTasks(w http.ResponseWriter, r *http.Request) {
@@ -265,6 +303,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
+	g.extendWrite(w, wait)
 	inv, ok := g.await(r.Context(), id, wait)
 	if !ok {
 		writeProblem(w, codeInvocationExpired, fmt.Sprintf("invocation %q was evicted before it could be read", id))
@@ -487,6 +526,7 @@ func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, wait time.Durat
 	if inv, _, ok := g.store.get(id); ok && inv.NS != ns {
 		wait = 0 // another namespace's: not found, at once
 	}
+	g.extendWrite(w, wait)
 	inv, ok := g.await(r.Context(), id, wait)
 	if (!ok || inv.NS != ns) && g.store.gone(ns, id) {
 		writeProblem(w, codeInvocationExpired, fmt.Sprintf("invocation %q of namespace %q finished and was evicted: at most %d finished invocations are kept, each for %v", id, ns, g.cfg.MaxFinished, g.cfg.Retention))

@@ -75,11 +75,18 @@ type response struct {
 	raw      []byte
 }
 
-func do(t *testing.T, method, url, body string) response {
+// do makes a request with the headers of header, if any, and checks the
+// response as send does.
+func do(t *testing.T, method, url, body string, header ...map[string]string) response {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, h := range header {
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
 	}
 	return send(t, req)
 }

@@ -44,14 +44,14 @@ func writeProblem(w http.ResponseWriter, code, detail string) {
 }
 
 // writeError writes err as a problem, its status chosen by its code; it is
-// retryable if err is, or if its status is 503.
+// retryable if err is, or if its status is 429 or 503.
 func writeError(w http.ResponseWriter, err error) {
 	e := asError(err)
 	status := statusOf(e.Code)
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
-		Detail: e.Message, Code: e.Code, Retryable: e.Retryable || status == http.StatusServiceUnavailable})
+		Detail: e.Message, Code: e.Code, Retryable: e.Retryable || status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable})
 }
 
 // statusOf maps an error code to the HTTP status of a problem: the one table.
@@ -61,6 +61,10 @@ func statusOf(code string) int {
 		return http.StatusBadRequest
 	case codeNotFound, codeInvocationNotFound, wire.CodeTaskNotFound, wire.CodeNamespaceNotFound:
 		return http.StatusNotFound
+	case codeUnauthorized:
+		return http.StatusUnauthorized
+	case codeForbidden:
+		return http.StatusForbidden
 	case codeMethodNotAllowed:
 		return http.StatusMethodNotAllowed
 	case codeInvocationExpired:
@@ -69,6 +73,8 @@ func statusOf(code string) int {
 		return http.StatusUnprocessableEntity
 	case codeBodyTooLarge:
 		return http.StatusRequestEntityTooLarge
+	case codeTooManyRequests:
+		return http.StatusTooManyRequests
 	case wire.CodeUnavailable, codeShuttingDown:
 		return http.StatusServiceUnavailable
 	case wire.CodeTimeout:

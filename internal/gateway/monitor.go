@@ -73,7 +73,7 @@ type monitor struct {
 	recs      map[string]*list.Element // by id (ids are unique across namespaces); of order, values *monInvocation
 	order     *list.List               // oldest first
 	children  map[string][]string      // child ids by parent id, in order seen, whatever their namespaces
-	tasks     map[taskKey]*taskStats    // by ns and task name
+	tasks     map[taskKey]*taskStats   // by ns and task name
 	subs      map[*monSub]struct{}
 	stopWatch context.CancelFunc // ends the watchers; nil when no one monitors
 }

@@ -56,14 +56,18 @@ func TestMonitor(t *testing.T) {
 
 	seen := map[string]monInv{}
 	var stats *monMsg
-	deadline := time.Now().Add(10 * time.Second)
-	for (len(seen) < 10 || stats == nil || stats.Tasks == nil || len(seen[top].Children) < 2) && time.Now().Before(deadline) {
+	counts := map[string][2]int64{}
+	deadline := time.Now().Add(20 * time.Second)
+	for (len(seen) < 10 || counts["demo.fib"][0] < 9 || counts["demo.fail"][0] < 1 || len(seen[top].Children) < 2) && time.Now().Before(deadline) {
 		m := monRead(t, c)
 		switch m.Type {
 		case "activity":
 			seen[m.Invocation.ID] = *m.Invocation
 		case "stats":
 			stats = &m
+			for _, ts := range m.Tasks {
+				counts[ts.Task] = [2]int64{ts.Ended, ts.Failed}
+			}
 		}
 	}
 	if root := seen[top]; root.State != "succeeded" || len(root.Children) != 2 || root.DurationMS == nil {
@@ -80,12 +84,11 @@ func TestMonitor(t *testing.T) {
 	if !failed {
 		t.Errorf("no failed demo.fail with its code among %d invocations", len(seen))
 	}
+	if stats == nil {
+		t.Fatal("no stats")
+	}
 	if len(stats.Servers) == 0 || stats.Servers[0].Size == 0 || len(stats.Servers[0].Tasks) == 0 {
 		t.Errorf("servers: %+v", stats.Servers)
-	}
-	counts := map[string][2]int64{}
-	for _, ts := range stats.Tasks {
-		counts[ts.Task] = [2]int64{ts.Ended, ts.Failed}
 	}
 	if counts["demo.fib"] != [2]int64{9, 0} || counts["demo.fail"] != [2]int64{1, 1} {
 		t.Errorf("task counts: %v; want demo.fib 9 ended, demo.fail 1 ended 1 failed", counts)

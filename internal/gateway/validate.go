@@ -35,44 +35,36 @@ func newValidator() (*validator, error) {
 		ExcludeRequestBody: true,
 		// Defaults such as ?wait= come from the gateway's Config.
 		SkipSettingDefaults: true,
+		// The guard authenticates (auth.go) before the document is checked.
+		AuthenticationFunc: openapi3filter.NoopAuthenticationFunc,
 	}}
 	v.options.WithCustomSchemaErrorFunc(schemaMessage)
 	return v, nil
 }
 
-// validate is a middleware: for a route of the document, it reads the body
-// if the operation takes one (413 beyond limit), then checks the
-// parameters and headers (400 naming the offender). Requests for paths or
-// methods the document lacks pass on, for the router's 404 or 405.
-func (v *validator) validate(limit int64) func(http.Handler) http.Handler {
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			route, params, err := v.routes.FindRoute(r)
-			if err != nil {
-				next.ServeHTTP(w, r)
-				return
-			}
-			if route.Operation.RequestBody != nil {
-				body, err := readBody(w, r, limit)
-				var tooLarge *http.MaxBytesError
-				switch {
-				case errors.As(err, &tooLarge):
-					writeProblem(w, codeBodyTooLarge, fmt.Sprintf("the body exceeds %d bytes", limit))
-					return
-				case err != nil:
-					writeProblem(w, codeBadRequest, "reading the body: "+err.Error())
-					return
-				}
-				r.Body = io.NopCloser(bytes.NewReader(body))
-			}
-			in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: &v.options}
-			if err := openapi3filter.ValidateRequest(r.Context(), in); err != nil {
-				writeProblem(w, codeBadRequest, requestProblem(err))
-				return
-			}
-			next.ServeHTTP(w, r)
-		})
+// check reads r's body if its operation, route, takes one (413 beyond
+// limit), then checks its parameters and headers (400 naming the
+// offender); it reports whether r passed, having answered it otherwise.
+func (v *validator) check(w http.ResponseWriter, r *http.Request, route *routers.Route, params map[string]string, limit int64) bool {
+	if route.Operation.RequestBody != nil {
+		body, err := readBody(w, r, limit)
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			writeProblem(w, codeBodyTooLarge, fmt.Sprintf("the body exceeds %d bytes", limit))
+			return false
+		case err != nil:
+			writeProblem(w, codeBadRequest, "reading the body: "+err.Error())
+			return false
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
+	in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route, Options: &v.options}
+	if err := openapi3filter.ValidateRequest(r.Context(), in); err != nil {
+		writeProblem(w, codeBadRequest, requestProblem(err))
+		return false
+	}
+	return true
 }
 
 // requestProblem describes a validation error for a problem's detail,

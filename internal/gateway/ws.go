@@ -76,6 +76,9 @@ const (
 	typeMonitor   = "monitor"
 )
 
+// wsProtocol is the subprotocol the gateway speaks, chosen when offered.
+const wsProtocol = "atasks"
+
 // wsHandler serves GET /v1/ws for a gateway.
 type wsHandler struct {
 	g        *Gateway
@@ -86,7 +89,10 @@ type wsHandler struct {
 
 func newWSHandler(g *Gateway) *wsHandler {
 	h := &wsHandler{g: g, pingEvery: wsPingEvery, pongWait: wsPongWait, writeWait: wsWriteWait}
-	h.upgrader = websocket.Upgrader{CheckOrigin: h.checkOrigin, Error: refuseUpgrade, EnableCompression: false}
+	h.upgrader = websocket.Upgrader{CheckOrigin: h.checkOrigin, Error: refuseUpgrade, EnableCompression: false,
+		// Chosen when offered, as browsers that offer a bearer subprotocol
+		// (auth.go) need one chosen; the protocol is the same without.
+		Subprotocols: []string{wsProtocol}}
 	return h
 }
 
@@ -103,7 +109,8 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader answered with refuseUpgrade
 	}
-	c := &wsConn{h: h, g: g, ws: ws, out: make(chan []byte, wsOutBuffer), pongs: make(chan string, 1), open: map[string]*wsOp{}}
+	who := callerOf(r.Context())
+	c := &wsConn{h: h, g: g, ws: ws, who: who, key: limitKey(who, r), out: make(chan []byte, wsOutBuffer), pongs: make(chan string, 1), open: map[string]*wsOp{}}
 	c.ctx, c.end = context.WithCancelCause(context.Background())
 	g.metrics.WSOpened()
 	defer g.metrics.WSClosed()
@@ -144,9 +151,11 @@ func refuseUpgrade(w http.ResponseWriter, _ *http.Request, status int, reason er
 
 // wsConn is one WebSocket connection.
 type wsConn struct {
-	h  *wsHandler
-	g  *Gateway
-	ws *websocket.Conn
+	h   *wsHandler
+	g   *Gateway
+	ws  *websocket.Conn
+	who caller // whose rights every message is checked against
+	key string // the key of who's limits
 
 	// ctx ends when the connection starts closing; its cause, a *wsClose,
 	// says why.
@@ -227,7 +236,7 @@ func (c *wsConn) serve() {
 // read reads frames until the connection fails; once it is closing, it
 // skips them while it waits for the peer's close frame.
 func (c *wsConn) read() {
-	limit := c.g.cfg.MaxBody
+	limit := c.g.frameLimit()
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.h.pongWait))
 	for {
 		kind, r, err := c.ws.NextReader()
@@ -341,6 +350,9 @@ func (c *wsConn) fail(ref string, e *atasks.Error) {
 // handle acts on one text frame.
 func (c *wsConn) handle(data []byte) {
 	m, e := decodeFrame(data)
+	if e == nil {
+		e = c.permit(m, len(data))
+	}
 	switch {
 	case e != nil:
 		c.fail(m.Ref, e)
@@ -353,6 +365,32 @@ func (c *wsConn) handle(data []byte) {
 	default:
 		c.cancel(m)
 	}
+}
+
+// permit returns why the connection's caller may not send m, a frame of
+// size bytes, or nil: a call needs the invoke right in its namespace and
+// fits the namespace's body limit, a subscribe needs read, a cancel by id
+// cancel (by ref, cancel checks it), a monitor read in every namespace;
+// calls, subscribes and monitors count against the caller's rate.
+func (c *wsConn) permit(m clientMsg, size int) *atasks.Error {
+	switch {
+	case m.Type == typeCancel && m.Ref == "" && !c.who.may(m.NS, RightCancel):
+		return forbidden(m.NS, RightCancel)
+	case m.Type == typeCancel:
+		return nil
+	case m.Type == typeCall && !c.who.may(m.NS, RightInvoke):
+		return forbidden(m.NS, RightInvoke)
+	case m.Type == typeCall && int64(size) > c.g.bodyLimit(m.NS):
+		return &atasks.Error{Code: codeBodyTooLarge, Message: fmt.Sprintf("a call in namespace %q may take at most %d bytes", m.NS, c.g.bodyLimit(m.NS))}
+	case m.Type == typeSubscribe && !c.who.may(m.NS, RightRead):
+		return forbidden(m.NS, RightRead)
+	case m.Type == typeMonitor && !c.who.everywhere(RightRead, c.g.cfg.Client.Namespaces()):
+		return forbiddenEverywhere(RightRead)
+	}
+	if wait := c.g.limits.allow(c.key); wait > 0 {
+		return tooFast(wait)
+	}
+	return nil
 }
 
 // call opens op m.Ref and starts the call in its op goroutine.
@@ -491,20 +529,23 @@ func (c *wsConn) cancel(m clientMsg) {
 	if m.Ref != "" {
 		c.mu.Lock()
 		op, ok := c.open[m.Ref]
-		if ok {
+		allowed := ok && (op.stop != nil || c.who.may(op.ns, RightCancel))
+		if allowed {
 			ns, id = op.ns, op.id
 			op.cancelled = id == ""
 		}
 		c.mu.Unlock()
-		if ok && op.stop != nil {
-			op.stop() // a monitor: it ends, nothing answers
-			return
-		}
-		if !ok {
+		switch {
+		case !ok:
 			c.fail(m.Ref, &atasks.Error{Code: codeUnknownRef, Message: fmt.Sprintf("no open call or subscription has ref %q", m.Ref)})
 			return
-		}
-		if id == "" {
+		case op.stop != nil:
+			op.stop() // a monitor: it ends, nothing answers
+			return
+		case !allowed:
+			c.fail(m.Ref, forbidden(op.ns, RightCancel))
+			return
+		case id == "":
 			return // runCall cancels it once started
 		}
 	}

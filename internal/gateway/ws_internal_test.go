@@ -51,7 +51,7 @@ func wsSetup(t *testing.T, cfg Config, tune func(*wsHandler), listen func(net.Li
 		tune(h)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/ws", h)
+	mux.Handle("/v1/ws", g.guard(h)) // the guard admits the caller
 	mux.Handle("/", g)
 	srv := httptest.NewUnstartedServer(mux)
 	if listen != nil {

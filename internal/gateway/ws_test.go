@@ -226,10 +226,20 @@ func TestWSManyConcurrentCalls(t *testing.T) {
 			t.Errorf("ref %s: result %s", m.Ref, m.Invocation.Result)
 		}
 	}
+	running := 0
 	for ref, types := range seen {
-		if len(types) != 3 || types[0] != "accepted " || types[1] != "state running" || types[2] != "result " {
-			t.Errorf("ref %s: messages %q; want accepted, state running, result", ref, types)
+		if len(types) < 2 {
+			t.Errorf("ref %s: messages %q", ref, types)
+			continue
 		}
+		middle := types[1 : len(types)-1]
+		if types[0] != "accepted " || types[len(types)-1] != "result " || len(middle) > 1 || len(middle) == 1 && middle[0] != "state running" {
+			t.Errorf("ref %s: messages %q; want accepted, state running (unless merged away under load), result", ref, types)
+		}
+		running += len(middle)
+	}
+	if running == 0 {
+		t.Errorf("no call reported running")
 	}
 	if len(seen) != n {
 		t.Errorf("%d refs answered; want %d", len(seen), n)

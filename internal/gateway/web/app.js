@@ -2,9 +2,15 @@
 // states arrive. It uses the JS client (clients/js), served beside it.
 import { AtasksClient, isFinal } from "./atasks-client.js";
 
-// The page's own gateway; ?transport=rest (or ws) forces a transport.
+// The page's own gateway; ?transport=rest (or ws) forces a transport. A
+// gateway with tokens wants one: the page asks for it and keeps it in
+// sessionStorage (this tab only), under TOKEN_KEY.
+const TOKEN_KEY = "atasks.token";
 const forced = new URLSearchParams(location.search).get("transport");
-const client = new AtasksClient(forced === "rest" || forced === "ws" ? { transport: forced } : {});
+const client = new AtasksClient({
+  ...(forced === "rest" || forced === "ws" ? { transport: forced } : {}),
+  token: sessionStorage.getItem(TOKEN_KEY) || undefined,
+});
 
 // Inputs to start from, for the demo tasks.
 const examples = {
@@ -50,7 +56,21 @@ async function loadNamespaces() {
     await loadTasks();
   } catch (err) {
     showFormError(`Cannot read the catalog: ${err.message}`);
+    if (err.code === "unauthorized") askToken();
   }
+}
+
+// askToken shows the token form: the gateway wants a (valid) token.
+function askToken() {
+  const form = $("#token-form");
+  form.hidden = false;
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const token = $("#token").value.trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
 }
 
 async function loadTasks() {

@@ -632,6 +632,16 @@ function showFeedError(text) {
   feedError.hidden = !text;
 }
 
+// wsProtocols offers the token the call page keeps in sessionStorage (a
+// gateway with tokens wants one; browsers cannot send headers on a
+// WebSocket) as the subprotocol bearer.<base64url>, beside "atasks".
+function wsProtocols() {
+  const token = sessionStorage.getItem("atasks.token");
+  if (!token) return ["atasks"];
+  const b64 = btoa(String.fromCharCode(...new TextEncoder().encode(token)));
+  return ["atasks", "bearer." + b64.replaceAll("+", "-").replaceAll("/", "_").replaceAll("=", "")];
+}
+
 function connect() {
   clearTimeout(retryTimer);
   clearInterval(countdown);
@@ -640,7 +650,7 @@ function connect() {
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   let sock;
   try {
-    sock = new WebSocket(url);
+    sock = new WebSocket(url, wsProtocols());
   } catch (err) {
     showFeedError(`Cannot open ${url}: ${err.message}`);
     reconnectLater();
