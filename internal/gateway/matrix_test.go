@@ -333,7 +333,7 @@ func (m *matrix) wsNamespace(p principal, c *websocket.Conn, ns string) {
 	if m.wsExpect(p, c, ref, p.may(ns, "read"), "subscribe in "+ns) {
 		wsSend(m.t, c, `{"type":"cancel","ref":"`+ref+`"}`)
 		if !p.may(ns, "cancel") {
-			m.wsExpect(p, c, ref, false, "cancel by ref in "+ns)
+			m.wsExpect(p, c, "", false, "cancel by ref in "+ns) // no ref: the subscription goes on
 		}
 	}
 	m.checkCancelled(p, ns, fresh, p.may(ns, "cancel"), "WebSocket cancel by ref")

@@ -543,7 +543,11 @@ func (c *wsConn) cancel(m clientMsg) {
 			op.stop() // a monitor: it ends, nothing answers
 			return
 		case !allowed:
-			c.fail(m.Ref, forbidden(op.ns, RightCancel))
+			// No ref: an error with the call's ref would read as the
+			// call's own refusal, and the call goes on.
+			e := forbidden(op.ns, RightCancel)
+			e.Message = fmt.Sprintf("cancel of %q: %s", m.Ref, e.Message)
+			c.fail("", e)
 			return
 		case id == "":
 			return // runCall cancels it once started

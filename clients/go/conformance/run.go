@@ -15,15 +15,17 @@ import (
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
 )
 
-// run runs tc against the gateway at url; nil means it passed.
-func (tc *testCase) run(url, runID string) error {
-	var opts []gatewayclient.Option
-	if tc.Wait != "" {
-		opts = append(opts, gatewayclient.WithWait(tc.wait))
-	}
-	c, err := gatewayclient.New(url, opts...)
-	if err != nil {
-		return err
+// run runs tc over transport tr with client shared, or over REST with a
+// client of its own for its wait; nil means it passed. Over the WebSocket a
+// case's wait means nothing.
+func (tc *testCase) run(url, runID string, tr gatewayclient.Transport, shared *gatewayclient.Client) error {
+	c := shared
+	if tc.Wait != "" && tr == gatewayclient.TransportREST {
+		var err error
+		if c, err = gatewayclient.New(url, gatewayclient.WithTransport(tr), gatewayclient.WithWait(tc.wait)); err != nil {
+			return err
+		}
+		defer c.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), caseTimeout)
 	defer cancel()
@@ -95,7 +97,10 @@ func (tc *testCase) call(ctx context.Context, c *gatewayclient.Client, opts []ga
 // check tells how the outcome of a call misses the case's expect.
 func (tc *testCase) check(inv *gatewayclient.Invocation, err error) error {
 	if tc.Expect.Error != nil {
-		return tc.Expect.Error.check(err)
+		if err := tc.Expect.Error.check(err); err != nil {
+			return err
+		}
+		return tc.cancelled(inv)
 	}
 	if err != nil {
 		return fmt.Errorf("want a result, got error %w", err)
@@ -106,6 +111,19 @@ func (tc *testCase) check(inv *gatewayclient.Invocation, err error) error {
 	}
 	if !jsonEqual(inv.Result, want) {
 		return fmt.Errorf("want result %s, got %s", short(want), short(inv.Result))
+	}
+	return nil
+}
+
+// cancelled checks, for a call the case cancels, that the cancel reached
+// the gateway: the invocation, if it was accepted, ended with the expected
+// error.
+func (tc *testCase) cancelled(inv *gatewayclient.Invocation) error {
+	if tc.CancelAfterMS == 0 || inv == nil {
+		return nil
+	}
+	if want := tc.Expect.Error.Code; !inv.State.Final() || inv.Error == nil || inv.Error.Code != want {
+		return fmt.Errorf("the call was cancelled, but invocation %s is %s (error %v), want it ended with error %q", inv.ID, inv.State, inv.Error, want)
 	}
 	return nil
 }

@@ -3,8 +3,11 @@ package gatewayclient
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/atasks-go/atasks"
@@ -38,37 +41,95 @@ func newCallConfig(opts []CallOption) callConfig {
 }
 
 // WithTimeout gives the invocation a deadline, d from when the gateway
-// starts it (?timeout=): when it passes, the invocation ends timed_out with
-// a "timeout" error and its children are cancelled.
+// starts it: when it passes, the invocation ends timed_out with a "timeout"
+// error and its children are cancelled. 0 means none; a negative d fails
+// the call with "bad_request".
 func WithTimeout(d time.Duration) CallOption { return func(c *callConfig) { c.timeout = d } }
 
 // WithIdempotencyKey makes retries safe: a call with the key of an
 // invocation the gateway still keeps (per namespace) follows that invocation
-// instead of starting another. The same key with another task or input fails
-// with "idempotency_conflict" (422).
+// instead of starting another, over either transport. The same key with
+// another task or input fails with "idempotency_conflict". A key is at most
+// 255 printable ASCII characters, else the call fails with "bad_request".
 func WithIdempotencyKey(key string) CallOption { return func(c *callConfig) { c.key = key } }
 
+// maxKey is the longest idempotency key the gateway takes, in bytes.
+const maxKey = 255
+
+// check refuses, before anything is sent, the options the gateway would
+// refuse with other codes over REST and WebSocket: a "bad_request" error.
+func (cfg callConfig) check() error {
+	var msg string
+	switch {
+	case cfg.timeout < 0:
+		msg = fmt.Sprintf("WithTimeout: want a duration >= 0, got %v", cfg.timeout)
+	case len(cfg.key) > maxKey:
+		msg = fmt.Sprintf("WithIdempotencyKey: at most %d bytes, got %d", maxKey, len(cfg.key))
+	case strings.ContainsFunc(cfg.key, func(r rune) bool { return r < 0x20 || r > 0x7e }):
+		msg = "WithIdempotencyKey: want printable ASCII characters only"
+	default:
+		return nil
+	}
+	return &atasks.Error{Code: codeBadRequest, Message: "gatewayclient: " + msg}
+}
+
+// prepare checks a call's context and options and encodes its input. For
+// a Call (untilDone), the context's deadline becomes the invocation's if
+// it is sooner than WithTimeout's.
+func prepare(ctx context.Context, in any, opts []CallOption, untilDone bool) (callConfig, []byte, error) {
+	cfg := newCallConfig(opts)
+	if ctx.Err() != nil {
+		return cfg, nil, ctxError(ctx)
+	}
+	if err := cfg.check(); err != nil {
+		return cfg, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok && untilDone && (cfg.timeout <= 0 || time.Until(dl) < cfg.timeout) {
+		cfg.timeout = max(time.Until(dl).Truncate(time.Millisecond), time.Millisecond)
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return cfg, nil, &atasks.Error{Code: wire.CodeBadInput, Message: "gatewayclient: the input cannot be encoded as JSON: " + err.Error()}
+	}
+	return cfg, body, nil
+}
+
 // Call invokes task of namespace ns with input in, encoded as JSON, and
-// waits for the outcome: in the invoking request (WithWait), then by
-// long-polling. It returns the final invocation and, if it did not succeed,
-// its error: the task's own, "cancelled" or "timeout" (an *atasks.Error).
-// When no invocation is known (the gateway refused the call or could not be
+// waits for the outcome: over the WebSocket, the gateway's messages about
+// it; over REST, the invoking request (WithWait), then long-polls. It
+// returns the final invocation and, if it did not succeed, its error: the
+// task's own, "cancelled" or "timeout" (an *atasks.Error). When no
+// invocation is known (the gateway refused the call or could not be
 // reached) the Invocation is nil.
 //
 // The context's deadline, if any, is the invocation's deadline too (or
 // WithTimeout's, whichever is sooner). If ctx ends before the outcome is
-// known, Call cancels the invocation at the gateway (DELETE) and returns it
-// as the cancel left it (normally cancelled; as last seen if the cancel
-// failed) with the context's error as an *atasks.Error, "cancelled" or
-// "timeout", so that errors.Is(err, ctx.Err()) holds. A ctx that ends during
-// the invoking request takes effect when that request answers (within
-// WithWait), since only its answer names the invocation to cancel.
+// known, Call cancels the invocation at the gateway and returns it as the
+// cancel left it (normally cancelled; as last seen if the cancel failed)
+// with the context's error as an *atasks.Error, "cancelled" or "timeout",
+// so that errors.Is(err, ctx.Err()) holds. Over REST, a ctx that ends
+// during the invoking request takes effect when that request answers
+// (within WithWait), since only its answer names the invocation to cancel.
+//
+// Over the WebSocket, a call whose connection is lost once the gateway
+// accepted it goes on at the gateway, and Call follows it on a new
+// connection (in auto mode, over REST if none opens); one lost before that
+// fails with "unavailable", retryable: it may have started, so retry with
+// WithIdempotencyKey.
 func (c *Client) Call(ctx context.Context, ns, task string, in any, opts ...CallOption) (*Invocation, error) {
-	cfg := newCallConfig(opts)
-	if dl, ok := ctx.Deadline(); ok && (cfg.timeout <= 0 || time.Until(dl) < cfg.timeout) {
-		cfg.timeout = max(time.Until(dl).Truncate(time.Millisecond), time.Millisecond)
+	cfg, body, err := prepare(ctx, in, opts, true)
+	if err != nil {
+		return nil, err
 	}
-	inv, err := c.invoke(ctx, ns, task, in, c.wait, cfg)
+	f := callFrame(c.nextRef(), ns, task, body, cfg)
+	conn, b, err := c.overWS(ctx, f)
+	switch {
+	case err != nil:
+		return nil, err
+	case conn != nil:
+		return c.callWS(ctx, conn, f, b)
+	}
+	inv, err := c.invoke(ctx, ns, task, body, c.wait, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +158,22 @@ func CallAs[Out any](ctx context.Context, c *Client, ns, task string, in any, op
 // gateway has accepted it, with a handle to wait for or cancel it. If ctx
 // ends before the gateway answers, Start cancels the invocation and returns
 // the context's error. Once Start has returned, the invocation goes on,
-// whatever becomes of ctx, until it ends, its WithTimeout passes or it is
-// cancelled (Handle.Cancel).
+// whatever becomes of ctx or of the WebSocket, until it ends, its
+// WithTimeout passes or it is cancelled (Handle.Cancel).
 func (c *Client) Start(ctx context.Context, ns, task string, in any, opts ...CallOption) (*Handle, error) {
-	inv, err := c.invoke(ctx, ns, task, in, 0, newCallConfig(opts))
+	cfg, body, err := prepare(ctx, in, opts, false)
+	if err != nil {
+		return nil, err
+	}
+	f := callFrame(c.nextRef(), ns, task, body, cfg)
+	conn, b, err := c.overWS(ctx, f)
+	switch {
+	case err != nil:
+		return nil, err
+	case conn != nil:
+		return c.startWS(ctx, conn, f, b)
+	}
+	inv, err := c.invoke(ctx, ns, task, body, 0, cfg)
 	if err == nil && ctx.Err() != nil {
 		_, err = c.abandon(ctx, inv)
 	}
@@ -116,36 +189,49 @@ type Handle struct {
 	NS string // its namespace
 
 	c       *Client
-	started *Invocation // as the invoking request answered
+	started *Invocation // over REST: as the invoking request answered
+
+	mu sync.Mutex
+	op *wsOp // over the WebSocket: the call, or the subscription that follows it now
 }
 
-// Wait long-polls the invocation until it is final and returns it with its
-// error, as Call does. If ctx ends first, Wait returns a nil Invocation and
-// a "cancelled" or "timeout" error, and the invocation goes on: cancel it
+// Wait waits until the invocation is final and returns it with its error,
+// as Call does: over the WebSocket, for the gateway's messages (following
+// it on a new connection if the connection is lost); over REST, by
+// long-polling. If ctx ends first, Wait returns a nil Invocation and a
+// "cancelled" or "timeout" error, and the invocation goes on: cancel it
 // with Cancel.
 func (h *Handle) Wait(ctx context.Context) (*Invocation, error) {
-	inv, err := h.c.await(ctx, h.started)
-	if err != nil {
+	if h.started == nil {
+		return h.follow(ctx)
+	}
+	return h.c.outcome(ctx, h.started)
+}
+
+// Cancel cancels the invocation as Client.Cancel does, over the WebSocket
+// when it follows the invocation; Wait then returns a "cancelled" error
+// unless the outcome came first.
+func (h *Handle) Cancel(ctx context.Context) (*Invocation, error) {
+	if h.started != nil {
+		return h.c.Cancel(ctx, h.NS, h.ID)
+	}
+	op := h.current()
+	if inv, _ := op.outcome(); inv != nil {
+		return inv, nil // finished: a cancel changes nothing
+	}
+	if !op.cancel() {
+		return h.c.Cancel(ctx, h.NS, h.ID) // its connection was lost
+	}
+	inv, err := h.follow(ctx)
+	if inv == nil {
 		return nil, err
 	}
-	return inv, inv.Err()
+	return inv, nil
 }
 
-// Cancel cancels the invocation as Client.Cancel does; Wait then returns a
-// "cancelled" error unless the outcome came first.
-func (h *Handle) Cancel(ctx context.Context) (*Invocation, error) {
-	return h.c.Cancel(ctx, h.NS, h.ID)
-}
-
-// invoke starts the task, waiting up to wait for its outcome in the request.
-func (c *Client) invoke(ctx context.Context, ns, task string, in any, wait time.Duration, cfg callConfig) (*Invocation, error) {
-	if ctx.Err() != nil {
-		return nil, ctxError(ctx)
-	}
-	body, err := json.Marshal(in)
-	if err != nil {
-		return nil, &atasks.Error{Code: wire.CodeBadInput, Message: "gatewayclient: the input cannot be encoded as JSON: " + err.Error()}
-	}
+// invoke starts the task with the encoded input body over REST, waiting up
+// to wait for its outcome in the request.
+func (c *Client) invoke(ctx context.Context, ns, task string, body []byte, wait time.Duration, cfg callConfig) (*Invocation, error) {
 	q := url.Values{"wait": {wait.String()}}
 	if cfg.timeout > 0 {
 		q.Set("timeout", cfg.timeout.String())
@@ -161,6 +247,15 @@ func (c *Client) invoke(ctx context.Context, ns, task string, in any, wait time.
 		return nil, err
 	}
 	return decodeInvocation(res)
+}
+
+// outcome long-polls inv until it is final and returns it with its error.
+func (c *Client) outcome(ctx context.Context, inv *Invocation) (*Invocation, error) {
+	final, err := c.await(ctx, inv)
+	if err != nil {
+		return nil, err
+	}
+	return final, final.Err()
 }
 
 // await long-polls inv until it is final.

@@ -24,7 +24,7 @@ const (
 // reach a task's error.
 type ProblemError struct {
 	Status int           // the HTTP status, e.g. 404
-	Err    *atasks.Error // Code: the problem's code, or "http_<status>" without one; Retryable for 502, 503, 504
+	Err    *atasks.Error // Code: the problem's code, or "http_<status>" without one; Retryable: the problem's, or for 502, 503, 504 without one
 }
 
 // Error implements error.
@@ -36,13 +36,17 @@ func (e *ProblemError) Unwrap() error { return e.Err }
 // problemError turns an HTTP error answer into a *ProblemError.
 func problemError(status int, body []byte) error {
 	var p struct {
-		Code   string `json:"code"`
-		Detail string `json:"detail"`
+		Code      string `json:"code"`
+		Detail    string `json:"detail"`
+		Retryable *bool  `json:"retryable"`
 	}
 	if json.Unmarshal(body, &p) != nil || p.Code == "" {
-		p.Code, p.Detail = fmt.Sprintf("http_%d", status), http.StatusText(status)
+		p.Code, p.Detail, p.Retryable = fmt.Sprintf("http_%d", status), http.StatusText(status), nil
 	}
 	retryable := status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout
+	if p.Retryable != nil {
+		retryable = *p.Retryable
+	}
 	return &ProblemError{Status: status, Err: &atasks.Error{Code: p.Code, Message: p.Detail, Retryable: retryable}}
 }
 

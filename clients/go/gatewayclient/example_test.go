@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 	"time"
 
 	"github.com/atasks-go/atasks"
@@ -18,6 +19,7 @@ func ExampleCallAs() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer c.Close()
 	sum, err := gatewayclient.CallAs[int](ctx, c, "default", "demo.add", map[string]int{"a": 2, "b": 3})
 	if err != nil {
 		log.Fatal(err)
@@ -33,6 +35,7 @@ func ExampleClient_Call() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer c.Close()
 	inv, err := c.Call(ctx, "default", "demo.fib", map[string]int{"n": 10}, gatewayclient.WithTimeout(5*time.Second))
 	if err != nil {
 		log.Fatal(err)
@@ -48,6 +51,7 @@ func ExampleClient_Start() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer c.Close()
 	var hs []*gatewayclient.Handle
 	for i := range 3 {
 		h, err := c.Start(ctx, "default", "demo.sleep", map[string]any{"ms": 200, "value": i})
@@ -78,6 +82,7 @@ func ExampleClient_Call_cancel() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer c.Close()
 	time.AfterFunc(100*time.Millisecond, cancel)
 	inv, err := c.Call(ctx, "default", "demo.gather", map[string]int{"n": 4, "ms": 60000})
 	fmt.Println(errors.Is(err, context.Canceled), inv.State)
@@ -91,6 +96,7 @@ func ExampleHandle_Cancel() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer c.Close()
 	h, err := c.Start(ctx, "default", "demo.sleep", map[string]any{"ms": 60000})
 	if err != nil {
 		log.Fatal(err)
@@ -107,14 +113,32 @@ func ExampleHandle_Cancel() {
 	// true
 }
 
+// Calls go over the WebSocket, falling back to REST (auto); WithTransport
+// picks one. WithHeader sends a header on every request, the WebSocket's
+// upgrade included: a gateway that needs tokens takes them so.
+func ExampleWithTransport() {
+	ctx := context.Background()
+	c, err := gatewayclient.New(gatewayURL,
+		gatewayclient.WithTransport(gatewayclient.TransportWS),
+		gatewayclient.WithHeader("Authorization", "Bearer "+os.Getenv("ATASKS_TOKEN")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	sum, err := gatewayclient.CallAs[int](ctx, c, "default", "demo.add", map[string]int{"a": 2, "b": 3})
+	fmt.Println(sum, err)
+	// Output: 5 <nil>
+}
+
 // A task's typed error and the gateway's own errors are *atasks.Error, as
-// with the SDK; the gateway's carry their HTTP status in a ProblemError.
+// with the SDK, with the same code over WebSocket and REST.
 func Example_errors() {
 	ctx := context.Background()
 	c, err := gatewayclient.New(gatewayURL)
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer c.Close()
 	in := map[string]any{"code": "insufficient_funds", "message": "balance is 100", "details": map[string]int{"balance": 100}}
 	_, err = c.Call(ctx, "default", "demo.fail", in)
 	var e *atasks.Error
@@ -123,11 +147,10 @@ func Example_errors() {
 	}
 
 	_, err = c.Call(ctx, "default", "demo.nope", nil)
-	var p *gatewayclient.ProblemError
-	if errors.Is(err, atasks.ErrTaskNotFound) && errors.As(err, &p) {
-		fmt.Println(p.Status, p.Err.Code)
+	if errors.Is(err, atasks.ErrTaskNotFound) && errors.As(err, &e) {
+		fmt.Println(e.Code, e.Retryable)
 	}
 	// Output:
 	// insufficient_funds balance is 100 {"balance":100} false
-	// 404 task_not_found
+	// task_not_found false
 }

@@ -3,6 +3,7 @@ package gatewayclient_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"testing"
@@ -14,18 +15,23 @@ import (
 	"go.uber.org/goleak"
 )
 
-// gatewayURL is the address of the gateway the tests and examples call: an
-// embedded one with the demo tasks, started by TestMain.
-var gatewayURL string
+// The gateway the tests and examples call: an embedded one with the demo
+// tasks, started by TestMain. Tests that need to see or cut its
+// connections serve gatewayHandler themselves (newFront).
+var (
+	gatewayURL     string
+	gatewayHandler http.Handler
+)
 
 func TestMain(m *testing.M) {
-	stop, err := startGateway()
+	gw, err := startGateway()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the gateway:", err)
 		os.Exit(2)
 	}
+	gatewayURL, gatewayHandler = gw.URL, gw.handler
 	code := m.Run()
-	if err := stop(); err != nil {
+	if err := gw.stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "stopping the gateway:", err)
 		code = 1
 	}
@@ -36,9 +42,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testGateway is a gateway of the demo tasks served in-process.
+type testGateway struct {
+	URL     string
+	handler http.Handler
+	stop    func() error // stops serving, closes the gateway (1001 to its WebSockets), drains the worker
+}
+
 // startGateway serves the demo tasks in-process over loopback behind an
-// HTTP gateway, as `gateway` without --amqp-url does, and sets gatewayURL.
-func startGateway() (stop func() error, err error) {
+// HTTP gateway, as `gateway` without --amqp-url does.
+func startGateway() (*testGateway, error) {
 	nss, err := demo.Namespaces(nil)
 	if err != nil {
 		return nil, err
@@ -63,14 +76,13 @@ func startGateway() (stop func() error, err error) {
 		return nil, err
 	}
 	srv := httptest.NewServer(gw)
-	gatewayURL = srv.URL
-	// Shutdown order: stop serving HTTP, stop waiting for outcomes, then
-	// drain the worker.
-	return func() error {
+	// Shutdown order: stop serving HTTP, stop waiting for outcomes (which
+	// closes the WebSockets), then drain the worker.
+	return &testGateway{URL: srv.URL, handler: gw, stop: func() error {
 		srv.Close()
 		gw.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return worker.Stop(ctx)
-	}, nil
+	}}, nil
 }
