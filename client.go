@@ -97,6 +97,27 @@ type Client struct {
 	namespaces map[string]*namespace
 	stopOnce   sync.Once
 	stopErr    error
+
+	slotsMu sync.Mutex
+	slots   []*router.Slots // of the client's workers, for the slot metrics
+}
+
+// addSlots counts a worker's slots in the client's slot metrics.
+func (c *Client) addSlots(s *router.Slots) {
+	c.slotsMu.Lock()
+	defer c.slotsMu.Unlock()
+	c.slots = append(c.slots, s)
+}
+
+// slotSum adds up f over the client's workers' slots.
+func (c *Client) slotSum(f func(*router.Slots) int) int {
+	c.slotsMu.Lock()
+	defer c.slotsMu.Unlock()
+	n := 0
+	for _, s := range c.slots {
+		n += f(s)
+	}
+	return n
 }
 
 // namespace is one namespace at run time: its router and codecs.
@@ -116,6 +137,7 @@ func NewClient(cfg Config) (*Client, error) {
 	var served *metrics.Invocations
 	if cfg.Metrics != nil {
 		served = metrics.NewInvocations(cfg.Metrics, "worker")
+		metrics.RegisterSlots(cfg.Metrics, func() int { return c.slotSum((*router.Slots).Busy) }, func() int { return c.slotSum((*router.Slots).Size) })
 	}
 	var tracer trace.Tracer
 	if cfg.TracerProvider != nil {

@@ -53,8 +53,9 @@ type RetryPolicy struct {
 	// including the first. Callers may lower it (MaxAttempts).
 	MaxAttempts int
 	// Initial is the delay before the second attempt; each next delay is
-	// Multiplier times the last (default 2), at most Max (default: no cap),
-	// and varies randomly by ± Jitter of itself (0 to 1; default 0.2).
+	// Multiplier times the last (default 2), at most Max (and at most 24 h
+	// whatever Max says), and varies randomly by ± Jitter of itself (0 to 1;
+	// default 0.2).
 	Initial, Max time.Duration
 	Multiplier   float64
 	Jitter       float64

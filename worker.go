@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/atasks-go/atasks/internal/router"
 	"github.com/atasks-go/atasks/wire"
 )
@@ -85,9 +84,7 @@ func NewWorker(client *Client, cfg WorkerConfig) (*Worker, error) {
 		return nil, err
 	}
 	w := &Worker{client: client, cfg: cfg, slots: router.NewSlots(cfg.Concurrency), stopped: make(chan struct{})}
-	if reg := client.cfg.Metrics; reg != nil {
-		metrics.RegisterSlots(reg, w.slots.Busy, w.slots.Size)
-	}
+	client.addSlots(w.slots)
 	return w, nil
 }
 

@@ -56,7 +56,7 @@ func newLimiter(cfg Config) *limiter {
 func (l *limiter) get(key string, now time.Time) *quota {
 	q, ok := l.quotas[key]
 	if !ok {
-		if len(l.quotas) >= maxQuotas && now.Sub(l.swept) >= sweepEvery {
+		if len(l.quotas) >= maxQuotas && (now.Sub(l.swept) >= sweepEvery || len(l.quotas) >= 2*maxQuotas) {
 			l.sweep(now)
 		}
 		q = &quota{bucket: rate.NewLimiter(l.every, l.burst)}
@@ -66,11 +66,22 @@ func (l *limiter) get(key string, now time.Time) *quota {
 	return q
 }
 
-// sweep forgets the keys with nothing in flight unseen for l.idle.
+// sweep forgets the keys with nothing in flight unseen for l.idle; if
+// that leaves maxQuotas or more (many clients at once), it forgets keys with
+// nothing in flight, whatever their age, until fewer remain: memory stays
+// bounded, at the price of those keys' rates starting afresh.
 func (l *limiter) sweep(now time.Time) {
 	l.swept = now
 	for k, q := range l.quotas {
 		if q.inFlight == 0 && now.Sub(q.seen) >= l.idle {
+			delete(l.quotas, k)
+		}
+	}
+	for k, q := range l.quotas {
+		if len(l.quotas) < maxQuotas {
+			break
+		}
+		if q.inFlight == 0 {
 			delete(l.quotas, k)
 		}
 	}

@@ -42,6 +42,9 @@ func TestMetrics(t *testing.T) {
 	if err := worker.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: 3, Tasks: []string{"demo.add"}}); err != nil { // its slots add up
+		t.Fatal(err)
+	}
 	gw, err := gateway.New(gateway.Config{Client: client, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +70,7 @@ func TestMetrics(t *testing.T) {
 		{"atasks_worker_invocations_total", `ns=default,outcome=succeeded,task=demo.add`, 2},
 		{"atasks_worker_invocations_total", `ns=default,outcome=failed,task=demo.fail`, 1},
 		{"atasks_worker_slots_busy", ``, 0},
-		{"atasks_worker_slots_free", ``, 7},
+		{"atasks_worker_slots_free", ``, 10},
 		{"atasks_gateway_ws_connections", ``, 1},
 		{"atasks_gateway_ws_calls_total", `ns=default`, 1},
 		{"atasks_gateway_results_stored", ``, 4},

@@ -98,7 +98,7 @@ func (m *monitor) subscribe() (*monSub, []monInvocation) {
 		ctx, stop := context.WithCancel(m.g.life)
 		m.stopWatch = stop
 		for _, ns := range m.g.cfg.Client.Namespaces() {
-			go func() { _ = m.g.cfg.Client.Watch(ctx, ns, func(a atasks.Activity) { m.add(ns, a) }) }()
+			go m.watch(ctx, ns)
 		}
 	}
 	s := &monSub{changed: map[string]bool{}}
@@ -109,6 +109,20 @@ func (m *monitor) subscribe() (*monSub, []monInvocation) {
 	}
 	slices.Reverse(snap)
 	return s, snap
+}
+
+// watch watches namespace ns until ctx ends, again a second after each
+// failure.
+func (m *monitor) watch(ctx context.Context, ns string) {
+	for ctx.Err() == nil {
+		if err := m.g.cfg.Client.Watch(ctx, ns, func(a atasks.Activity) { m.add(ns, a) }); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // unsubscribe removes s, and stops watching if no one monitors any more.
@@ -148,7 +162,9 @@ func (m *monitor) add(ns string, a atasks.Activity) {
 	}
 	for s := range m.subs {
 		for _, c := range changed {
-			s.changed[c] = true
+			if len(s.changed) < maxMonitored { // else it is that far behind: it misses some
+				s.changed[c] = true
+			}
 		}
 	}
 }
@@ -163,11 +179,28 @@ func (m *monitor) recordLocked(ns, id string) (*monInvocation, bool) {
 	rec := &monInvocation{ID: id, NS: ns}
 	m.recs[id] = m.order.PushBack(rec)
 	for m.order.Len() > maxMonitored {
-		old := m.order.Remove(m.order.Front()).(*monInvocation)
-		delete(m.recs, old.ID)
-		delete(m.children, old.ID)
+		m.dropLocked(m.order.Remove(m.order.Front()).(*monInvocation))
 	}
 	return rec, true
+}
+
+// dropLocked forgets rec: its record, its children list, its place in its
+// parent's, and any change pending for it. So children lists only name
+// recorded invocations, and nothing outgrows maxMonitored.
+func (m *monitor) dropLocked(rec *monInvocation) {
+	delete(m.recs, rec.ID)
+	delete(m.children, rec.ID)
+	if siblings, ok := m.children[rec.Parent]; ok {
+		siblings = slices.DeleteFunc(siblings, func(id string) bool { return id == rec.ID })
+		if len(siblings) == 0 {
+			delete(m.children, rec.Parent)
+		} else {
+			m.children[rec.Parent] = siblings
+		}
+	}
+	for s := range m.subs {
+		delete(s.changed, rec.ID)
+	}
 }
 
 // countLocked counts an invocation of task k that ended at end in state.

@@ -94,17 +94,32 @@ func TestMonitor(t *testing.T) {
 		t.Errorf("task counts: %v; want demo.fib 9 ended, demo.fail 1 ended 1 failed", counts)
 	}
 
+	// One monitor per connection: a second is refused while the first runs.
+	wsSend(t, c, `{"type":"monitor","ref":"m2"}`)
+	m := monRead(t, c)
+	for m.Ref != "m2" {
+		m = monRead(t, c)
+	}
+	if m.Type != "error" {
+		t.Errorf("a second monitor on one connection: %+v", m)
+	}
 	wsSend(t, c, `{"type":"cancel","ref":"m"}`)
-	wsSend(t, c, `{"type":"monitor","ref":"m2"}`) // the ref m is free once its op has ended
-	for {
-		if m := monRead(t, c); m.Type == "snapshot" && m.Ref == "m2" {
+	for try := 0; ; try++ { // once the first has stopped, another may start
+		wsSend(t, c, `{"type":"monitor","ref":"m3"}`)
+		m := monRead(t, c)
+		for m.Ref != "m3" {
+			m = monRead(t, c)
+		}
+		if m.Type == "snapshot" {
 			if len(m.Invocations) < 10 {
 				t.Errorf("snapshot of %d invocations, want the 10 seen", len(m.Invocations))
 			}
 			break
-		} else if m.Type == "error" {
-			t.Fatalf("monitor again: %+v", m)
 		}
+		if try == 40 {
+			t.Fatalf("no monitor after the first was cancelled: %+v", m)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

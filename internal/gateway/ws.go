@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -309,6 +310,7 @@ type wsMessage struct {
 	Worker     string        `json:"worker,omitempty"`
 	Replayed   bool          `json:"replayed,omitempty"`
 	Invocation *Invocation   `json:"invocation,omitempty"`
+	CancelOf   string        `json:"cancel_of,omitempty"` // with an error: the ref whose cancel it refuses
 	Error      *atasks.Error `json:"error,omitempty"`
 }
 
@@ -543,11 +545,9 @@ func (c *wsConn) cancel(m clientMsg) {
 			op.stop() // a monitor: it ends, nothing answers
 			return
 		case !allowed:
-			// No ref: an error with the call's ref would read as the
-			// call's own refusal, and the call goes on.
-			e := forbidden(op.ns, RightCancel)
-			e.Message = fmt.Sprintf("cancel of %q: %s", m.Ref, e.Message)
-			c.fail("", e)
+			// Not under the call's ref, which would read as the call's own
+			// refusal: the call goes on.
+			c.send(wsMessage{Type: "error", CancelOf: m.Ref, Error: forbidden(op.ns, RightCancel)})
 			return
 		case id == "":
 			return // runCall cancels it once started
@@ -561,6 +561,13 @@ func (c *wsConn) cancel(m clientMsg) {
 // monitor opens op m.Ref and feeds it what the monitor sees, in its op
 // goroutine, until it is cancelled or the connection ends.
 func (c *wsConn) monitor(m clientMsg) {
+	c.mu.Lock()
+	monitoring := slices.ContainsFunc(slices.Collect(maps.Values(c.open)), func(op *wsOp) bool { return op.stop != nil })
+	c.mu.Unlock()
+	if monitoring {
+		c.fail(m.Ref, &atasks.Error{Code: codeTooManyCalls, Message: "this connection monitors already: one monitor per connection"})
+		return
+	}
 	ctx, stop := context.WithCancel(c.ctx)
 	op := &wsOp{ref: m.Ref, stop: stop}
 	if !c.opens(op) {

@@ -27,6 +27,7 @@ type wsMsg struct {
 	Child      string              `json:"child"`
 	Worker     string              `json:"worker"`
 	Replayed   bool                `json:"replayed"`
+	CancelOf   string              `json:"cancel_of"`
 	Invocation *gateway.Invocation `json:"invocation"`
 	Error      *atasks.Error       `json:"error"`
 }

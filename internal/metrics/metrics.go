@@ -47,7 +47,7 @@ func NewInvocations(reg prometheus.Registerer, part string) *Invocations {
 	m := &Invocations{
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "atasks_" + part + "_invocations_total",
-			Help: "Invocations that ended, by namespace, task and outcome (the final state).",
+			Help: "Invocations (the worker's: attempts) that ended, by namespace, task and outcome: the final state, or queued for an attempt that will be retried.",
 		}, []string{"ns", "task", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "atasks_" + part + "_invocation_duration_seconds",
@@ -95,8 +95,8 @@ func (m *Invocations) Ended(ns, task, outcome string, d time.Duration) {
 	m.duration.WithLabelValues(ns, task).Observe(d.Seconds())
 }
 
-// RegisterSlots registers the worker's compute slots, busy and free, read
-// from busy and size at each scrape.
+// RegisterSlots registers a process's compute slots, busy and free (the
+// sum over its workers), read from busy and size at each scrape.
 func RegisterSlots(reg prometheus.Registerer, busy, size func() int) {
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -30,33 +30,39 @@ type Policy struct {
 	Jitter       float64 // 0 to 1
 }
 
+// MaxRetryDelay caps every retry delay, whatever the policy says.
+const MaxRetryDelay = 24 * time.Hour
+
 // delay returns the delay before the attempt after attempt n.
 func (p Policy) delay(n int) time.Duration {
+	limit := float64(MaxRetryDelay)
+	if p.Max > 0 {
+		limit = min(limit, float64(p.Max))
+	}
 	d := float64(p.Initial)
 	for range n - 1 {
-		d *= p.Multiplier
-		if p.Max > 0 && d >= float64(p.Max) {
+		if d *= p.Multiplier; d >= limit {
 			break
 		}
 	}
-	if p.Max > 0 {
-		d = min(d, float64(p.Max))
-	}
+	d = min(d, limit)
 	d += d * p.Jitter * (2*rand.Float64() - 1)
-	return time.Duration(d)
+	return time.Duration(max(d, 0))
 }
 
 // retry tries to have req run again after attempt req.Attempt failed with
 // e: if the policy and the caller allow another attempt, the error is
-// retryable, the caller's deadline leaves time for it and the delivery can
-// retry. It returns the Queued reply that says so, or nil.
-func (r *Router) retry(req *wire.Request, d wire.Delivery, p Policy, e *wire.Error) *wire.Reply {
+// retryable, the invocation was not cancelled (ctx is the transport's,
+// before the task's own timeout), the caller's deadline leaves time for
+// it and the delivery can retry. It returns the Queued reply that says
+// so, or nil.
+func (r *Router) retry(ctx context.Context, req *wire.Request, d wire.Delivery, p Policy, e *wire.Error) *wire.Reply {
 	limit := p.MaxAttempts
 	if req.MaxAttempts > 0 {
 		limit = min(limit, req.MaxAttempts)
 	}
 	rt, ok := d.(wire.Retrier)
-	if !e.Retryable || req.Attempt >= limit || !ok {
+	if !e.Retryable || req.Attempt >= limit || !ok || ctx.Err() != nil { // ctx: cancelled, or past the caller's deadline
 		return nil
 	}
 	delay := p.delay(req.Attempt)

@@ -138,6 +138,7 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	}
 	// The task's context ends when it returns, so that children it left
 	// running are cancelled and a goroutine waiting for a slot gives up.
+	invCtx := ctx // the transport's: it ends when the invocation is cancelled or its deadline passes
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if h.Policy.Timeout > 0 {
@@ -161,7 +162,7 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	}
 	rep.Task, rep.Worker, rep.Attempt = req.Task, r.cfg.Worker, req.Attempt
 	if rep.Err != nil {
-		if retry := r.retry(req, d, h.Policy, rep.Err); retry != nil {
+		if retry := r.retry(invCtx, req, d, h.Policy, rep.Err); retry != nil {
 			rep = retry
 		}
 	}

@@ -222,6 +222,13 @@ func (h *Handle) Cancel(ctx context.Context) (*Invocation, error) {
 	if !op.cancel() {
 		return h.c.Cancel(ctx, h.NS, h.ID) // its connection was lost
 	}
+	select {
+	case err := <-op.refused:
+		return nil, err
+	case <-op.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	inv, err := h.follow(ctx)
 	if inv == nil {
 		return nil, err

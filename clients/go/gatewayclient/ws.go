@@ -77,6 +77,7 @@ type serverMsg struct {
 	Task       string        `json:"task"`
 	State      atasks.State  `json:"state"`
 	Invocation *Invocation   `json:"invocation"`
+	CancelOf   string        `json:"cancel_of"` // with an error: the ref whose cancel the gateway refused
 	Error      *atasks.Error `json:"error"`
 }
 
@@ -163,11 +164,19 @@ func lostError(err error) error {
 
 // route hands message m to the op of its ref, if still open.
 func (conn *wsConn) route(m serverMsg) {
+	ref := m.Ref
+	if m.Type == "error" && ref == "" && m.CancelOf != "" {
+		ref = m.CancelOf
+	}
 	conn.mu.Lock()
-	op := conn.ops[m.Ref]
+	op := conn.ops[ref]
 	conn.mu.Unlock()
 	if op == nil {
 		return // about a ref closed already, or about none (a cancel by id)
+	}
+	if ref != m.Ref {
+		op.cancelRefused(m.Error)
+		return
 	}
 	switch m.Type {
 	case "accepted":
@@ -285,6 +294,7 @@ type wsOp struct {
 	ref, ns  string
 	accepted chan struct{} // closed once the gateway accepted the call, or the op ended
 	done     chan struct{} // closed once the op ended: its outcome is then fixed
+	refused  chan error    // the gateway refused a cancel of the op (it goes on)
 
 	mu    sync.Mutex
 	id    string       // the invocation, once accepted
@@ -298,7 +308,7 @@ type wsOp struct {
 
 // newCallOp returns the op of a call frame under ref.
 func newCallOp(conn *wsConn, ref, ns string) *wsOp {
-	return &wsOp{conn: conn, ref: ref, ns: ns, accepted: make(chan struct{}), done: make(chan struct{})}
+	return &wsOp{conn: conn, ref: ref, ns: ns, accepted: make(chan struct{}), done: make(chan struct{}), refused: make(chan error, 1)}
 }
 
 // accept notes that the gateway started the call as invocation id.
@@ -331,6 +341,18 @@ func (op *wsOp) refuse(e *atasks.Error) bool {
 	}
 	op.end(nil, e, false)
 	return true
+}
+
+// cancelRefused passes the gateway's refusal of a cancel of op, e, to
+// whoever waits for the cancel.
+func (op *wsOp) cancelRefused(e *atasks.Error) {
+	if e == nil {
+		e = &atasks.Error{Code: codeBadResponse, Message: "gatewayclient: an error message without an error"}
+	}
+	select {
+	case op.refused <- e:
+	default: // one refusal waits already
+	}
 }
 
 // end ends op with its final invocation inv, or with err; lost tells

@@ -216,6 +216,7 @@ func (h *Handle) abandon(ctx context.Context) (*Invocation, error) {
 	if op.cancel() {
 		select {
 		case <-op.done:
+		case <-op.refused: // the token may not cancel: it goes on
 		case <-cctx.Done():
 		}
 	}

@@ -17,6 +17,9 @@ const (
 	// watchQueueLength bounds a monitor's queue: when it falls behind, the
 	// oldest activities are dropped, never the broker's memory.
 	watchQueueLength = 10_000
+
+	// watchPrefetch is how many activities a watcher holds unacknowledged.
+	watchPrefetch = 256
 )
 
 // watching is the body of watching messages.
@@ -98,13 +101,18 @@ func (t *Transport) watchOn(ctx context.Context, g *generation, fn func(wire.Act
 	if err == nil {
 		err = ch.QueueBind(q.Name, "", t.topo.activity(), false, nil)
 	}
+	if err == nil { // acked one by one, so that a watcher that falls behind leaves them in the bounded queue
+		err = ch.Qos(watchPrefetch, 0, false)
+	}
 	var msgs <-chan amqp.Delivery
 	if err == nil {
-		msgs, err = ch.Consume(q.Name, "", true, true, false, false, nil)
+		msgs, err = ch.Consume(q.Name, "", false, true, false, false, nil)
 	}
 	if err != nil {
 		return fmt.Errorf("amqp: watch queue: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx) // ends sayWatching with this channel
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
 	go t.sayWatching(ctx, g)
@@ -112,9 +120,10 @@ func (t *Transport) watchOn(ctx context.Context, g *generation, fn func(wire.Act
 		var a wire.Activity
 		if err := json.Unmarshal(m.Body, &a); err != nil || a.ID == "" {
 			t.log.Debug("amqp: dropped bad activity", "err", err)
-			continue
+		} else {
+			fn(a)
 		}
-		fn(a)
+		_ = m.Ack(false)
 	}
 	return nil
 }

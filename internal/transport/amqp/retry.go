@@ -53,8 +53,13 @@ func (d *delivery) Retry(ctx context.Context, attempt int, delay time.Duration) 
 }
 
 // declareRetry declares retry queue q of task for bucket, on its own
-// channel: a refusal closes only that.
+// channel (a refusal closes only that), unless it did within half a
+// bucket: the queue then lives at least 1.5 buckets plus a minute more,
+// longer than any message published to it meanwhile waits.
 func (t *Transport) declareRetry(ctx context.Context, q, task string, bucket time.Duration) error {
+	if last, ok := t.retryQueues.Load(q); ok && time.Since(last.(time.Time)) < bucket/2 {
+		return nil
+	}
 	g, err := t.waitGen(ctx)
 	if err != nil {
 		return err
@@ -73,6 +78,6 @@ func (t *Transport) declareRetry(ctx context.Context, q, task string, bucket tim
 	if err != nil {
 		return fmt.Errorf("amqp: declare %s: %w", q, err)
 	}
-	t.retryQueues.Store(q, true)
+	t.retryQueues.Store(q, time.Now())
 	return nil
 }

@@ -475,13 +475,14 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 		return nil
 	}
 	fail := func(e *wire.Error) *wire.Reply { return failure(req.ID, req.Task, req.Codec, e) }
-	if req.Attempt > 1 {
+	deliveries := req.Attempt - headerInt(d.msg.Headers, headerRetries) // retries are not failed deliveries
+	if deliveries > 1 {
 		t.cfg.Metrics.Redelivered(t.cfg.Namespace, d.q.task)
 	}
 	switch {
 	case bad != nil:
 		return fail(bad)
-	case req.Attempt-headerInt(d.msg.Headers, headerRetries) > t.cfg.DeliveryLimit: // retries are not failed deliveries
+	case deliveries > t.cfg.DeliveryLimit:
 		t.cfg.Metrics.DeadLettered(t.cfg.Namespace, d.q.task)
 		return fail(poisonError(t.cfg.DeliveryLimit))
 	case !req.Deadline.IsZero() && !time.Now().Before(req.Deadline):

@@ -80,7 +80,7 @@ type Transport struct {
 	inflight   map[string]struct{}         // sent requests without a final reply yet
 	asks       map[string]chan leaseAnswer // lease queries waiting, by correlation id
 
-	retryQueues  sync.Map     // names of the retry queues declared, for tests to delete
+	retryQueues  sync.Map     // retry queue name → when it was last declared (see declareRetry)
 	watchedUntil atomic.Int64 // UnixNano until which a monitor watches (see Report)
 
 	stopCtx context.Context // ends reconnecting; cancelled last by Close
