@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/internal/demo"
 	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
 	"go.uber.org/goleak"
 )
 
@@ -34,37 +34,8 @@ func setup(t testing.TB, cfg gateway.Config) *httptest.Server {
 // namespaces nss.
 func setupNamespaces(t testing.TB, cfg gateway.Config, nss []atasks.NamespaceConfig) (*httptest.Server, *gateway.Gateway) {
 	t.Helper()
-	client, err := atasks.NewClient(atasks.Config{Namespaces: nss})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := client.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := worker.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Client = client
-	gw, err := gateway.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gw)
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := worker.Stop(ctx); err != nil {
-			t.Error(err)
-		}
-		gw.Close()
-	})
-	return srv, gw
+	s := gatewaytest.New(t, cfg, nss)
+	return s.HTTP, s.Gateway
 }
 
 type response struct {

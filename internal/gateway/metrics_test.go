@@ -1,16 +1,13 @@
 package gateway_test
 
 import (
-	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/atasks-go/atasks"
-	"github.com/atasks-go/atasks/internal/demo"
 	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
 	"github.com/atasks-go/atasks/internal/metrics"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -23,38 +20,15 @@ import (
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	reg := metrics.NewRegistry()
-	nss, err := demo.Namespaces(nil)
-	if err != nil {
+	srv := gatewaytest.New(t, gateway.Config{Metrics: reg}, nil)                                                              // a worker of 1000 slots
+	if _, err := atasks.NewWorker(srv.Client, atasks.WorkerConfig{Concurrency: 3, Tasks: []string{"demo.add"}}); err != nil { // its slots add up
 		t.Fatal(err)
 	}
-	client, err := atasks.NewClient(atasks.Config{Namespaces: nss, Metrics: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := client.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := worker.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := atasks.NewWorker(client, atasks.WorkerConfig{Concurrency: 3, Tasks: []string{"demo.add"}}); err != nil { // its slots add up
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Client: client, Metrics: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := newServer(t, gw, worker)
 
 	do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":1,"b":2}`)
 	do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", `{"a":3,"b":4}`)
 	do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.fail", `{"code":"nope","message":"no"}`)
-	c := wsDial(t, srv)
+	c := wsDial(t, srv.HTTP)
 	wsCall(t, c, "1", "demo.echo", `"x"`)
 
 	got := scrape(t, srv.URL)
@@ -70,7 +44,7 @@ func TestMetrics(t *testing.T) {
 		{"atasks_worker_invocations_total", `ns=default,outcome=succeeded,task=demo.add`, 2},
 		{"atasks_worker_invocations_total", `ns=default,outcome=failed,task=demo.fail`, 1},
 		{"atasks_worker_slots_busy", ``, 0},
-		{"atasks_worker_slots_free", ``, 10},
+		{"atasks_worker_slots_free", ``, 1003},
 		{"atasks_gateway_ws_connections", ``, 1},
 		{"atasks_gateway_ws_calls_total", `ns=default`, 1},
 		{"atasks_gateway_results_stored", ``, 4},
@@ -90,22 +64,6 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("an invocation id as a label: %s", series)
 		}
 	}
-}
-
-// newServer serves gw and, at the test's end, stops it and worker.
-func newServer(t *testing.T, gw *gateway.Gateway, worker *atasks.Worker) *httptest.Server {
-	t.Helper()
-	srv := httptest.NewServer(gw)
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		gw.Close()
-		if err := worker.Stop(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	return srv
 }
 
 // scrape reads base's /metrics into "name{k=v,…}" → value, labels sorted

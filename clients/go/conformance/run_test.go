@@ -2,24 +2,20 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
-	"github.com/atasks-go/atasks/internal/demo"
 	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
 )
 
 // The project's cases pass over both transports against an embedded
 // gateway with the demo tasks, one line per case and transport.
 func TestRunAll(t *testing.T) {
 	t.Parallel()
-	url := startGateway(t)
+	url := gatewaytest.New(t, gateway.Config{}, nil).URL
 	cases, err := load(filepath.Join("..", "..", "..", "conformance", "cases.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -37,45 +33,4 @@ func TestRunAll(t *testing.T) {
 			}
 		}
 	}
-}
-
-// startGateway serves the demo tasks in-process over loopback behind a
-// gateway until the test ends, and returns its URL.
-func startGateway(t *testing.T) string {
-	t.Helper()
-	nss, err := demo.Namespaces(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := atasks.NewClient(atasks.Config{Namespaces: nss})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := client.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := worker.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Client: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gw)
-	// Shutdown order: stop serving HTTP, stop waiting for outcomes, then
-	// drain the worker.
-	t.Cleanup(func() {
-		srv.Close()
-		gw.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := worker.Stop(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	return srv.URL
 }

@@ -3,14 +3,13 @@ package gatewayclient_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
-	"github.com/atasks-go/atasks/internal/demo"
 	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
 )
 
 // A token without the cancel right: over both transports Cancel fails at
@@ -21,37 +20,8 @@ func TestCancelRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nss, err := demo.Namespaces(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := atasks.NewClient(atasks.Config{Namespaces: nss})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := gatewaytest.New(t, gateway.Config{Tokens: tokens}, nil)
 	ctx := context.Background()
-	if err := client.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	worker, err := atasks.NewWorker(client, atasks.WorkerConfig{})
-	if err == nil {
-		err = worker.Start(ctx)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := gateway.New(gateway.Config{Client: client, Tokens: tokens})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(gw)
-	t.Cleanup(func() {
-		srv.Close()
-		gw.Close()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = worker.Stop(sctx)
-	})
 	for _, tr := range []gatewayclient.Transport{gatewayclient.TransportWS, gatewayclient.TransportREST} {
 		c := newClient(t, srv.URL, gatewayclient.WithTransport(tr), gatewayclient.WithHeader("Authorization", "Bearer "+token))
 		h, err := c.Start(ctx, "default", "demo.sleep", map[string]any{"ms": 3000, "value": "on"})

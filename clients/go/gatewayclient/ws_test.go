@@ -17,6 +17,8 @@ import (
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
+	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
 	"github.com/gorilla/websocket"
 )
 
@@ -380,17 +382,12 @@ func TestWSLostToREST(t *testing.T) {
 // on one fails with "unavailable", retryable, saying why.
 func TestWSGatewayCloses(t *testing.T) {
 	t.Parallel()
-	gw, err := startGateway()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFront(t, gw.handler)
+	gw := gatewaytest.New(t, gateway.Config{}, nil)
+	f := newFront(t, gw.Gateway)
 	c := newClient(t, f.URL, gatewayclient.WithTransport(gatewayclient.TransportWS))
 	called := callAsync(context.Background(), c, "demo.sleep", sleep(300*time.Millisecond, nil))
 	f.waitAccepted(t, 1)
-	if err := gw.stop(); err != nil {
-		t.Fatal(err)
-	}
+	gw.Gateway.Close() // closes its WebSockets with 1001
 	o := recv(t, called)
 	if e := wantCode(t, o.err, "unavailable"); !e.Retryable || !strings.Contains(e.Message, "1001") || o.inv != nil {
 		t.Errorf("got %+v, %v; want unavailable after a close with 1001", o.inv, e)
