@@ -298,7 +298,13 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	id, replayed, err := g.start(traceOf(r), ns, task, input, timeout, r.Header.Get("Idempotency-Key"))
+	maxAttempts, err := intParam(r, "max_attempts") // at least 1: validated against the document
+	if err != nil {
+		writeProblem(w, codeBadRequest, err.Error())
+		return
+	}
+	id, replayed, err := g.start(traceOf(r), callSpec{ns: ns, task: task, input: input, timeout: timeout,
+		key: r.Header.Get("Idempotency-Key"), maxAttempts: maxAttempts})
 	if err != nil {
 		writeError(w, err)
 		return
@@ -353,24 +359,34 @@ func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request) (any, bool) 
 	return input, true
 }
 
+// callSpec is what starts an invocation, from a POST or a WebSocket call.
+type callSpec struct {
+	ns, task    string
+	input       any
+	timeout     time.Duration // the invocation's deadline from now; 0: none
+	key         string        // idempotency key; "" for none
+	maxAttempts int           // the caller's cap on attempts; 0: the task's own
+}
+
 // start invokes the task and records the invocation, its span a child of
 // the one trace carries, if any; a goroutine records
 // its outcome when it arrives. If idempotency key key (optional) names an
 // invocation of ns already, start starts nothing and returns that one's id,
 // replayed; or, if that one has another task or input, an
 // "idempotency_conflict" error.
-func (g *Gateway) start(trace context.Context, ns, task string, input any, timeout time.Duration, key string) (id string, replayed bool, err error) {
+func (g *Gateway) start(trace context.Context, c callSpec) (id string, replayed bool, err error) {
+	ns, task, key := c.ns, c.task, c.key
 	var fp string
 	if key != "" {
-		fp = fingerprint(task, input)
+		fp = fingerprint(task, c.input)
 	}
 	if !g.addWaiter() {
 		return "", false, &atasks.Error{Code: codeShuttingDown, Message: "the gateway is shutting down", Retryable: true}
 	}
 	id = router.NewID()
 	ctx, cancel := context.WithCancel(atasks.WithClient(trace, g.cfg.Client))
-	if timeout > 0 {
-		ctx, cancel = withTimeout(ctx, cancel, timeout)
+	if c.timeout > 0 {
+		ctx, cancel = withTimeout(ctx, cancel, c.timeout)
 	}
 	inv := Invocation{ID: id, NS: ns, Task: task, State: "queued", CreatedAt: time.Now().UTC()}
 	if prior, priorFP := g.store.add(inv, cancel, key, fp); prior != "" {
@@ -382,7 +398,7 @@ func (g *Gateway) start(trace context.Context, ns, task string, input any, timeo
 		return prior, true, nil
 	}
 	// Sending may wait for the broker's confirm: no lock is held here.
-	f := atasks.Ref[any, any](ns, task).Start(ctx, input, atasks.WithID(id), atasks.OnState(g.onState))
+	f := atasks.Ref[any, any](ns, task).Start(ctx, c.input, atasks.WithID(id), atasks.OnState(g.onState), atasks.MaxAttempts(c.maxAttempts))
 	g.metrics.Invoking.Began(ns, task)
 	go func() {
 		defer g.waiters.Done()

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -250,3 +251,22 @@ func TestManyConcurrentSleeps(t *testing.T) {
 }
 
 func strconvItoa(i int) string { b, _ := json.Marshal(i); return string(b) }
+
+// A caller caps the attempts of a task that retries: over REST with
+// ?max_attempts=, over the WebSocket with max_attempts.
+func TestMaxAttempts(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.flaky?max_attempts=2&wait=20s", `{"fail":5}`)
+	if r.body["state"] != "failed" || fmt.Sprint(r.body["attempt"]) != "2" {
+		t.Errorf("REST: %s; want failed after attempt 2", r.raw)
+	}
+	c := wsDial(t, srv)
+	wsSend(t, c, `{"type":"call","ref":"f","ns":"default","task":"demo.flaky","input":{"fail":5},"max_attempts":1}`)
+	if m, _ := wsUntil(t, c, "f", "result"); m.Invocation.State != "failed" || m.Invocation.Attempt != 1 {
+		t.Errorf("WebSocket: %+v; want failed after attempt 1", m.Invocation)
+	}
+	if r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.flaky?max_attempts=0", `{}`); r.status != 400 {
+		t.Errorf("max_attempts=0: %d %s", r.status, r.raw)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -127,4 +128,17 @@ func durationParam(r *http.Request, name string) (time.Duration, error) {
 		return 0, errors.New(name + ": want a duration such as 250ms or 5s, got " + fmt.Sprintf("%q", s))
 	}
 	return d, nil
+}
+
+// intParam parses query parameter name as a decimal integer; absent is 0.
+func intParam(r *http.Request, name string) (int, error) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: want an integer, got %q", name, s)
+	}
+	return n, nil
 }

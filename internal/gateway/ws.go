@@ -457,7 +457,8 @@ func (c *wsConn) runCall(op *wsOp, m clientMsg) {
 	if c.ctx.Err() != nil {
 		return
 	}
-	id, replayed, err := c.g.start(context.Background(), m.NS, m.Task, m.Input, m.Timeout, m.IdempotencyKey)
+	id, replayed, err := c.g.start(context.Background(), callSpec{ns: m.NS, task: m.Task, input: m.Input, timeout: m.Timeout,
+		key: m.IdempotencyKey, maxAttempts: m.MaxAttempts})
 	if err != nil {
 		c.forget(op)
 		c.fail(op.ref, asError(err))
@@ -648,6 +649,7 @@ type clientMsg struct {
 	Input          any
 	Timeout        time.Duration
 	IdempotencyKey string
+	MaxAttempts    int
 	Detach         bool
 }
 
@@ -661,6 +663,7 @@ type wsFrame struct {
 	Input          json.RawMessage `json:"input"`
 	Timeout        string          `json:"timeout"`
 	IdempotencyKey string          `json:"idempotency_key"`
+	MaxAttempts    int             `json:"max_attempts"`
 	Detach         bool            `json:"detach"`
 }
 
@@ -673,7 +676,7 @@ func decodeFrame(data []byte) (clientMsg, *atasks.Error) {
 	}
 	var f wsFrame
 	err := json.Unmarshal(data, &f)
-	m := clientMsg{Type: f.Type, NS: f.NS, Task: f.Task, ID: f.ID, IdempotencyKey: f.IdempotencyKey, Detach: f.Detach}
+	m := clientMsg{Type: f.Type, NS: f.NS, Task: f.Task, ID: f.ID, IdempotencyKey: f.IdempotencyKey, MaxAttempts: f.MaxAttempts, Detach: f.Detach}
 	if len(f.Ref) <= wsMaxRef {
 		m.Ref = f.Ref
 	}
@@ -687,6 +690,8 @@ func decodeFrame(data []byte) (clientMsg, *atasks.Error) {
 		return m, frameError(codeBadFrame, fmt.Sprintf("ref: at most %d bytes", wsMaxRef))
 	case len(f.IdempotencyKey) > wsMaxKey:
 		return m, frameError(codeBadFrame, fmt.Sprintf("idempotency_key: at most %d bytes", wsMaxKey))
+	case f.MaxAttempts < 0:
+		return m, frameError(codeBadFrame, "max_attempts: at least 1")
 	}
 	if missing := missingField(f); missing != "" {
 		return m, frameError(codeMissingField, "the frame lacks "+missing)
