@@ -406,8 +406,7 @@ func (g *Gateway) start(trace context.Context, c callSpec) (id string, replayed 
 		if g.life.Err() != nil {
 			return // the gateway is closing; the invocation goes on
 		}
-		state := g.finish(id, out, err)
-		g.metrics.Invoking.Ended(ns, task, string(state), time.Since(inv.CreatedAt))
+		g.finish(inv, out, err)
 	}()
 	return id, false, nil
 }
@@ -462,10 +461,17 @@ func (g *Gateway) onState(e atasks.Event) {
 	})
 }
 
-// finish records the outcome of invocation id and returns its final state.
-func (g *Gateway) finish(id string, out any, err error) (state atasks.State) {
-	g.store.update(id, func(inv *Invocation) { settle(inv, out, err); state = inv.State })
-	return state
+// finish records the outcome of invocation began, and counts it in the
+// metrics before anyone waiting for it hears of it (or anyway, if its
+// record is gone).
+func (g *Gateway) finish(began Invocation, out any, err error) {
+	ended := func(inv *Invocation) {
+		g.metrics.Invoking.Ended(inv.NS, inv.Task, string(inv.State), inv.FinishedAt.Sub(inv.CreatedAt))
+	}
+	if !g.store.update(began.ID, func(inv *Invocation) { settle(inv, out, err); ended(inv) }) {
+		settle(&began, out, err)
+		ended(&began)
+	}
 }
 
 // settle records an outcome in inv.

@@ -114,13 +114,14 @@ func (s *store) get(id string) (Invocation, <-chan struct{}, bool) {
 	return inv, r.changed, true
 }
 
-// update applies fn to invocation id's resource, unless it is final.
-func (s *store) update(id string, fn func(*Invocation)) {
+// update applies fn to invocation id's resource, unless it is gone or
+// final; it reports whether it did.
+func (s *store) update(id string, fn func(*Invocation)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.byID[id]
 	if !ok || r.inv.State.Final() {
-		return
+		return false
 	}
 	fn(&r.inv)
 	close(r.changed)
@@ -131,6 +132,7 @@ func (s *store) update(id string, fn func(*Invocation)) {
 		s.finished++
 		s.expire(time.Now())
 	}
+	return true
 }
 
 // cancel cancels invocation id of namespace ns if it is in flight; it
