@@ -8,53 +8,25 @@
 // saying so; under CI=true it fails instead.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { startGateway, hasWebSocketRoute } from "../testutil/gateway.js";
+import { launch, outDir, skipReason as skip } from "./chromium.js";
 
-const chromiumPath = process.env.ATASKS_CHROMIUM || "/usr/bin/chromium";
-const outDir = process.env.ATASKS_SCREENSHOT_DIR || join(dirname(fileURLToPath(import.meta.url)), "out");
-
-let skip = false;
-if (!existsSync(chromiumPath)) {
-  const msg = `no chromium at ${chromiumPath} (apt-get install chromium, or set ATASKS_CHROMIUM)`;
-  if (process.env.CI === "true") throw new Error(`browser test: ${msg}; under CI=true it must run`);
-  skip = msg;
-  console.log(`# browser test skipped: ${msg}`);
-}
-
-let gw, context, userDataDir, wsRoute;
+let gw, browser, context, wsRoute;
 const pageErrors = [];
 
 before(async () => {
   if (skip) return;
-  const { chromium } = await import("playwright-core");
   gw = await startGateway();
   wsRoute = await hasWebSocketRoute(gw.url);
-  userDataDir = mkdtempSync(join(tmpdir(), "atasks-chromium-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: chromiumPath,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-quic",
-    ],
-    viewport: { width: 1200, height: 820 },
-  });
+  browser = await launch();
+  context = browser.context;
 });
 
 after(async () => {
-  await context?.close();
+  await browser?.close();
   await gw?.stop();
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
 });
 
 // openPage loads the page and records its errors and WebSockets.
