@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +16,8 @@ import (
 // cancelTimeout bounds how long telling a server to cancel may take.
 const cancelTimeout = 5 * time.Second
 
-// Pending is a call in flight: sent, its outcome not yet known.
+// Pending is one caller's wait for an invocation in flight: sent, its
+// outcome not yet known.
 type Pending struct {
 	id          string
 	task        string
@@ -22,10 +25,22 @@ type Pending struct {
 	r           *Router
 	observe     func(*wire.Reply)
 	ran         atomic.Bool   // observe saw a state
-	outcome     *wire.Reply   // set once, before finished closes
+	outcome     *wire.Reply   // set once, before closed closes
 	closed      chan struct{} // closed when the outcome is known
 	stop        func() bool   // stops the context watch; guarded by r.mu
 	span        trace.Span    // the caller's span, ended with the outcome
+	sendErr     error         // why the request was not sent, if it was not
+
+	doneMu sync.Mutex
+	onDone func(*wire.Reply) // called with the outcome; see OnDone
+}
+
+// flight is an invocation this process sent and awaits, and the calls
+// waiting for its outcome: one, or several when re-runs of the same parent
+// call the same child (see Start).
+type flight struct {
+	task    string
+	waiters []*Pending
 }
 
 // Start sends req and returns the pending call. If ctx carries a running
@@ -33,13 +48,22 @@ type Pending struct {
 // set, and the parent is told. When ctx ends before the outcome arrives, the
 // call ends with "cancelled" or "timeout", and if cancelled, the server is
 // asked to cancel too (it knows the deadline already).
+//
+// A derived id names the same child in every run of its parent: a parent
+// that runs again (its first run's worker died, or lost its connection
+// while the run went on) calls its children again under the same ids. If
+// this process awaits such a child already, the new call joins that
+// flight instead of sending the request twice: both get its one outcome.
+// A caller-chosen id of a call in flight is refused with "duplicate_id".
+//
 // observe, if not nil, sees every non-final reply; it must not block.
 func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wire.Reply)) *Pending {
 	parent := FromContext(ctx)
+	derived := false
 	if parent != nil {
 		req.Parent = parent.ID
 		if req.ID == "" {
-			req.ID = parent.childID()
+			req.ID, derived = parent.childID(), true
 		}
 	}
 	if req.ID == "" {
@@ -50,38 +74,36 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	}
 	p := &Pending{id: req.ID, task: req.Task, r: r, observe: observe, closed: make(chan struct{}), span: r.startCallSpan(ctx, req)}
 	p.traceParent = req.TraceParent
-	r.mu.Lock()
-	_, dup := r.calls[req.ID]
-	if !dup {
-		r.calls[req.ID] = p
-	}
-	r.mu.Unlock()
-	if dup {
-		p.outcome = failure(req.ID, &wire.Error{Code: wire.CodeDuplicateID, Message: fmt.Sprintf("invocation %q is already in flight", req.ID)})
-		close(p.closed)
-		endSpan(p.span, p.outcome)
+	joined, err := r.join(p, derived)
+	if err != nil {
+		p.sendErr = err
+		p.finish(failure(req.ID, err), nil)
 		return p
 	}
 	if ctx.Err() != nil {
 		p.complete(ctxFailure(req.ID, ctx))
 		return p
 	}
-	if err := r.cfg.Transport.Send(ctx, req); err != nil {
-		r.cfg.Logger.Debug("send failed", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent), "err", err)
-		p.complete(failure(req.ID, err))
-		return p
+	if !joined {
+		if err := r.cfg.Transport.Send(ctx, req); err != nil {
+			r.cfg.Logger.Debug("send failed", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent), "err", err)
+			p.sendErr = err
+			r.fail(req.ID, failure(req.ID, err))
+			return p
+		}
 	}
 	if parent != nil {
 		parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID, Worker: parent.Worker})
 	}
+	id := req.ID // not req: the closure must not keep the request's body
 	stop := context.AfterFunc(ctx, func() {
 		// A passed deadline needs no message: the server has it too.
-		if p.complete(ctxFailure(req.ID, ctx)) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if last := p.complete(ctxFailure(id, ctx)); last && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			r.cancelRemote(p)
 		}
 	})
 	r.mu.Lock()
-	_, open := r.calls[req.ID]
+	open := r.waiting(p)
 	if open {
 		p.stop = stop
 	}
@@ -92,8 +114,55 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	return p
 }
 
+// join registers p as a waiter of its invocation's flight, a new one
+// unless derived allows joining one in flight; it reports whether p
+// joined (and so must not send).
+func (r *Router) join(p *Pending, derived bool) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f, _ := r.calls.Get(p.id)
+	switch {
+	case f == nil:
+		r.calls.Set(p.id, &flight{task: p.task, waiters: []*Pending{p}})
+		return false, nil
+	case derived && f.task == p.task:
+		f.waiters = append(f.waiters, p)
+		return true, nil
+	case derived:
+		return false, &wire.Error{Code: wire.CodeDuplicateID, Message: fmt.Sprintf(
+			"invocation %q is in flight as a call of task %q; a re-run of its parent called task %q in its place", p.id, f.task, p.task)}
+	}
+	return false, &wire.Error{Code: wire.CodeDuplicateID, Message: fmt.Sprintf("invocation %q is already in flight", p.id)}
+}
+
+// waiting reports whether p still waits for its flight. r.mu must be held.
+func (r *Router) waiting(p *Pending) bool {
+	f, _ := r.calls.Get(p.id)
+	return f != nil && slices.Contains(f.waiters, p)
+}
+
 // ID returns the invocation id of the call.
 func (p *Pending) ID() string { return p.id }
+
+// Sent returns nil if the request was handed to the transport (or joined
+// a call in flight), else why not; Start has set it by the time it returns.
+func (p *Pending) Sent() error { return p.sendErr }
+
+// OnDone makes p call fn with its outcome once known, at once if it is:
+// a callback instead of a goroutine blocked in Wait, for callers that
+// track many calls. fn must not block. Set it at most once.
+func (p *Pending) OnDone(fn func(*wire.Reply)) {
+	p.doneMu.Lock()
+	select {
+	case <-p.closed:
+		p.doneMu.Unlock()
+		fn(p.outcome)
+		return
+	default:
+	}
+	p.onDone = fn
+	p.doneMu.Unlock()
+}
 
 // Wait returns the call's outcome, or a "cancelled"/"timeout" reply if ctx
 // ends first (the call itself goes on). While a running invocation waits, it
@@ -119,52 +188,114 @@ func (p *Pending) Wait(ctx context.Context) *wire.Reply {
 // Done returns a channel that is closed when the outcome is known.
 func (p *Pending) Done() <-chan struct{} { return p.closed }
 
-// Cancel ends the call with "cancelled" and asks its server to cancel it.
+// Cancel ends the call with "cancelled" and, unless other calls still
+// await the same invocation, asks its server to cancel it.
 func (p *Pending) Cancel() {
 	if p.complete(failure(p.id, context.Canceled)) {
 		p.r.cancelRemote(p)
 	}
 }
 
-// complete records the outcome unless one was recorded before; it reports
-// whether this one was.
-func (p *Pending) complete(rep *wire.Reply) bool {
-	p.r.mu.Lock()
-	_, open := p.r.calls[p.id]
-	delete(p.r.calls, p.id)
-	stop := p.stop
-	p.r.mu.Unlock()
-	if !open {
+// complete ends p's own wait with rep, unless it ended before; it reports
+// whether p was the last waiter of its flight, which then ends too.
+func (p *Pending) complete(rep *wire.Reply) (last bool) {
+	r := p.r
+	r.mu.Lock()
+	f, _ := r.calls.Get(p.id)
+	i := -1
+	if f != nil {
+		i = slices.Index(f.waiters, p)
+	}
+	if i < 0 {
+		r.mu.Unlock()
 		return false
 	}
+	f.waiters = slices.Delete(f.waiters, i, i+1)
+	if len(f.waiters) == 0 {
+		r.calls.Delete(p.id)
+		last = true
+	}
+	stop := p.stop
+	r.mu.Unlock()
+	p.finish(rep, stop)
+	return last
+}
+
+// finish records p's outcome; p must no longer be a waiter.
+func (p *Pending) finish(rep *wire.Reply, stop func() bool) {
 	if stop != nil {
 		stop()
 	}
+	p.doneMu.Lock()
 	p.outcome = rep
 	close(p.closed)
+	fn := p.onDone
+	p.doneMu.Unlock()
 	endSpan(p.span, rep)
-	return true
+	if fn != nil {
+		fn(rep)
+	}
+}
+
+// fail ends the flight of invocation id, every waiter with rep.
+func (r *Router) fail(id string, rep *wire.Reply) {
+	r.mu.Lock()
+	f, _ := r.calls.Get(id)
+	r.calls.Delete(id)
+	var ws []*Pending
+	var stops []func() bool
+	if f != nil {
+		ws = f.waiters
+		for _, p := range ws {
+			stops = append(stops, p.stop)
+		}
+	}
+	r.mu.Unlock()
+	for i, p := range ws {
+		p.finish(rep, stops[i])
+	}
+}
+
+// observers returns the observers of invocation id's waiters.
+func (r *Router) observers(id string) []*Pending {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f, _ := r.calls.Get(id)
+	if f == nil {
+		return nil
+	}
+	ps := make([]*Pending, 0, len(f.waiters))
+	for _, p := range f.waiters {
+		if p.observe != nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
 }
 
 // deliver receives every reply from the transport.
 func (r *Router) deliver(rep *wire.Reply) {
 	r.mu.Lock()
-	p := r.calls[rep.ID]
+	_, inFlight := r.calls.Get(rep.ID)
 	r.mu.Unlock()
 	switch {
-	case p == nil && rep.State.Final() && r.cfg.OnOrphan != nil:
+	case !inFlight && rep.State.Final() && r.cfg.OnOrphan != nil:
 		r.cfg.OnOrphan(rep)
-	case p == nil:
+	case !inFlight:
 		r.cfg.Logger.Debug("reply for no call in flight", "task", rep.Task, "invocation_id", rep.ID, "state", rep.State)
 	case rep.State.Final():
-		if p.observe != nil && (rep.Worker != "" || rep.Attempt > 0) && !p.ran.Load() {
-			// It ended before its "running" state was sent: report it now.
-			p.observe(&wire.Reply{ID: rep.ID, State: wire.Running, Worker: rep.Worker, Attempt: rep.Attempt})
+		for _, p := range r.observers(rep.ID) {
+			if (rep.Worker != "" || rep.Attempt > 0) && !p.ran.Load() {
+				// It ended before its "running" state was sent: report it now.
+				p.observe(&wire.Reply{ID: rep.ID, State: wire.Running, Worker: rep.Worker, Attempt: rep.Attempt})
+			}
 		}
-		p.complete(rep)
-	case p.observe != nil:
-		p.ran.Store(true)
-		p.observe(rep)
+		r.fail(rep.ID, rep)
+	default:
+		for _, p := range r.observers(rep.ID) {
+			p.ran.Store(true)
+			p.observe(rep)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/atasks-go/atasks/internal/codec"
 	"github.com/atasks-go/atasks/internal/metrics"
+	"github.com/atasks-go/atasks/internal/shrink"
 	"github.com/atasks-go/atasks/wire"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
@@ -54,7 +55,7 @@ type Config struct {
 type Router struct {
 	cfg   Config
 	mu    sync.Mutex
-	calls map[string]*Pending // calls in flight, by invocation id
+	calls shrink.Map[string, *flight] // invocations in flight, by id
 
 	handlers map[string]Handler // set once by Serve
 	slots    *Slots
@@ -76,7 +77,7 @@ func New(cfg Config) (*Router, error) {
 		cfg.Tracer = otel.GetTracerProvider().Tracer(TracerName)
 	}
 	cfg.Logger = cfg.Logger.With("ns", cfg.NS)
-	return &Router{cfg: cfg, calls: map[string]*Pending{}}, nil
+	return &Router{cfg: cfg}, nil
 }
 
 // NS returns the namespace's name.
