@@ -407,12 +407,15 @@ func TestOneConsumerPerTaskQueue(t *testing.T) {
 	}
 }
 
+// A run that Close stops gives its request back: it counts as an attempt
+// the caller sees, never as a failed delivery.
 func TestCloseGivesBackWithoutCountingDelivery(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	in := newInbox()
 	caller := f.open(Config{}, "caller", in.deliver)
-	a := f.open(Config{Slots: 1}, "server a", ignore)
+	// A delivery limit of 1: a given-back run must not count as a failed delivery.
+	a := f.open(Config{Slots: 1, DeliveryLimit: 1}, "server a", ignore)
 	started := make(chan struct{})
 	f.serve(a, handlerFunc(func(ctx context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
 		close(started)
@@ -427,12 +430,12 @@ func TestCloseGivesBackWithoutCountingDelivery(t *testing.T) {
 	if err := a.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Close with a handler running past ctx: %v, want context.DeadlineExceeded", err)
 	}
-	b := f.open(Config{Slots: 1}, "server b", ignore)
+	b := f.open(Config{Slots: 1, DeliveryLimit: 1}, "server b", ignore)
 	f.serve(b, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
 		return succeeded(req, strconv.Itoa(req.Attempt))
 	}), "long")
-	if r := wantFinal(t, in, req.ID, wire.Succeeded); string(r.Body) != "1" {
-		t.Errorf("request given back by Close ran as attempt %s, want 1", r.Body)
+	if r := wantFinal(t, in, req.ID, wire.Succeeded); string(r.Body) != "2" {
+		t.Errorf("request given back by Close ran as attempt %s, want 2: the stopped run counts", r.Body)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 type catalog struct {
 	mu        sync.Mutex
 	servers   map[string]catalogEntry // by server id
+	known     map[string]bool         // every task ever announced
 	changed   chan struct{}           // closed and replaced on every change
 	queriedAt time.Time               // when this process last asked servers to announce
 }
@@ -27,7 +28,7 @@ type catalogEntry struct {
 }
 
 func newCatalog() *catalog {
-	return &catalog{servers: map[string]catalogEntry{}, changed: make(chan struct{})}
+	return &catalog{servers: map[string]catalogEntry{}, known: map[string]bool{}, changed: make(chan struct{})}
 }
 
 // notifyLocked wakes everyone waiting for a change. c.mu must be held.
@@ -42,6 +43,9 @@ func (c *catalog) announce(a announcement, now time.Time) {
 	defer c.mu.Unlock()
 	c.servers[a.Server] = catalogEntry{tasks: a.Tasks, expires: now.Add(time.Duration(a.TTLMs) * time.Millisecond),
 		info: wire.ServerInfo{ID: a.Server, Worker: a.Worker, Tasks: a.Tasks, Busy: a.Busy, Size: a.Size}}
+	for _, task := range a.Tasks {
+		c.known[task] = true
+	}
 	c.notifyLocked()
 }
 
@@ -86,11 +90,22 @@ func (c *catalog) offersLocked(task string, now time.Time) bool {
 	return false
 }
 
-// list returns the tasks live servers offer, with server counts, by name.
+// offers reports whether a live server offers task.
+func (c *catalog) offers(task string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.offersLocked(task, now)
+}
+
+// list returns the tasks live servers offer, with server counts, and those
+// announced before whose servers are gone, with 0, by name.
 func (c *catalog) list(now time.Time) []wire.TaskInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counts := map[string]int{}
+	for task := range c.known {
+		counts[task] = 0
+	}
 	for id, e := range c.servers {
 		if !now.Before(e.expires) {
 			delete(c.servers, id)

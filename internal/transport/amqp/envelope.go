@@ -37,6 +37,7 @@ const (
 	headerAttempt          = "atasks-attempt"
 	headerMaxAttempts      = "atasks-max-attempts"
 	headerRetries          = "atasks-retries"
+	headerGivenBack        = "atasks-given-back"
 	headerLeaseHolder      = "atasks-lease-holder"
 	headerDeliveryCount    = "x-delivery-count"
 	headerDeath            = "x-death"
@@ -205,11 +206,21 @@ func copyOf(m *amqp.Delivery, attempt int) amqp.Publishing {
 
 // giveBackPublishing is a copy of the request in m for returning it to its
 // queue without counting a delivery (Close gives unfinished work back this
-// way): its next delivery counts as the same attempt as m. The expiration
-// is recomputed from the deadline. A lease copy that was not run (run is
-// false) keeps its lease holder, so that it is examined again.
+// way). A run that started (run is true) counts as an attempt, which the
+// caller sees, but not as a failed delivery: the copy's next delivery is
+// the next attempt and atasks-given-back counts it. A request that did not
+// run keeps its attempt, and a lease copy that was not run its lease
+// holder, so that it is examined again. The expiration is recomputed from
+// the deadline.
 func giveBackPublishing(m *amqp.Delivery, run bool, now time.Time) amqp.Publishing {
-	p := copyOf(m, attempt(m.Headers))
+	next := attempt(m.Headers)
+	if run {
+		next++
+	}
+	p := copyOf(m, next)
+	if run {
+		p.Headers[headerGivenBack] = int64(headerInt(m.Headers, headerGivenBack) + 1)
+	}
 	if holder, ok := headerString(m.Headers, headerLeaseHolder); ok && !run {
 		p.Headers[headerLeaseHolder] = holder
 	}

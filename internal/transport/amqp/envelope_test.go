@@ -197,19 +197,23 @@ func TestCopies(t *testing.T) {
 	}
 
 	ran := giveBackPublishing(m, true, now)
-	if _, ok := ran.Headers[headerLeaseHolder]; ok || ran.Headers[headerAttempt] != int64(3) {
-		t.Errorf("give-back of a run request: headers %v, want no holder, attempt 3", ran.Headers)
+	if _, ok := ran.Headers[headerLeaseHolder]; ok || ran.Headers[headerAttempt] != int64(4) || ran.Headers[headerGivenBack] != int64(1) {
+		t.Errorf("give-back of a run request: headers %v, want no holder, attempt 4, given back once", ran.Headers)
+	}
+	again := giveBackPublishing(&amqp.Delivery{Headers: ran.Headers}, true, now)
+	if again.Headers[headerAttempt] != int64(5) || again.Headers[headerGivenBack] != int64(2) {
+		t.Errorf("second give-back: headers %v, want attempt 5, given back twice", again.Headers)
 	}
 	if exp, _ := strconv.Atoi(ran.Expiration); exp < 59_000 || exp > 60_000 {
 		t.Errorf("give-back expiration %q, want the minute to the deadline", ran.Expiration)
 	}
 	unrun := giveBackPublishing(m, false, now)
-	if unrun.Headers[headerLeaseHolder] != "h" {
-		t.Errorf("give-back of an unexamined lease copy: headers %v, want holder h", unrun.Headers)
+	if _, counted := unrun.Headers[headerGivenBack]; unrun.Headers[headerLeaseHolder] != "h" || unrun.Headers[headerAttempt] != int64(3) || counted {
+		t.Errorf("give-back of an unexamined lease copy: headers %v, want holder h, attempt 3, not counted", unrun.Headers)
 	}
-	first := giveBackPublishing(&amqp.Delivery{Headers: amqp.Table{}}, true, now)
+	first := giveBackPublishing(&amqp.Delivery{Headers: amqp.Table{}}, false, now)
 	if _, ok := first.Headers[headerAttempt]; ok || first.Expiration != "" {
-		t.Errorf("give-back of a first delivery: headers %v, expiration %q; want neither", first.Headers, first.Expiration)
+		t.Errorf("give-back of a first delivery that never ran: headers %v, expiration %q; want neither", first.Headers, first.Expiration)
 	}
 }
 

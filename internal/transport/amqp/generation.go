@@ -38,6 +38,14 @@ type generation struct {
 	srv  atomic.Pointer[server] // set once serving starts on this generation
 	kick chan struct{}          // wakes the slot manager
 
+	// The broker blocks a connection that publishes while one of its
+	// resource alarms (memory, disk) is on: it stops reading from it
+	// (connection.blocked), so nothing published gets through until the
+	// alarm clears (connection.unblocked).
+	blockMu   sync.Mutex
+	blockedBy string        // the broker's reason while blocked, else ""
+	unblocked chan struct{} // closed when the block is lifted; nil while not blocked
+
 	// slotMu serialises the consumer changes on work: the slot manager's,
 	// those of stopServing and settle's.
 	slotMu   sync.Mutex
@@ -116,8 +124,11 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 		g.work.NotifyClose(make(chan *amqp.Error, 1)),
 		g.in.NotifyClose(make(chan *amqp.Error, 1)),
 	}
-	g.wg.Add(1)
+	blocks := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	g.wg.Add(3)
 	go g.watch(closes)
+	go g.watchBlocked(blocks)
+	go g.probe()
 
 	lost := false
 	if !first {
@@ -191,25 +202,87 @@ func (g *generation) watch(closes []chan *amqp.Error) {
 	_ = g.conn.Close()
 }
 
+// watchBlocked follows the broker's connection.blocked and
+// connection.unblocked notices until the connection closes.
+func (g *generation) watchBlocked(blocks <-chan amqp.Blocking) {
+	defer g.wg.Done()
+	for b := range blocks {
+		g.blockMu.Lock()
+		switch {
+		case b.Active && g.unblocked == nil:
+			g.blockedBy, g.unblocked = b.Reason, make(chan struct{})
+			g.t.log.Warn("amqp: the broker blocks publishing", "reason", b.Reason)
+		case !b.Active && g.unblocked != nil:
+			close(g.unblocked)
+			g.blockedBy, g.unblocked = "", nil
+			g.t.log.Info("amqp: the broker unblocked publishing")
+		}
+		g.blockMu.Unlock()
+	}
+}
+
+// probeInterval is how often a connection publishes a probe.
+const probeInterval = time.Second
+
+// probe publishes an empty message that no queue takes every
+// probeInterval until the connection ends. The broker blocks a connection
+// in an alarm only once it publishes, and says so then: the probe makes
+// every connection learn of an alarm within a second, before it writes a
+// request the broker would hold until the alarm clears.
+func (g *generation) probe() {
+	defer g.wg.Done()
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-tick.C:
+		}
+		if _, unblocked := g.blocked(); unblocked != nil {
+			continue // blocked already: nothing gets through
+		}
+		_ = g.pub.Publish("", probeKey, false, false, amqp.Publishing{})
+	}
+}
+
+// probeKey is the routing key of probes on the default exchange: the name
+// of no queue, so the broker drops them.
+const probeKey = "atasks.probe"
+
+// blocked returns, while the broker blocks the connection, its reason and
+// a channel closed when the block is lifted; else "" and nil.
+func (g *generation) blocked() (string, <-chan struct{}) {
+	g.blockMu.Lock()
+	defer g.blockMu.Unlock()
+	return g.blockedBy, g.unblocked
+}
+
 // replyQueueLost reports whether the reply queue disappeared while the
 // transport was disconnected (x-expires deletes the queue of a caller
 // without Identity after a minute without consumer; an operator may delete
 // any), taking any replies with it.
 func (g *generation) replyQueueLost() (bool, error) {
+	exists, err := g.queueExists(g.t.replyQ)
+	return !exists && err == nil, err
+}
+
+// queueExists reports whether queue exists on the broker.
+func (g *generation) queueExists(queue string) (bool, error) {
 	ch, err := openChannel(g.conn, "check")
 	if err != nil {
-		return false, err
+		return false, unavailable(err.Error())
 	}
-	_, err = ch.QueueDeclarePassive(g.t.replyQ, false, false, false, false, nil)
+	_, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)
 	var amqpErr *amqp.Error
 	if errors.As(err, &amqpErr) && amqpErr.Code == amqp.NotFound {
-		return true, nil // the failed passive declare closed ch
+		return false, nil // the failed passive declare closed ch
 	}
 	_ = ch.Close()
 	if err != nil {
-		return false, fmt.Errorf("amqp: check %s: %w", g.t.replyQ, err)
+		return false, unavailable(fmt.Sprintf("amqp: check %s: %v", queue, err))
 	}
-	return false, nil
+	return true, nil
 }
 
 // declareCommon declares what every transport of the namespace uses: the
@@ -268,6 +341,9 @@ func (g *generation) publish(ctx context.Context, exchange, key string, msg amqp
 	if err == nil {
 		var acked bool
 		if acked, err = dc.WaitContext(ctx); err != nil {
+			if ctx.Err() != nil {
+				return notNow(ctx, "the broker has not confirmed the message yet; it may still arrive")
+			}
 			return err
 		}
 		if acked {
@@ -278,7 +354,7 @@ func (g *generation) publish(ctx context.Context, exchange, key string, msg amqp
 		}
 	}
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return notNow(ctx, "publishing: "+err.Error())
 	}
 	// A failed write means the connection is going, though the library
 	// may not have noticed yet: give it a moment, then retry the message
@@ -289,7 +365,7 @@ func (g *generation) publish(ctx context.Context, exchange, key string, msg amqp
 	case <-g.done:
 		return errGenerationLost
 	case <-ctx.Done():
-		return ctx.Err()
+		return notNow(ctx, "publishing: "+err.Error())
 	case <-grace.C:
 		return unavailable(fmt.Sprintf("amqp: publish to %q key %q: %v", exchange, key, err))
 	}

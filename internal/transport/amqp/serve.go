@@ -475,7 +475,8 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 		return nil
 	}
 	fail := func(e *wire.Error) *wire.Reply { return failure(req.ID, req.Task, req.Codec, e) }
-	deliveries := req.Attempt - headerInt(d.msg.Headers, headerRetries) // retries are not failed deliveries
+	// Retries and runs given back by a graceful stop are not failed deliveries.
+	deliveries := req.Attempt - headerInt(d.msg.Headers, headerRetries) - headerInt(d.msg.Headers, headerGivenBack)
 	if deliveries > 1 {
 		t.cfg.Metrics.Redelivered(t.cfg.Namespace, d.q.task)
 	}

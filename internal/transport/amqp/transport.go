@@ -28,12 +28,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/atasks-go/atasks/internal/shrink"
 	"github.com/atasks-go/atasks/wire"
 )
 
@@ -48,6 +50,7 @@ const (
 
 var (
 	_ wire.Transport = (*Transport)(nil)
+	_ wire.Checker   = (*Transport)(nil)
 	_ wire.Delivery  = (*delivery)(nil)
 )
 
@@ -77,10 +80,11 @@ type Transport struct {
 	gen        *generation   // the live connection; nil while reconnecting
 	genChanged chan struct{} // closed and replaced whenever gen changes
 	srv        *server
-	inflight   map[string]struct{}         // sent requests without a final reply yet
-	asks       map[string]chan leaseAnswer // lease queries waiting, by correlation id
+	inflight   shrink.Map[string, struct{}] // sent requests without a final reply yet
+	asks       map[string]chan leaseAnswer  // lease queries waiting, by correlation id
 
 	retryQueues  sync.Map     // retry queue name → when it was last declared (see declareRetry)
+	queues       sync.Map     // task → when its queue was last found (see queueExists)
 	watchedUntil atomic.Int64 // UnixNano until which a monitor watches (see Report)
 
 	stopCtx context.Context // ends reconnecting; cancelled last by Close
@@ -112,7 +116,6 @@ func New(cfg Config) (*Transport, error) {
 		id:         id,
 		cat:        newCatalog(),
 		genChanged: make(chan struct{}),
-		inflight:   map[string]struct{}{},
 		asks:       map[string]chan leaseAnswer{},
 	}
 	t.replyQ = t.topo.replyQueue(replyID)
@@ -191,7 +194,7 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 	if req.NS != "" && req.NS != t.cfg.Namespace {
 		return &wire.Error{Code: wire.CodeNamespaceNotFound, Message: fmt.Sprintf("transport carries namespace %q, not %q", t.cfg.Namespace, req.NS)}
 	}
-	if err := t.cat.lookup(ctx, req.Task, t.cfg.LookupTimeout, t.query); err != nil {
+	if err := t.offered(ctx, req.Task); err != nil {
 		return err
 	}
 	t.track(req.ID)
@@ -226,7 +229,78 @@ func (t *Transport) Catalog(ctx context.Context) ([]wire.TaskInfo, error) {
 	if err := t.cat.settle(ctx, t.cfg.LookupTimeout); err != nil {
 		return nil, err
 	}
-	return t.cat.list(time.Now()), nil
+	infos := t.cat.list(time.Now())
+	return slices.DeleteFunc(infos, func(ti wire.TaskInfo) bool {
+		if ti.Servers > 0 {
+			return false
+		}
+		exists, err := t.queueExists(ctx, ti.Name)
+		return err == nil && !exists
+	}), nil
+}
+
+// queueMemory is how long a task queue found on the broker is taken to
+// exist without asking again.
+const queueMemory = 30 * time.Second
+
+// offered returns nil when requests for task can be sent: a live server
+// offers it, or its durable queue exists, where requests wait for the next
+// server (every server of the task is gone for now: a rolling restart, a
+// crash). Otherwise it returns "task_not_found", or "unavailable" when the
+// broker cannot tell before ctx ends.
+func (t *Transport) offered(ctx context.Context, task string) error {
+	if t.cat.offers(task, time.Now()) || t.queueSeen(task) {
+		return nil
+	}
+	err := t.cat.lookup(ctx, task, t.cfg.LookupTimeout, t.query)
+	var e *wire.Error
+	if !errors.As(err, &e) || e.Code != wire.CodeTaskNotFound {
+		return err
+	}
+	exists, err := t.queueExists(ctx, task)
+	switch {
+	case err != nil:
+		return err
+	case !exists:
+		return e
+	}
+	return nil
+}
+
+// queueSeen reports whether task's queue was found within queueMemory.
+func (t *Transport) queueSeen(task string) bool {
+	at, ok := t.queues.Load(task)
+	return ok && time.Since(at.(time.Time)) < queueMemory
+}
+
+// queueExists asks the broker whether task's queue exists (a passive
+// declare), unless it was found within queueMemory.
+func (t *Transport) queueExists(ctx context.Context, task string) (bool, error) {
+	if t.queueSeen(task) {
+		return true, nil
+	}
+	g, err := t.waitOpen(ctx)
+	if err != nil {
+		return false, err
+	}
+	type answer struct {
+		exists bool
+		err    error
+	}
+	answers := make(chan answer, 1)
+	go func() { // amqp091-go's declare takes no context: ctx bounds the wait, the connection the call
+		exists, err := g.queueExists(t.topo.taskQueue(task))
+		answers <- answer{exists, err}
+	}()
+	select {
+	case a := <-answers:
+		if a.exists {
+			t.queues.Store(task, time.Now())
+		}
+		return a.exists, a.err
+	case <-ctx.Done():
+		return false, notNow(ctx, "the broker did not say whether task "+task+" has a queue")
+	}
 }
 
 // Close stops serving and disconnects. Shutdown order:
@@ -298,13 +372,13 @@ func (t *Transport) deleteReplyQueue() {
 
 func (t *Transport) track(id string) {
 	t.mu.Lock()
-	t.inflight[id] = struct{}{}
+	t.inflight.Set(id, struct{}{})
 	t.mu.Unlock()
 }
 
 func (t *Transport) untrack(id string) {
 	t.mu.Lock()
-	delete(t.inflight, id)
+	t.inflight.Delete(id)
 	t.mu.Unlock()
 }
 
@@ -321,11 +395,11 @@ func (t *Transport) received(r *wire.Reply) {
 // with the replies in it.
 func (t *Transport) failInflight(why string) {
 	t.mu.Lock()
-	ids := make([]string, 0, len(t.inflight))
-	for id := range t.inflight {
+	ids := make([]string, 0, t.inflight.Len())
+	for id := range t.inflight.All {
 		ids = append(ids, id)
 	}
-	clear(t.inflight)
+	t.inflight = shrink.Map[string, struct{}]{}
 	t.mu.Unlock()
 	for _, id := range ids {
 		t.deliver(failure(id, "", "", unavailable(why)))
@@ -362,11 +436,62 @@ func (t *Transport) waitGen(ctx context.Context) (*generation, error) {
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, notNow(ctx, "not connected to the broker")
 		case <-t.stopCtx.Done():
 			return nil, unavailable("transport closed")
 		}
 	}
+}
+
+// waitOpen returns the live generation once the broker does not block it,
+// waiting for a reconnect or the end of a block if needed: what is
+// published on it then reaches the broker.
+func (t *Transport) waitOpen(ctx context.Context) (*generation, error) {
+	for {
+		g, err := t.waitGen(ctx)
+		if err != nil {
+			return nil, err
+		}
+		reason, unblocked := g.blocked()
+		if unblocked == nil {
+			return g, nil
+		}
+		select {
+		case <-unblocked:
+		case <-g.done:
+		case <-ctx.Done():
+			return nil, notNow(ctx, "the broker blocks publishing ("+reason+")")
+		case <-t.stopCtx.Done():
+			return nil, unavailable("transport closed")
+		}
+	}
+}
+
+// notNow is the error of an operation whose ctx ended while it waited for
+// the broker: "unavailable" (retryable) saying why, unless the caller
+// cancelled it.
+func notNow(ctx context.Context, why string) error {
+	if errors.Is(context.Cause(ctx), context.Canceled) {
+		return ctx.Err()
+	}
+	return unavailable("amqp: " + why)
+}
+
+// Check implements wire.Checker: nil while the transport is connected and
+// the broker does not block it, else a retryable "unavailable" error
+// saying which.
+func (t *Transport) Check(context.Context) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	g := t.current()
+	if g == nil {
+		return unavailable("amqp: not connected to the broker; reconnecting")
+	}
+	if reason, unblocked := g.blocked(); unblocked != nil {
+		return unavailable("amqp: the broker blocks publishing (" + reason + ")")
+	}
+	return nil
 }
 
 // publish publishes msg and waits for the broker's confirm. When the
@@ -376,7 +501,7 @@ func (t *Transport) waitGen(ctx context.Context) (*generation, error) {
 // next generation, which waits for them); they use generation.publish.
 func (t *Transport) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
 	for {
-		g, err := t.waitGen(ctx)
+		g, err := t.waitOpen(ctx)
 		if err != nil {
 			return err
 		}
