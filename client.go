@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/atasks-go/atasks/internal/clientlink"
 	"github.com/atasks-go/atasks/internal/codec"
 	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/atasks-go/atasks/internal/router"
@@ -286,4 +287,14 @@ func (c *Client) Codec(ns string) (Codec, error) {
 		return nil, err
 	}
 	return n.codec, nil
+}
+
+func init() {
+	clientlink.Namespace = func(client any, ns string) (*router.Router, wire.Codec, *codec.Registry, error) {
+		n, err := client.(*Client).namespace(ns)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return n.Router, n.codec, n.codecs, nil
+	}
 }

@@ -23,14 +23,14 @@ import (
 // variable. The tokens themselves come only from a file or the
 // environment: a command line shows in ps.
 type options struct {
-	listen, amqpURL, identity, prefix, allowedOrigins         *string
-	concurrency, maxBody, maxFinished, wsMaxCalls             *int
-	wait, maxWait, retention, drain                           *time.Duration
-	tokensFile, maxBodyNS, tlsCert, tlsKey                    *string
-	insecure                                                  *bool
-	rateLimit                                                 *float64
-	rateBurst, maxInFlight                                    *int
-	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout *time.Duration
+	listen, amqpURL, identity, prefix, allowedOrigins            *string
+	concurrency, maxBody, maxFinished, maxUnfinished, wsMaxCalls *int
+	wait, maxWait, retention, drain                              *time.Duration
+	tokensFile, maxBodyNS, tlsCert, tlsKey                       *string
+	insecure                                                     *bool
+	rateLimit                                                    *float64
+	rateBurst, maxInFlight                                       *int
+	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout    *time.Duration
 
 	logger  func() (*slog.Logger, error)
 	tracing func() (func(context.Context) error, error)
@@ -52,6 +52,7 @@ func defineFlags(f cli.Flags) *options {
 		maxWait:        f.Duration("max-wait", "ATASKS_MAX_WAIT", 60*time.Second, "cap on ?wait="),
 		retention:      f.Duration("retention", "ATASKS_RETENTION", 10*time.Minute, "how long finished invocations stay readable"),
 		maxFinished:    f.Int("max-finished", "ATASKS_MAX_FINISHED", 100_000, "how many finished invocations are kept at most, oldest evicted first"),
+		maxUnfinished:  f.Int("max-unfinished", "ATASKS_MAX_UNFINISHED", 100_000, "how many unfinished (queued or running) invocations the gateway tracks at most; beyond, new calls get 503 too_many_invocations"),
 		allowedOrigins: f.String("allowed-origins", "ATASKS_ALLOWED_ORIGINS", "", "comma-separated origins (e.g. https://app.example.com) whose pages may open WebSockets besides the gateway's own host; * for any"),
 		wsMaxCalls:     f.Int("ws-max-calls", "ATASKS_WS_MAX_CALLS", 1000, "how many calls and subscriptions one WebSocket may have open"),
 		drain:          f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish"),
@@ -105,7 +106,7 @@ func (o *options) gatewayConfig(client *atasks.Client, reg *prometheus.Registry,
 		return gateway.Config{}, err
 	}
 	return gateway.Config{Client: client, MaxBody: int64(*o.maxBody), DefaultWait: *o.wait, MaxWait: *o.maxWait,
-		Retention: *o.retention, MaxFinished: *o.maxFinished, AwaitUnknown: *o.identity != "",
+		Retention: *o.retention, MaxFinished: *o.maxFinished, MaxUnfinished: *o.maxUnfinished, DurableReplies: *o.identity != "",
 		AllowedOrigins: origins(*o.allowedOrigins), WSMaxCalls: *o.wsMaxCalls, Metrics: reg,
 		Tokens: tokens, RateLimit: *o.rateLimit, RateBurst: *o.rateBurst, MaxInFlight: *o.maxInFlight,
 		MaxBodyNS: bodies, WriteTimeout: *o.writeTimeout}, nil

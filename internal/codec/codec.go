@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/big"
 	"reflect"
+	"strconv"
 	"sync"
 
 	"github.com/atasks-go/atasks/wire"
@@ -153,4 +154,63 @@ func plainNumber(n json.Number) (any, error) {
 		return nil, fmt.Errorf("json: number %s is out of range", n)
 	}
 	return f, nil
+}
+
+// CheckJSON returns nil if data is one JSON value whose numbers all fit a
+// float64, as every codec can encode them; else an error saying what is
+// wrong. It takes time linear in len(data).
+func CheckJSON(data []byte) error {
+	if !json.Valid(data) {
+		var v any
+		return json.Unmarshal(data, &v) // only to say what is wrong
+	}
+	if !mayOverflow(data) {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n, ok := tok.(json.Number); ok {
+			if _, err := strconv.ParseFloat(string(n), 64); err != nil {
+				return fmt.Errorf("json: number %.40s is out of range", n)
+			}
+		}
+	}
+}
+
+// mayOverflow reports whether data may hold a number beyond float64's
+// range: one with an exponent, or with more than 308 digits.
+func mayOverflow(data []byte) bool {
+	digits := 0
+	for i, b := range data {
+		switch {
+		case b >= '0' && b <= '9':
+			if digits++; digits > 308 {
+				return true
+			}
+		case (b == 'e' || b == 'E') && i > 0 && (data[i-1] >= '0' && data[i-1] <= '9' || data[i-1] == '.'):
+			return true
+		default:
+			digits = 0
+		}
+	}
+	return false
+}
+
+// Canonical re-encodes one valid JSON value with the members of every
+// object sorted and no white space, numbers kept as written: equal values
+// give equal bytes.
+func Canonical(data []byte) ([]byte, error) {
+	var v any
+	if err := (JSON{}).Unmarshal(data, &v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
 }

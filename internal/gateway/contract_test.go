@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +17,7 @@ import (
 	"github.com/atasks-go/atasks/api"
 	"github.com/atasks-go/atasks/internal/demo"
 	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/wire"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
@@ -84,14 +84,16 @@ func checkContract(t *testing.T, req *http.Request, status int, header http.Head
 }
 
 // downTransport is a loopback whose broker is unreachable: it is not
-// ready and cannot list its tasks.
+// ready and can neither list its tasks nor send.
 type downTransport struct{ atasks.Transport }
 
-func (downTransport) Check(context.Context) error { return errors.New("broker unreachable") }
+var errBrokerDown = &atasks.Error{Code: "unavailable", Message: "broker unreachable", Retryable: true}
 
-func (downTransport) Catalog(context.Context) ([]atasks.TaskInfo, error) {
-	return nil, &atasks.Error{Code: "unavailable", Message: "broker unreachable", Retryable: true}
-}
+func (downTransport) Check(context.Context) error { return errBrokerDown }
+
+func (downTransport) Catalog(context.Context) ([]atasks.TaskInfo, error) { return nil, errBrokerDown }
+
+func (downTransport) Send(context.Context, *wire.Request) error { return errBrokerDown }
 
 // TestContract answers every status the document declares for each
 // operation, and checks that each answer matches it.

@@ -5,27 +5,23 @@ package gateway
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/api"
-	"github.com/atasks-go/atasks/internal/codec"
 	"github.com/atasks-go/atasks/internal/metrics"
-	"github.com/atasks-go/atasks/internal/router"
 	"github.com/atasks-go/atasks/wire"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/propagation"
 )
 
 // Config configures a Gateway.
@@ -45,12 +41,17 @@ type Config struct {
 	// MaxFinished caps how many finished invocations are kept; the oldest go
 	// first. Defaults to 100000.
 	MaxFinished int
-	// AwaitUnknown makes a long-poll on an unknown invocation wait for it to
-	// appear. Set it when outcomes outlive the gateway (AMQP with an
-	// identity): after a restart, an invocation started before it becomes
-	// known when its outcome arrives (see Adopt). Defaults to false: unknown
-	// is 404 at once.
-	AwaitUnknown bool
+	// MaxUnfinished caps how many invocations the gateway tracks that have
+	// not finished (queued or running), whoever started them; beyond it,
+	// new calls get 503 "too_many_invocations" (retryable). Each costs
+	// about 2 KiB of memory. Defaults to 100000.
+	MaxUnfinished int
+	// DurableReplies says that outcomes outlive the gateway process (AMQP
+	// with an identity): after a restart, an invocation started before it
+	// becomes known when its outcome arrives (see Adopt), so an unknown id
+	// is answered 404 with retryable true. Unknown ids are answered at once
+	// either way. Defaults to false.
+	DurableReplies bool
 	// AllowedOrigins lists the origins (such as "https://app.example.com")
 	// whose browser pages may open WebSockets, besides pages of the
 	// gateway's own host; "*" allows any. Requests without an Origin are
@@ -106,6 +107,9 @@ func (c Config) WithDefaults() Config {
 	if c.MaxFinished == 0 {
 		c.MaxFinished = 100_000
 	}
+	if c.MaxUnfinished == 0 {
+		c.MaxUnfinished = 100_000
+	}
 	if c.WSMaxCalls == 0 {
 		c.WSMaxCalls = 1000
 	}
@@ -122,7 +126,7 @@ func (c Config) validate() error {
 	if c.Client == nil {
 		return errors.New("gateway: a client is required")
 	}
-	if c.MaxBody < 0 || c.DefaultWait < 0 || c.MaxWait < 0 || c.Retention < 0 || c.MaxFinished < 0 {
+	if c.MaxBody < 0 || c.DefaultWait < 0 || c.MaxWait < 0 || c.Retention < 0 || c.MaxFinished < 0 || c.MaxUnfinished < 0 {
 		return errors.New("gateway: limits must not be negative")
 	}
 	if c.WSMaxCalls < 0 || c.RateLimit < 0 || c.RateBurst < 0 || c.MaxInFlight < 0 || c.WriteTimeout < 0 {
@@ -150,6 +154,7 @@ type Gateway struct {
 	// invocations themselves go on.
 	life    context.Context
 	endLife context.CancelFunc
+	started time.Time
 	mu      sync.Mutex     // orders waiters.Add before waiters.Wait
 	waiters sync.WaitGroup // one per invocation whose outcome is awaited, one per WebSocket
 }
@@ -164,12 +169,16 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished), validator: v, limits: newLimiter(cfg)}
+	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished, cfg.MaxUnfinished), validator: v, limits: newLimiter(cfg)}
 	g.metrics = metrics.NewGateway(cfg.Metrics, g.store.len)
 	g.monitor = newMonitor(g)
 	g.store.onEvict = g.metrics.Evicted
+	g.store.drained = releaseMemory
 	g.life, g.endLife = context.WithCancel(context.Background())
+	g.started = time.Now().UTC()
 	g.handler = g.routes()
+	g.waiters.Add(1)
+	go g.sweep()
 	return g, nil
 }
 
@@ -186,6 +195,22 @@ func (g *Gateway) Close() {
 	g.endLife()
 	g.mu.Unlock()
 	g.waiters.Wait()
+}
+
+// sweep drops finished records past their retention every tenth of it (at
+// least every second), even when no request comes, until Close.
+func (g *Gateway) sweep() {
+	defer g.waiters.Done()
+	tick := time.NewTicker(max(g.cfg.Retention/10, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			g.store.sweep()
+		case <-g.life.Done():
+			return
+		}
+	}
 }
 
 func (g *Gateway) routes() http.Handler {
@@ -275,155 +300,22 @@ func (g *Gateway) listTasks(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"ns": ns, "tasks": infos})
 }
 
-// invoke starts a task with the request body as its input and waits for
-// the outcome up to ?wait=: 200 with the outcome, else 202 with a Location.
-// A repeated Idempotency-Key answers the invocation it names instead.
-func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
-	ns, task := chi.URLParam(r, "ns"), chi.URLParam(r, "task")
-	wait, err := g.waitParam(r)
-	if err != nil {
-		writeProblem(w, codeBadRequest, err.Error())
-		return
+// releaseMemory gives the memory a drained backlog of invocations took
+// back to the system (a full collection) a moment after it is asked to,
+// once for all the asks meanwhile: the runtime would keep it for minutes.
+func releaseMemory() {
+	if releasing.CompareAndSwap(false, true) {
+		time.AfterFunc(releaseDelay, func() {
+			releasing.Store(false)
+			debug.FreeOSMemory()
+		})
 	}
-	timeout, err := durationParam(r, "timeout")
-	if err != nil {
-		writeProblem(w, codeBadRequest, err.Error())
-		return
-	}
-	input, ok := g.readInput(w, r)
-	if !ok {
-		return
-	}
-	if err := g.served(r.Context(), ns, task); err != nil {
-		writeError(w, err)
-		return
-	}
-	maxAttempts, err := intParam(r, "max_attempts") // at least 1: validated against the document
-	if err != nil {
-		writeProblem(w, codeBadRequest, err.Error())
-		return
-	}
-	id, replayed, err := g.start(traceOf(r), callSpec{ns: ns, task: task, input: input, timeout: timeout,
-		key: r.Header.Get("Idempotency-Key"), maxAttempts: maxAttempts})
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	g.extendWrite(w, wait)
-	inv, ok := g.await(r.Context(), id, wait)
-	if !ok {
-		writeProblem(w, codeInvocationExpired, fmt.Sprintf("invocation %q was evicted before it could be read", id))
-		return
-	}
-	if replayed {
-		w.Header().Set("Idempotent-Replayed", "true")
-	}
-	if !inv.State.Final() {
-		w.Header().Set("Location", location(inv))
-		writeJSON(w, http.StatusAccepted, inv)
-		return
-	}
-	writeJSON(w, http.StatusOK, inv)
 }
 
-// served returns a "task_not_found" error unless some server offers task in ns.
-func (g *Gateway) served(ctx context.Context, ns, task string) error {
-	tasks, err := g.cfg.Client.Catalog(ctx, ns)
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		if t.Name == task {
-			return nil
-		}
-	}
-	return &atasks.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("no worker serves task %q in namespace %q", task, ns)}
-}
+// releaseDelay is how long releaseMemory waits for a backlog to drain further.
+const releaseDelay = 2 * time.Second
 
-// readInput reads the body, which validate has limited already, as the
-// task's JSON input; an empty body is null.
-func (g *Gateway) readInput(w http.ResponseWriter, r *http.Request) (any, bool) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		writeProblem(w, codeBadRequest, "reading the body: "+err.Error())
-		return nil, false
-	}
-	if len(body) == 0 {
-		return nil, true
-	}
-	input, err := codec.DecodeJSON(body)
-	if err != nil {
-		writeProblem(w, codeMalformedJSON, "the body is not one JSON value: "+err.Error())
-		return nil, false
-	}
-	return input, true
-}
-
-// callSpec is what starts an invocation, from a POST or a WebSocket call.
-type callSpec struct {
-	ns, task    string
-	input       any
-	timeout     time.Duration // the invocation's deadline from now; 0: none
-	key         string        // idempotency key; "" for none
-	maxAttempts int           // the caller's cap on attempts; 0: the task's own
-}
-
-// start invokes the task and records the invocation, its span a child of
-// the one trace carries, if any; a goroutine records
-// its outcome when it arrives. If idempotency key key (optional) names an
-// invocation of ns already, start starts nothing and returns that one's id,
-// replayed; or, if that one has another task or input, an
-// "idempotency_conflict" error.
-func (g *Gateway) start(trace context.Context, c callSpec) (id string, replayed bool, err error) {
-	ns, task, key := c.ns, c.task, c.key
-	var fp string
-	if key != "" {
-		fp = fingerprint(task, c.input)
-	}
-	if !g.addWaiter() {
-		return "", false, &atasks.Error{Code: codeShuttingDown, Message: "the gateway is shutting down", Retryable: true}
-	}
-	id = router.NewID()
-	ctx, cancel := context.WithCancel(atasks.WithClient(trace, g.cfg.Client))
-	if c.timeout > 0 {
-		ctx, cancel = withTimeout(ctx, cancel, c.timeout)
-	}
-	inv := Invocation{ID: id, NS: ns, Task: task, State: "queued", CreatedAt: time.Now().UTC()}
-	if prior, priorFP := g.store.add(inv, cancel, key, fp); prior != "" {
-		cancel()
-		g.waiters.Done()
-		if priorFP != fp {
-			return "", false, &atasks.Error{Code: codeIdempotencyConflict, Message: fmt.Sprintf("idempotency key %q names invocation %q, of another task or input", key, prior)}
-		}
-		return prior, true, nil
-	}
-	// Sending may wait for the broker's confirm: no lock is held here.
-	f := atasks.Ref[any, any](ns, task).Start(ctx, c.input, atasks.WithID(id), atasks.OnState(g.onState), atasks.MaxAttempts(c.maxAttempts))
-	g.metrics.Invoking.Began(ns, task)
-	go func() {
-		defer g.waiters.Done()
-		out, err := f.Wait(g.life)
-		if g.life.Err() != nil {
-			return // the gateway is closing; the invocation goes on
-		}
-		g.finish(inv, out, err)
-	}()
-	return id, false, nil
-}
-
-// traceOf returns a context carrying the W3C trace context of r's
-// traceparent header, if any, and nothing else of r: the invocation
-// outlives the request.
-func traceOf(r *http.Request) context.Context {
-	return propagation.TraceContext{}.Extract(context.Background(), propagation.HeaderCarrier(r.Header))
-}
-
-// fingerprint identifies a call by its task and input, a decoded JSON value.
-func fingerprint(task string, input any) string {
-	b, _ := json.Marshal(input) // cannot fail: input came from JSON
-	sum := sha256.Sum256(append([]byte(task+"\x00"), b...))
-	return string(sum[:])
-}
+var releasing atomic.Bool
 
 // addWaiter counts one more goroutine for Close to wait for, unless the
 // gateway is closing; it reports whether it did.
@@ -437,77 +329,13 @@ func (g *Gateway) addWaiter() bool {
 	return true
 }
 
-func withTimeout(ctx context.Context, cancel context.CancelFunc, d time.Duration) (context.Context, context.CancelFunc) {
-	tctx, tcancel := context.WithTimeout(ctx, d)
-	return tctx, func() { tcancel(); cancel() }
-}
-
-func (g *Gateway) onState(e atasks.Event) {
-	g.store.update(e.ID, func(inv *Invocation) {
-		if inv.StartedAt == nil {
-			now := time.Now().UTC()
-			inv.StartedAt = &now
-		}
-		inv.State = e.State
-		if e.Worker != "" {
-			inv.Worker = e.Worker
-		}
-		if e.Attempt > 0 {
-			inv.Attempt = e.Attempt
-		}
-		if e.Child != "" {
-			inv.Children = append(inv.Children, e.Child)
-		}
-	})
-}
-
-// finish records the outcome of invocation began, and counts it in the
-// metrics before anyone waiting for it hears of it (or anyway, if its
-// record is gone).
-func (g *Gateway) finish(began Invocation, out any, err error) {
-	ended := func(inv *Invocation) {
-		g.metrics.Invoking.Ended(inv.NS, inv.Task, string(inv.State), inv.FinishedAt.Sub(inv.CreatedAt))
-	}
-	if !g.store.update(began.ID, func(inv *Invocation) { settle(inv, out, err); ended(inv) }) {
-		settle(&began, out, err)
-		ended(&began)
-	}
-}
-
-// settle records an outcome in inv.
-func settle(inv *Invocation, out any, err error) {
-	now := time.Now().UTC()
-	inv.FinishedAt = &now
-	result, encErr := jsonValue(out)
-	switch {
-	case err != nil:
-		e := asError(err)
-		inv.State, inv.Error = e.StateOf(), e
-	case encErr != nil:
-		inv.State, inv.Error = "failed", &atasks.Error{Code: "bad_output", Message: encErr.Error()}
-	default:
-		inv.State, inv.Result = "succeeded", result
-	}
-}
-
-// Adopt records the outcome of an invocation the gateway does not know,
-// typically one it started before it restarted; give it to
-// atasks.Config.OnOrphan. Outcomes of invocations it knows are ignored.
-func (g *Gateway) Adopt(o atasks.Outcome) {
-	var out any
-	err := o.Decode(&out)
-	inv := Invocation{ID: o.ID, NS: o.NS, Task: o.Task, CreatedAt: time.Now().UTC()}
-	settle(&inv, out, err)
-	g.store.adopt(inv)
-}
-
 // await returns invocation id once it is final or wait has passed.
 func (g *Gateway) await(ctx context.Context, id string, wait time.Duration) (Invocation, bool) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
 		inv, changed, ok := g.store.get(id)
-		if (!ok && !g.cfg.AwaitUnknown) || inv.State.Final() {
+		if !ok || inv.State.Final() {
 			return inv, ok
 		}
 		select {
@@ -550,15 +378,25 @@ func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, wait time.Durat
 	}
 	g.extendWrite(w, wait)
 	inv, ok := g.await(r.Context(), id, wait)
-	if (!ok || inv.NS != ns) && g.store.gone(ns, id) {
-		writeProblem(w, codeInvocationExpired, fmt.Sprintf("invocation %q of namespace %q finished and was evicted: at most %d finished invocations are kept, each for %v", id, ns, g.cfg.MaxFinished, g.cfg.Retention))
-		return
-	}
 	if !ok || inv.NS != ns {
-		writeProblem(w, codeInvocationNotFound, fmt.Sprintf("no invocation %q in namespace %q: unknown, or finished more than %v ago", id, ns, g.cfg.Retention))
+		writeError(w, g.missing(ns, id))
 		return
 	}
 	writeJSON(w, http.StatusOK, inv)
+}
+
+// missing is the error about invocation id of namespace ns that the
+// gateway does not know: evicted, or never known to this process.
+func (g *Gateway) missing(ns, id string) *atasks.Error {
+	if g.store.gone(ns, id) {
+		return &atasks.Error{Code: codeInvocationExpired, Message: fmt.Sprintf("invocation %q of namespace %q finished and was evicted: at most %d finished invocations are kept, each for %v", id, ns, g.cfg.MaxFinished, g.cfg.Retention)}
+	}
+	e := &atasks.Error{Code: codeInvocationNotFound, Message: fmt.Sprintf("no invocation %q in namespace %q: this gateway has not known it since it started at %s", id, ns, g.started.Format(time.RFC3339))}
+	if g.cfg.DurableReplies {
+		e.Message += "; one it started before a restart becomes known when its outcome arrives"
+		e.Retryable = true
+	}
+	return e
 }
 
 func (g *Gateway) waitParam(r *http.Request) (time.Duration, error) {

@@ -34,6 +34,7 @@ const (
 	codeMethodNotAllowed   = "method_not_allowed"
 	codeInvocationNotFound = "invocation_not_found"
 	codeShuttingDown       = "shutting_down"
+	codeTooManyInvocations = "too_many_invocations" // the gateway tracks as many unfinished invocations as it may
 
 	codeInvocationExpired   = "invocation_expired"   // finished, then evicted
 	codeIdempotencyConflict = "idempotency_conflict" // a key reused for another task or input
@@ -49,6 +50,9 @@ func writeProblem(w http.ResponseWriter, code, detail string) {
 func writeError(w http.ResponseWriter, err error) {
 	e := asError(err)
 	status := statusOf(e.Code)
+	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "1")
+	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
@@ -76,7 +80,7 @@ func statusOf(code string) int {
 		return http.StatusRequestEntityTooLarge
 	case codeTooManyRequests:
 		return http.StatusTooManyRequests
-	case wire.CodeUnavailable, codeShuttingDown:
+	case wire.CodeUnavailable, codeShuttingDown, codeTooManyInvocations:
 		return http.StatusServiceUnavailable
 	case wire.CodeTimeout:
 		return http.StatusGatewayTimeout

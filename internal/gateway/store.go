@@ -3,10 +3,12 @@ package gateway
 import (
 	"container/list"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/shrink"
 )
 
 // Invocation is the resource the gateway serves for one task invocation.
@@ -40,46 +42,79 @@ type record struct {
 // a retention period, at most max of those, the oldest evicted first. It
 // remembers the ids of the last max evicted ones.
 type store struct {
-	retention time.Duration
-	max       int
+	retention     time.Duration
+	max           int
+	maxUnfinished int
 
 	mu       sync.Mutex
-	byID     map[string]*record
+	byID     shrink.Map[string, *record]
 	byKey    map[idemKey]*record // records with an idempotency key
 	order    *list.List          // finished records, oldest first
 	finished int
 	added    chan struct{} // closed and replaced whenever a record is added
 	evicted  evicted
 	onEvict  func(n int) // told how many records each expire dropped; may be nil
+
+	// peak is the most unfinished records since memory was last given
+	// back; once they drop to a quarter of a large peak, drained is called.
+	peak    int
+	drained func() // may be nil
 }
+
+// releaseAbove is the peak of unfinished records above which their
+// finishing gives memory back to the system (see store.peak).
+const releaseAbove = 1000
 
 // idemKey is an idempotency key in a namespace.
 type idemKey struct{ ns, key string }
 
-func newStore(retention time.Duration, max int) *store {
-	return &store{retention: retention, max: max, byID: map[string]*record{}, byKey: map[idemKey]*record{},
+func newStore(retention time.Duration, max, maxUnfinished int) *store {
+	return &store{retention: retention, max: max, maxUnfinished: maxUnfinished, byKey: map[idemKey]*record{},
 		order: list.New(), added: make(chan struct{}), evicted: evicted{max: max, ns: map[string]string{}}}
 }
+
+// errFull says the store keeps as many unfinished invocations as it may.
+var errFull = errors.New("too many unfinished invocations")
 
 // add stores a new invocation in state queued under idempotency key key of
 // inv.NS ("" for none), with the fingerprint of the request. If key names
 // an invocation already, add stores nothing and returns that one's id and
-// fingerprint.
-func (s *store) add(inv Invocation, cancel func(), key, fingerprint string) (priorID, priorFingerprint string) {
+// fingerprint; if maxUnfinished are unfinished, it stores nothing and
+// returns errFull.
+func (s *store) add(inv Invocation, cancel func(), key, fingerprint string) (priorID, priorFingerprint string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if prior, ok := s.byKey[idemKey{inv.NS, key}]; ok {
-		return prior.inv.ID, prior.fingerprint
+		return prior.inv.ID, prior.fingerprint, nil
 	}
+	unfinished := s.byID.Len() - s.finished
+	if unfinished >= s.maxUnfinished {
+		return "", "", errFull
+	}
+	s.peak = max(s.peak, unfinished+1)
 	s.insert(&record{inv: inv, changed: make(chan struct{}), cancel: cancel, key: key, fingerprint: fingerprint})
-	return "", ""
+	return "", "", nil
+}
+
+// drop forgets invocation id, which was never started.
+func (s *store) drop(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byID.Get(id)
+	if !ok || r.elem != nil {
+		return
+	}
+	s.byID.Delete(id)
+	if r.key != "" {
+		delete(s.byKey, idemKey{r.inv.NS, r.key})
+	}
 }
 
 // adopt stores a finished invocation unless one with its id is known.
 func (s *store) adopt(inv Invocation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, known := s.byID[inv.ID]; known {
+	if _, known := s.byID.Get(inv.ID); known {
 		return
 	}
 	r := &record{inv: inv, changed: make(chan struct{}), cancel: func() {}}
@@ -91,7 +126,7 @@ func (s *store) adopt(inv Invocation) {
 
 // insert adds r and wakes those waiting for new records. s.mu is held.
 func (s *store) insert(r *record) {
-	s.byID[r.inv.ID] = r
+	s.byID.Set(r.inv.ID, r)
 	if r.key != "" {
 		s.byKey[idemKey{r.inv.NS, r.key}] = r
 	}
@@ -105,7 +140,7 @@ func (s *store) get(id string) (Invocation, <-chan struct{}, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(time.Now())
-	r, ok := s.byID[id]
+	r, ok := s.byID.Get(id)
 	if !ok {
 		return Invocation{}, s.added, false
 	}
@@ -119,7 +154,7 @@ func (s *store) get(id string) (Invocation, <-chan struct{}, bool) {
 func (s *store) update(id string, fn func(*Invocation)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r, ok := s.byID[id]
+	r, ok := s.byID.Get(id)
 	if !ok || r.inv.State.Final() {
 		return false
 	}
@@ -128,18 +163,34 @@ func (s *store) update(id string, fn func(*Invocation)) bool {
 	r.changed = make(chan struct{})
 	if r.inv.State.Final() {
 		r.cancel()
+		r.cancel, r.changed = noop, closed // nothing to cancel or wait for any more
 		r.elem = s.order.PushBack(r)
 		s.finished++
 		s.expire(time.Now())
+		s.noteDrain()
 	}
 	return true
+}
+
+// noteDrain calls drained once the unfinished records have dropped to a
+// quarter of a peak above releaseAbove: a backlog has drained, and the
+// memory it took can go back to the system. s.mu is held.
+func (s *store) noteDrain() {
+	unfinished := s.byID.Len() - s.finished
+	if s.peak <= releaseAbove || unfinished > s.peak/4 {
+		return
+	}
+	s.peak = unfinished
+	if s.drained != nil {
+		go s.drained()
+	}
 }
 
 // cancel cancels invocation id of namespace ns if it is in flight; it
 // reports whether the invocation is known.
 func (s *store) cancel(ns, id string) bool {
 	s.mu.Lock()
-	r, ok := s.byID[id]
+	r, ok := s.byID.Get(id)
 	ok = ok && r.inv.NS == ns
 	s.mu.Unlock()
 	if ok {
@@ -158,6 +209,23 @@ func (s *store) gone(ns, id string) bool {
 	return ok && evictedNS == ns
 }
 
+var (
+	noop   = func() {}
+	closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+)
+
+// sweep drops the finished records past their retention, and gives their
+// memory back to the system if they were many.
+func (s *store) sweep() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	before := s.finished
+	s.expire(time.Now())
+	if before-s.finished > releaseAbove && s.drained != nil {
+		go s.drained()
+	}
+}
+
 // expire drops finished records older than the retention or beyond the cap.
 func (s *store) expire(now time.Time) {
 	for e := s.order.Front(); e != nil; e = s.order.Front() {
@@ -167,7 +235,7 @@ func (s *store) expire(now time.Time) {
 		}
 		s.order.Remove(e)
 		s.finished--
-		delete(s.byID, r.inv.ID)
+		s.byID.Delete(r.inv.ID)
 		delete(s.byKey, idemKey{r.inv.NS, r.key})
 		s.evicted.add(r.inv.ID, r.inv.NS)
 		if s.onEvict != nil {
@@ -180,7 +248,7 @@ func (s *store) expire(now time.Time) {
 func (s *store) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.byID)
+	return s.byID.Len()
 }
 
 // evicted remembers the namespaces of the last max evicted invocation ids.

@@ -447,18 +447,11 @@ func (c *wsConn) forget(op *wsOp) {
 // the gateway is shutting down, or its idempotency key named an invocation
 // started before (which belongs to whoever started it).
 func (c *wsConn) runCall(op *wsOp, m clientMsg) {
-	if err := c.g.served(c.ctx, m.NS, m.Task); err != nil {
-		if c.ctx.Err() == nil {
-			c.forget(op)
-			c.fail(op.ref, asError(err))
-		}
-		return
-	}
 	if c.ctx.Err() != nil {
 		return
 	}
 	id, replayed, err := c.g.start(context.Background(), callSpec{ns: m.NS, task: m.Task, input: m.Input, timeout: m.Timeout,
-		key: m.IdempotencyKey, maxAttempts: m.MaxAttempts})
+		key: m.IdempotencyKey, maxAttempts: m.MaxAttempts}, max(c.g.cfg.DefaultWait, minSendWait))
 	if err != nil {
 		c.forget(op)
 		c.fail(op.ref, asError(err))
@@ -480,17 +473,14 @@ func (c *wsConn) runCall(op *wsOp, m clientMsg) {
 // follow sends the changes of invocation id as state messages, then its
 // result, closes op and reports true; or false if the connection ends
 // first. last is what the client knows of it; nil for a subscription, which
-// first gets the current state. A subscription to an unknown (not evicted)
-// invocation waits for it to appear when the gateway awaits unknown
-// invocations.
+// first gets the current state.
 func (c *wsConn) follow(op *wsOp, id string, last *Invocation) bool {
 	for {
 		inv, changed, ok := c.g.store.get(id)
 		switch {
-		case !ok && op.sub && c.g.cfg.AwaitUnknown && !c.g.store.gone(op.ns, id):
 		case !ok || inv.NS != op.ns:
 			c.forget(op) // before the message: the client may reuse the ref at once
-			c.fail(op.ref, c.missing(op.ns, id))
+			c.fail(op.ref, c.g.missing(op.ns, id))
 			return true
 		case inv.State.Final():
 			c.forget(op)
@@ -555,7 +545,7 @@ func (c *wsConn) cancel(m clientMsg) {
 		}
 	}
 	if !c.g.store.cancel(ns, id) && m.Ref == "" {
-		c.fail("", c.missing(ns, id))
+		c.fail("", c.g.missing(ns, id))
 	}
 }
 
@@ -632,21 +622,12 @@ func (c *wsConn) runMonitor(ctx context.Context, op *wsOp) {
 	}
 }
 
-// missing is the error about invocation id of namespace ns that the gateway
-// does not know: evicted, or unknown.
-func (c *wsConn) missing(ns, id string) *atasks.Error {
-	if c.g.store.gone(ns, id) {
-		return &atasks.Error{Code: codeInvocationExpired, Message: fmt.Sprintf("invocation %q of namespace %q finished and was evicted: at most %d finished invocations are kept, each for %v", id, ns, c.g.cfg.MaxFinished, c.g.cfg.Retention)}
-	}
-	return &atasks.Error{Code: codeInvocationNotFound, Message: fmt.Sprintf("no invocation %q in namespace %q: unknown, or finished more than %v ago", id, ns, c.g.cfg.Retention)}
-}
-
 // clientMsg is a client's frame, decoded and checked.
 type clientMsg struct {
 	Type           string // typeCall, typeCancel, typeSubscribe or typeMonitor
 	Ref            string
 	NS, Task, ID   string
-	Input          any
+	Input          json.RawMessage
 	Timeout        time.Duration
 	IdempotencyKey string
 	MaxAttempts    int
@@ -707,11 +688,10 @@ func decodeFrame(data []byte) (clientMsg, *atasks.Error) {
 		m.Timeout = d
 	}
 	if f.Input != nil {
-		input, err := codec.DecodeJSON(f.Input)
-		if err != nil {
+		if err := codec.CheckJSON(f.Input); err != nil {
 			return m, frameError(codeBadFrame, "input: "+err.Error())
 		}
-		m.Input = input
+		m.Input = f.Input
 	}
 	return m, nil
 }
