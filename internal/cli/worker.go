@@ -81,7 +81,7 @@ func RunWorker(args []string) error {
 		return err
 	}
 	if *metricsListen != "" {
-		stopMetrics, err := serveMetrics(*metricsListen, reg, log)
+		stopMetrics, err := serveMetrics(*metricsListen, reg, client.Ready, log)
 		if err != nil {
 			_ = worker.Stop(context.Background())
 			return err
@@ -95,18 +95,34 @@ func RunWorker(args []string) error {
 	log.Info("draining", "drain", *drain)
 	dctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
-	return worker.Stop(dctx)
+	err = worker.Stop(dctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// As designed: what still ran went back to its queue for another worker.
+		log.Info("drained: tasks still running at the deadline were given back to their queues", "drain", *drain)
+		return nil
+	}
+	return err
 }
 
-// serveMetrics serves reg at /metrics on addr until the returned function
-// is called.
-func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (func(), error) {
+// serveMetrics serves reg at /metrics and the worker's readiness at
+// /readyz (200 while ready says nil, else 503 with why) on addr until the
+// returned function is called.
+func serveMetrics(addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics-listen: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(reg))
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := ready(r.Context()); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready:", err)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	log.Info("metrics listening", "addr", "http://"+ln.Addr().String()+"/metrics")
