@@ -66,8 +66,16 @@ func restartBroker(t *testing.T, base string) time.Duration {
 		t.Errorf("rabbitmqctl stop_app: %v\n%s", err, out)
 		return 0
 	}
+	started := false
+	t.Cleanup(func() { // back even if the test fails before it is
+		if !started {
+			_ = exec.Command("rabbitmqctl", "start_app").Run()
+		}
+	})
 	time.Sleep(2 * time.Second)
-	if out, err := exec.Command("rabbitmqctl", "start_app").CombinedOutput(); err != nil {
+	out, err := exec.Command("rabbitmqctl", "start_app").CombinedOutput()
+	started = err == nil
+	if err != nil {
 		t.Errorf("rabbitmqctl start_app: %v\n%s", err, out)
 		return 0
 	}
@@ -119,5 +127,85 @@ func brokerEnv(t *testing.T, key string) string {
 func setBrokerEnv(t *testing.T, key, value string) {
 	if out, err := exec.Command("rabbitmqctl", "eval", "application:set_env(rabbit, "+key+", "+value+").").CombinedOutput(); err != nil {
 		t.Errorf("rabbitmqctl eval set %s: %v\n%s", key, err, out)
+	}
+}
+
+// brokerFault takes the broker away and registers its restoring with the
+// test's cleanup, so that it comes back even when the test fails.
+type brokerFault struct {
+	name           string
+	cause, restore func(t *testing.T)
+}
+
+var brokerFaults = []brokerFault{
+	{"stopped", func(t *testing.T) { rabbitmqctl(t, "stop_app") }, func(t *testing.T) { rabbitmqctl(t, "start_app") }},
+	{"memory alarm", func(t *testing.T) {
+		rabbitmqctl(t, "set_vm_memory_high_watermark", "0.000001")
+	}, func(t *testing.T) {
+		rabbitmqctl(t, "set_vm_memory_high_watermark", brokerWatermark)
+	}},
+}
+
+// brokerWatermark is the memory watermark the broker is given back: its
+// own, read when the package's tests start.
+var brokerWatermark = func() string {
+	out, err := exec.Command("rabbitmqctl", "eval", "vm_memory_monitor:get_vm_memory_high_watermark().").Output()
+	if w := strings.TrimSpace(string(out)); err == nil && w != "" && !strings.ContainsAny(w, "{}") {
+		return w
+	}
+	return "0.4"
+}()
+
+// While the broker is away (stopped, or blocking publishers in a memory
+// alarm), a new call is answered within its wait (at least 1 s) plus a
+// margin: 503 unavailable, retryable, with Retry-After, and nothing runs;
+// /readyz of the gateway and the worker answer 503. Once it is back, both
+// are ready again and calls succeed.
+func TestDisruptiveBrokerAwayAnswersInTime(t *testing.T) {
+	s := newSystem(t)
+	_, worker := s.observed("worker")
+	_, gw := s.gateway()
+	waitServed(t, gw, "default", "demo.add")
+	for _, f := range brokerFaults {
+		t.Run(f.name, func(t *testing.T) {
+			f.cause(t)
+			restored := false
+			restore := func() {
+				if !restored {
+					restored = true
+					f.restore(t)
+				}
+			}
+			t.Cleanup(restore)
+			waitStatus(t, gw+"/readyz", 503, time.Minute)
+			waitStatus(t, worker+"/readyz", 503, time.Minute)
+			for _, wait := range []time.Duration{0, 2 * time.Second} {
+				began := time.Now()
+				res, err := http.Post(fmt.Sprintf("%s/v1/ns/default/tasks/demo.add?wait=%v", gw, wait), "application/json", strings.NewReader(`{"a":1,"b":2}`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				took := time.Since(began)
+				retryAfter := res.Header.Get("Retry-After")
+				inv := read(t, res)
+				if inv.status != 503 || inv.Code != "unavailable" || !inv.Retryable || retryAfter == "" {
+					t.Errorf("wait=%v: %d %s retryable %v Retry-After %q; want 503 unavailable, retryable, with Retry-After", wait, inv.status, inv.Code, inv.Retryable, retryAfter)
+				}
+				if limit := max(wait, time.Second) + 2*time.Second; took > limit {
+					t.Errorf("wait=%v: answered after %v, more than %v", wait, took.Round(time.Millisecond), limit)
+				}
+				t.Logf("wait=%v: %d %s in %v", wait, inv.status, inv.Code, took.Round(time.Millisecond))
+			}
+			restore()
+			waitStatus(t, gw+"/readyz", 200, time.Minute)
+			waitStatus(t, worker+"/readyz", 200, time.Minute)
+			if inv := call(t, gw, "default", "demo.add", `{"a":2,"b":3}`, "?wait=20s"); inv.State != "succeeded" || string(inv.Result) != "5" {
+				t.Fatalf("after the broker is back: %d %s %s %+v", inv.status, inv.State, inv.Result, inv.Error)
+			}
+		})
+	}
+	// The refused calls ran nowhere: the worker ran the two calls made while the broker was there.
+	if ran := metricSum(t, worker, "atasks_worker_invocations_total"); ran != float64(len(brokerFaults)) {
+		t.Errorf("the worker ran %v invocations; want %d", ran, len(brokerFaults))
 	}
 }

@@ -199,11 +199,19 @@ func TestGatewayRestartKeepsResult(t *testing.T) {
 	}
 	gw1.stop(t, 10*time.Second)
 	_, base = s.gateway("--identity", "gw1")
-	// Unknown to the new process until its outcome arrives: each long-poll
-	// waits for it to appear, then 404s.
-	got := poll(t, base, "default", inv.ID, 30*time.Second)
-	for deadline := time.Now().Add(30 * time.Second); got.status == 404 && time.Now().Before(deadline); {
+	// Unknown to the new process until its outcome arrives: a long-poll
+	// answers 404 at once, retryable, and the id is readable once the
+	// outcome is in.
+	var got invocation
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		asked := time.Now()
 		got = poll(t, base, "default", inv.ID, 30*time.Second)
+		if got.status != 404 {
+			break
+		}
+		if took := time.Since(asked); took > 3*time.Second || got.Code != "invocation_not_found" || !got.Retryable {
+			t.Fatalf("unknown id: 404 %s (retryable %v) after %v (the poll asked ?wait=5s); want invocation_not_found at once, retryable", got.Code, got.Retryable, took)
+		}
 	}
 	if got.status != 200 || got.State != "succeeded" || string(got.Result) != `"kept"` || got.Task != "demo.sleep" {
 		t.Fatalf("after restart: %d %s %s %s %+v", got.status, got.Task, got.State, got.Result, got.Error)

@@ -40,6 +40,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
 		os.Exit(1)
 	}
+	plain := exec.Command("go", "build", "-o", dir+"/gateway-plain", "github.com/atasks-go/atasks/cmd/gateway")
+	plain.Stdout, plain.Stderr = os.Stderr, os.Stderr
+	if err := plain.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the plain gateway:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -96,7 +102,7 @@ func (s *system) deleteTopology() {
 	for _, ns := range []string{"default", "seed"} {
 		b := s.prefix + "." + ns
 		queues = append(queues, b+".dead", b+".lease")
-		for _, task := range append(atasks.Defined(ns), "test.crash") {
+		for _, task := range append(atasks.Defined(ns), "test.crash", "test.fib_all") {
 			queues = append(queues, b+".task."+task)
 		}
 	}
@@ -186,13 +192,15 @@ func (s *system) worker(args ...string) *proc { return s.start("worker", args...
 // gateway starts a gateway on a free port and returns it once it answers.
 func (s *system) gateway(args ...string) (*proc, string) {
 	s.t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	p := s.start("gateway", append([]string{"--listen", addr}, args...)...)
+	return s.gatewayBinary("gateway", args...)
+}
+
+// gatewayBinary starts binary ("gateway", or "gateway-plain", built
+// without the race detector, for measuring its memory) as a gateway.
+func (s *system) gatewayBinary(binary string, args ...string) (*proc, string) {
+	s.t.Helper()
+	addr := freeAddr(s.t)
+	p := s.start(binary, append([]string{"--listen", addr}, args...)...)
 	base := "http://" + addr
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -222,6 +230,9 @@ type invocation struct {
 		Retryable bool   `json:"retryable"`
 	} `json:"error"`
 	status int
+	// Of a problem (the gateway's own error):
+	Code      string `json:"code"`
+	Retryable bool   `json:"retryable"`
 }
 
 // call posts an invocation and returns the response.
@@ -302,4 +313,94 @@ func waitServed(t *testing.T, base, ns, task string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("no worker announced %s/%s within 30s", ns, task)
+}
+
+// freeAddr returns a loopback address with a free port.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// observed starts a worker binary (cmd/worker or testworker) with its
+// metrics and readiness served, and returns once /readyz answers 200:
+// the worker is connected and serving. base is its metrics server.
+func (s *system) observed(binary string, args ...string) (p *proc, base string) {
+	s.t.Helper()
+	addr := freeAddr(s.t)
+	p = s.start(binary, append([]string{"--metrics-listen", addr}, args...)...)
+	base = "http://" + addr
+	waitStatus(s.t, base+"/readyz", 200, 60*time.Second)
+	return p, base
+}
+
+// waitStatus waits until GET url answers status.
+func waitStatus(t testing.TB, url string, status int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	last := "no answer"
+	for time.Now().Before(deadline) {
+		res, err := http.Get(url)
+		if err == nil {
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode == status {
+				return
+			}
+			last = fmt.Sprintf("%d %s", res.StatusCode, body)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("GET %s did not answer %d within %v; last: %s", url, status, d, last)
+}
+
+// metricSum adds up the samples of metric name (all its labels) that the
+// Prometheus endpoint base+"/metrics" shows; 0 if it shows none.
+func metricSum(t testing.TB, base, name string) float64 {
+	t.Helper()
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape %s: %v", base, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	var sum float64
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// waitMetric waits until metricSum of name at base satisfies ok.
+func waitMetric(t testing.TB, base, name string, d time.Duration, ok func(float64) bool) float64 {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		v := metricSum(t, base, name)
+		if ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s at %s is %v after %v", name, base, v, d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// exitCode returns p's exit status once it has ended.
+func (p *proc) exitCode() int {
+	<-p.done
+	return p.cmd.ProcessState.ExitCode()
 }
