@@ -49,8 +49,10 @@ func Timeout(d time.Duration) DefineOption { return func(def *definition) { def.
 // runs again when an attempt fails with a retryable error (Error.Retryable;
 // other failures are final at once).
 type RetryPolicy struct {
-	// MaxAttempts is how many times an invocation may run in all,
-	// including the first. Callers may lower it (MaxAttempts).
+	// MaxAttempts is how many attempts may fail, the first included, before
+	// the last failure is the outcome. Callers may lower it (MaxAttempts).
+	// Runs cut short by a crashed worker or a graceful stop do not count,
+	// though the invocation's attempt number does.
 	MaxAttempts int
 	// Initial is the delay before the second attempt; each next delay is
 	// Multiplier times the last (default 2), at most Max (and at most 24 h
@@ -130,7 +132,7 @@ func (t *Task[In, Out]) Start(ctx context.Context, in In, opts ...CallOption) *F
 		return &Future[Out]{err: &Error{Code: wire.CodeBadInput, Message: fmt.Sprintf("encode input of %s: %v", t.name, err)}}
 	}
 	req := &wire.Request{ID: cc.id, NS: t.ns, Task: t.name, Codec: c.Name(), Body: body, MaxAttempts: cc.maxAttempts}
-	return &Future[Out]{p: r.Start(ctx, req, cc.observer()), codecs: r.codecs}
+	return &Future[Out]{p: r.Start(ctx, req, router.StartOptions{Observe: cc.observer()}), codecs: r.codecs}
 }
 
 // Ref returns a task defined elsewhere, known by its namespace and name: a

@@ -32,6 +32,17 @@ const (
 )
 
 // Error implements error.
+// ErrMaybeSent marks (errors.Is) a failed Transport.Send after which the
+// request may still reach a server: it was written, but the broker did
+// not confirm it. The caller that gives up on it should cancel it.
+var ErrMaybeSent = errors.New("the request may have reached the broker")
+
+// DeadlinePassed returns the error of an invocation whose deadline, set by
+// its caller (a context deadline, ?timeout=), passed.
+func DeadlinePassed() *Error {
+	return &Error{Code: CodeTimeout, Message: "the invocation's deadline, set by its caller, passed"}
+}
+
 func (e *Error) Error() string {
 	if e.Message == "" {
 		return e.Code

@@ -45,6 +45,7 @@ type Request struct {
 	Parent      string    // invocation id of the calling task, if any
 	TraceParent string    // W3C trace context of the caller, if any
 	Attempt     int       // delivery attempt, from 1; set by the serving transport
+	Retries     int       // how many earlier attempts failed and were retried (see Retrier); set by the serving transport
 	MaxAttempts int       // if > 0, the caller's cap on attempts, below the task's own
 	ReplyTo     string    // the caller's address; set and read by transports only
 }
@@ -52,15 +53,33 @@ type Request struct {
 // Reply tells a caller about one invocation: state changes while it runs
 // and, last, its outcome. A reply whose State is final is the outcome.
 type Reply struct {
-	ID      string
-	Task    string // the task's name, when the server knows it
-	State   State  // Running while in progress, Queued while a retry waits, then a final state
-	Child   string // with State Running: the invocation started awaiting invocation Child
-	Worker  string // who runs it (ran it, with a final state)
-	Attempt int    // the attempt running, or with State Queued the next one; 0 if unknown
-	Codec   string // codec of Body
-	Body    []byte // the task's output when State is Succeeded
-	Err     *Error // the failure when State is Failed, Cancelled or TimedOut; with Queued, the last attempt's
+	ID    string
+	Task  string // the task's name, when the server knows it
+	State State  // Running while in progress, Queued while a retry waits, then a final state
+	Child string // with State Running: the invocation started awaiting invocation Child
+	// ChildNS and ChildTask are the namespace and task of Child.
+	ChildNS, ChildTask string
+	Worker             string // who runs it (ran it, with a final state)
+	Attempt            int    // the attempt running, or with State Queued the next one; 0 if unknown
+	Codec              string // codec of Body
+	Body               []byte // the task's output when State is Succeeded
+	Err                *Error // the failure when State is Failed, Cancelled or TimedOut; with Queued, the last attempt's
+	// Children are, in a final reply, the invocations this one called, as
+	// it last saw them: the first MaxChildren, in the order it called them.
+	Children []ChildState
+}
+
+// MaxChildren is how many children a final reply lists at most.
+const MaxChildren = 1000
+
+// ChildState is a child invocation as its parent last saw it: called
+// (State Queued) or ended.
+type ChildState struct {
+	ID    string `json:"id"`
+	NS    string `json:"ns"`
+	Task  string `json:"task"`
+	State State  `json:"state"`
+	Code  string `json:"code,omitempty"` // the error's code, when it did not succeed
 }
 
 // Codec encodes task inputs and outputs. Implementations must be safe for

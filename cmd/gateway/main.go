@@ -90,7 +90,7 @@ func run(ctx context.Context, args []string, listening func(net.Addr)) error {
 		return err
 	}
 	if err := client.Start(ctx); err != nil {
-		return err
+		return cli.BrokerHint(err, *o.amqpURL)
 	}
 	mode, stopWork, err := o.startWork(ctx, client)
 	if err != nil {
@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, listening func(net.Addr)) error {
 	}
 	ln, err := net.Listen("tcp", *o.listen)
 	if err != nil {
-		return err
+		return cli.ListenHint(err, *o.listen, "listen", "ATASKS_LISTEN")
 	}
 	if listening != nil {
 		listening(ln.Addr())

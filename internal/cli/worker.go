@@ -67,7 +67,7 @@ func RunWorker(args []string) error {
 		return err
 	}
 	if err := client.Start(ctx); err != nil {
-		return err
+		return BrokerHint(err, *amqpURL)
 	}
 	cfg := atasks.WorkerConfig{Concurrency: *concurrency}
 	if *tasks != "" {
@@ -110,7 +110,7 @@ func RunWorker(args []string) error {
 func serveMetrics(addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-listen: %w", err)
+		return nil, fmt.Errorf("--metrics-listen: %w", ListenHint(err, addr, "metrics-listen", "ATASKS_METRICS_LISTEN"))
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(reg))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,18 +143,24 @@ var brokerFaults = []brokerFault{
 	{"memory alarm", func(t *testing.T) {
 		rabbitmqctl(t, "set_vm_memory_high_watermark", "0.000001")
 	}, func(t *testing.T) {
-		rabbitmqctl(t, "set_vm_memory_high_watermark", brokerWatermark)
+		rabbitmqctl(t, append([]string{"set_vm_memory_high_watermark"}, brokerWatermark...)...)
 	}},
 }
 
-// brokerWatermark is the memory watermark the broker is given back: its
-// own, read when the package's tests start.
-var brokerWatermark = func() string {
+// brokerWatermark is how to give the broker back its memory watermark:
+// its own, read when the package's tests start, as a fraction or
+// "absolute" and a size; the default 0.4 if it is below 1% (an alarm a
+// killed run left on).
+var brokerWatermark = func() []string {
 	out, err := exec.Command("rabbitmqctl", "eval", "vm_memory_monitor:get_vm_memory_high_watermark().").Output()
-	if w := strings.TrimSpace(string(out)); err == nil && w != "" && !strings.ContainsAny(w, "{}") {
-		return w
+	w := strings.TrimSpace(string(out))
+	if abs, ok := strings.CutPrefix(w, "{absolute,"); ok && err == nil {
+		return []string{"absolute", strings.TrimSuffix(abs, "}")}
 	}
-	return "0.4"
+	if f, perr := strconv.ParseFloat(w, 64); err == nil && perr == nil && f >= 0.01 {
+		return []string{w}
+	}
+	return []string{"0.4"}
 }()
 
 // While the broker is away (stopped, or blocking publishers in a memory

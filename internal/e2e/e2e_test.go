@@ -101,7 +101,7 @@ func TestFibOnOneWorkerWithTwoSlots(t *testing.T) {
 func TestKillWorkerMidTask(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t)
-	victim := s.worker()
+	victim, victimMetrics := s.observed("worker")
 	s.worker()
 	_, gw := s.gateway()
 	ids := make([]string, 100)
@@ -112,7 +112,7 @@ func TestKillWorkerMidTask(t *testing.T) {
 		}
 		ids[i] = inv.ID
 	}
-	time.Sleep(300 * time.Millisecond) // let both workers take some
+	waitMetric(t, victimMetrics, "atasks_worker_invocations_in_flight", time.Minute, func(v float64) bool { return v > 0 })
 	victim.kill()
 	var wg sync.WaitGroup
 	for i, id := range ids {

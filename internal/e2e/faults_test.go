@@ -29,8 +29,10 @@ func TestWorkerKilledMidTree(t *testing.T) {
 			s := newSystem(t)
 			workers := [2]*proc{}
 			metrics := [2]string{}
+			var all []*proc
 			for i := range workers {
 				workers[i], metrics[i] = s.observed("testworker", "--concurrency", "4")
+				all = append(all, workers[i])
 			}
 			_, gw := s.gateway()
 			waitServed(t, gw, "default", tc.task)
@@ -44,10 +46,23 @@ func TestWorkerKilledMidTree(t *testing.T) {
 				waitMetric(t, metrics[i], "atasks_worker_invocations_total", 2*time.Minute, func(v float64) bool { return v >= 300 })
 				workers[i].kill()
 				workers[i], metrics[i] = s.observed("testworker", "--concurrency", "4")
+				all = append(all, workers[i])
 			}
 			got := poll(t, gw, "default", inv.ID, 4*time.Minute)
 			if got.State != "succeeded" || string(got.Result) != tc.want {
 				t.Fatalf("%s(%d) after three kills: %s %s %+v; want %s", tc.task, tc.n, got.State, got.Result, got.Error, tc.want)
+			}
+			for _, w := range all { // the panic of issue 12 was recovered into a "panic" outcome and retried away
+				if strings.Contains(w.output(), "task panicked") {
+					t.Errorf("a task panicked on a worker:\n%s", w.output())
+				}
+			}
+			for _, w := range workers {
+				select {
+				case <-w.done:
+					t.Errorf("a worker that was not killed exited:\n%s", w.output())
+				default:
+				}
 			}
 			t.Logf("%s(%d) = %s after three kills; the root ran %d times", tc.task, tc.n, got.Result, got.Attempt)
 		})
@@ -64,16 +79,12 @@ func TestOnlyWorkerRestartsUnderLoad(t *testing.T) {
 	_, gw := s.gateway()
 	waitServed(t, gw, "default", "demo.add")
 	const callers, each = 16, 40
-	var sent, ok, during atomic.Int64
-	var gap atomic.Bool // between the worker's stop and its successor's readiness
+	var sent, ok atomic.Int64
 	var wg sync.WaitGroup
 	for c := range callers {
 		wg.Go(func() {
 			for i := range each {
 				a := c*each + i
-				if gap.Load() {
-					during.Add(1)
-				}
 				inv := call(t, gw, "default", "demo.add", fmt.Sprintf(`{"a":%d,"b":1}`, a), "?wait=30s")
 				sent.Add(1)
 				if inv.status == 202 {
@@ -88,15 +99,27 @@ func TestOnlyWorkerRestartsUnderLoad(t *testing.T) {
 		})
 	}
 	waitUntil(t, time.Minute, func() bool { return sent.Load() >= callers*each/4 })
-	gap.Store(true)
 	w.stop(t, 30*time.Second) // leaves: the task has no live worker now
 	if code := w.exitCode(); code != 0 {
 		t.Errorf("the worker exited %d after a clean stop", code)
 	}
+	const during = 50 // calls made while no worker lives: accepted, queued
+	ids := make([]string, during)
+	for i := range ids {
+		inv := call(t, gw, "default", "demo.add", fmt.Sprintf(`{"a":%d,"b":1000}`, i), "?wait=0s")
+		if inv.status != 202 {
+			t.Fatalf("a call with no live worker: %d %s %s; want 202", inv.status, inv.Code, inv.State)
+		}
+		ids[i] = inv.ID
+	}
 	s.observed("worker")
-	gap.Store(false)
+	for i, id := range ids {
+		if got := poll(t, gw, "default", id, time.Minute); got.State != "succeeded" || string(got.Result) != strconv.Itoa(i+1000) {
+			t.Errorf("call %d made with no worker: %s %s %+v", i, got.State, got.Result, got.Error)
+		}
+	}
 	within(t, 3*time.Minute, "the calls", wg.Wait)
-	t.Logf("%d calls, %d succeeded, %d of them sent while the worker restarted; 0 failed", sent.Load(), ok.Load(), during.Load())
+	t.Logf("%d calls under load and %d made while no worker lived: all succeeded", ok.Load(), during)
 }
 
 // A worker stopped with work it cannot finish within --drain gives that
@@ -148,8 +171,8 @@ func TestQueuedCallsMemoryIsBoundedAndReturned(t *testing.T) {
 	const n = 22000
 	codes := postMany(t, gw, "demo.add", n, 64)
 	peak := rss(t, gwp)
-	if codes[202] != 20000 || codes[503] != n-20000 {
-		t.Fatalf("%d calls, %d queued: %v; want 20000 accepted (202), the rest 503", n, 20000, codes)
+	if codes[202] > 20000 || codes[503] < n-20000 || codes[202]+codes[503] != n {
+		t.Fatalf("%d calls: %v; want at most 20000 accepted (202), the rest 503", n, codes)
 	}
 	s.observed("worker", "--concurrency", "500")
 	waitMetric(t, gw, "atasks_gateway_invocations_in_flight", 3*time.Minute, func(v float64) bool { return v == 0 })

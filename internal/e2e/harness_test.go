@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -186,8 +187,13 @@ func (p *proc) stop(t *testing.T, d time.Duration) {
 	}
 }
 
-// worker starts a worker (cmd/worker, or testworker when name says so).
-func (s *system) worker(args ...string) *proc { return s.start("worker", args...) }
+// worker starts cmd/worker and returns once it is ready: connected and
+// serving, its task queues declared.
+func (s *system) worker(args ...string) *proc {
+	s.t.Helper()
+	p, _ := s.observed("worker", args...)
+	return p
+}
 
 // gateway starts a gateway on a free port and returns it once it answers.
 func (s *system) gateway(args ...string) (*proc, string) {
@@ -202,18 +208,8 @@ func (s *system) gatewayBinary(binary string, args ...string) (*proc, string) {
 	addr := freeAddr(s.t)
 	p := s.start(binary, append([]string{"--listen", addr}, args...)...)
 	base := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		res, err := http.Get(base + "/healthz")
-		if err == nil {
-			res.Body.Close()
-			return p, base
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("gateway did not answer at %s: %v", base, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitStatus(s.t, base+"/readyz", 200, time.Minute)
+	return p, base
 }
 
 // invocation is the gateway's resource, as tests read it.
@@ -327,12 +323,19 @@ func freeAddr(t testing.TB) string {
 }
 
 // observed starts a worker binary (cmd/worker or testworker) with its
-// metrics and readiness served, and returns once /readyz answers 200:
-// the worker is connected and serving. base is its metrics server.
+// metrics and readiness served (on the --metrics-listen that args give, or
+// a free port), and returns once /readyz answers 200: the worker is
+// connected and serving. base is its metrics server.
 func (s *system) observed(binary string, args ...string) (p *proc, base string) {
 	s.t.Helper()
-	addr := freeAddr(s.t)
-	p = s.start(binary, append([]string{"--metrics-listen", addr}, args...)...)
+	addr := ""
+	if i := slices.Index(args, "--metrics-listen"); i >= 0 && i+1 < len(args) {
+		addr = args[i+1]
+	} else {
+		addr = freeAddr(s.t)
+		args = append([]string{"--metrics-listen", addr}, args...)
+	}
+	p = s.start(binary, args...)
 	base = "http://" + addr
 	waitStatus(s.t, base+"/readyz", 200, 60*time.Second)
 	return p, base

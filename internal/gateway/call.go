@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync/atomic"
+	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/atasks-go/atasks"
@@ -51,6 +53,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	began := time.Now()
+	g.extendWrite(w, max(wait, minSendWait)+wait) // sending, then waiting
 	id, replayed, err := g.start(traceOf(r), callSpec{ns: ns, task: task, input: input, timeout: timeout,
 		key: r.Header.Get("Idempotency-Key"), maxAttempts: maxAttempts}, max(wait, minSendWait))
 	if err != nil {
@@ -58,7 +61,6 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wait = max(0, wait-time.Since(began))
-	g.extendWrite(w, wait)
 	inv, ok := g.await(r.Context(), id, wait)
 	if !ok {
 		writeProblem(w, codeInvocationExpired, fmt.Sprintf("invocation %q was evicted before it could be read", id))
@@ -105,11 +107,12 @@ type callSpec struct {
 // start invokes the task and records the invocation, its span a child of
 // the one trace carries, if any; its outcome is recorded when it arrives.
 // It returns once the request is sent (for AMQP: confirmed by the
-// broker); if that has not happened within sendWait, it gives the call
-// up (cancelling it, in case the broker took it after all) and returns a
-// retryable "unavailable" error. A call that was not sent is not
+// broker); if that has not happened within sendWait, it returns the
+// transport's retryable "unavailable" error (the router cancels the call
+// in case the broker took it after all). A call that was not sent is not
 // recorded. If idempotency key c.key (optional) names an invocation of
-// c.ns already, start starts nothing and returns that one's id, replayed;
+// c.ns already, start starts nothing and returns that one's id, replayed,
+// once that one is sent (or an "unavailable" error if it could not be);
 // or, if that one has another task or input, an "idempotency_conflict" error.
 func (g *Gateway) start(trace context.Context, c callSpec, sendWait time.Duration) (id string, replayed bool, err error) {
 	r, nsCodec, codecs, err := clientlink.Namespace(g.cfg.Client, c.ns)
@@ -131,53 +134,108 @@ func (g *Gateway) start(trace context.Context, c callSpec, sendWait time.Duratio
 		fp = fingerprint(c.task, c.input)
 	}
 	id = router.NewID()
-	ctx, cancel := context.WithCancel(trace)
+	ctx, cancel := context.WithCancelCause(trace)
 	if c.timeout > 0 {
 		ctx, cancel = withTimeout(ctx, cancel, c.timeout)
 	}
 	began := Invocation{ID: id, NS: c.ns, Task: c.task, State: "queued", CreatedAt: time.Now().UTC()}
 	prior, priorFP, err := g.store.add(began, cancel, c.key, fp)
 	if err != nil {
-		cancel()
+		cancel(nil)
 		return "", false, &atasks.Error{Code: codeTooManyInvocations, Retryable: true, Message: fmt.Sprintf(
 			"the gateway tracks %d unfinished invocations, the most it may (--max-unfinished): try again once some have finished", g.cfg.MaxUnfinished)}
 	}
 	if prior != "" {
-		cancel()
+		cancel(nil)
 		if priorFP != fp {
 			return "", false, &atasks.Error{Code: codeIdempotencyConflict, Message: fmt.Sprintf("idempotency key %q names invocation %q, of another task or input", c.key, prior)}
 		}
+		if !g.store.awaitSent(prior, sendWait) {
+			return "", false, errNotSent(c.key)
+		}
 		return prior, true, nil
 	}
-	var gaveUp atomic.Bool
-	timer := time.AfterFunc(sendWait, func() { gaveUp.Store(true); cancel() })
 	req := &wire.Request{ID: id, NS: c.ns, Task: c.task, Codec: nsCodec.Name(), Body: body, MaxAttempts: c.maxAttempts}
-	p := r.Start(ctx, req, g.observe)
-	timer.Stop()
-	sendErr := p.Sent()
-	if gaveUp.Load() {
-		sendErr = &atasks.Error{Code: wire.CodeUnavailable, Retryable: true,
-			Message: fmt.Sprintf("the call could not be sent within %v: the broker is unreachable or blocks publishing; nothing was started", sendWait)}
-		g.cancelLost(r, id)
-	}
-	if sendErr != nil {
+	p := r.Start(ctx, req, router.StartOptions{Observe: g.observe, SendWithin: sendWait})
+	if err := p.Sent(); err != nil {
 		g.store.drop(id)
-		cancel()
-		return "", false, sendErr
+		cancel(nil)
+		return "", false, g.hint(c.ns, c.task, err)
 	}
+	g.store.sent(id)
 	g.metrics.Invoking.Began(c.ns, c.task)
 	p.OnDone(func(rep *wire.Reply) { g.finish(began, rep, codecs) })
 	return id, false, nil
 }
 
-// cancelLost cancels invocation id in the background: the gateway gave up
-// sending it, but the broker may have taken it.
-func (g *Gateway) cancelLost(r *router.Router, id string) {
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = r.Cancel(ctx, id)
-	}()
+// errNotSent is the error of a call whose idempotency key named a call
+// that could not be sent.
+func errNotSent(key string) error {
+	return &atasks.Error{Code: wire.CodeUnavailable, Retryable: true, Message: fmt.Sprintf(
+		"the call with idempotency key %q could not be sent (the broker is unreachable or blocks publishing); nothing was started under that key", key)}
+}
+
+// hint adds to a "task_not_found" error where the namespace's tasks are
+// listed and which of them are named most like task.
+func (g *Gateway) hint(ns, task string, err error) error {
+	e := asError(err)
+	if e.Code != wire.CodeTaskNotFound {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	tasks, _ := g.cfg.Client.Catalog(ctx, ns)
+	names := make([]string, len(tasks))
+	for i, t := range tasks {
+		names[i] = t.Name
+	}
+	msg := fmt.Sprintf("no worker serves task %q in namespace %q; GET /v1/ns/%s/tasks lists those served", task, ns, url.PathEscape(ns))
+	if near := nearest(task, names, 3); len(near) > 0 {
+		msg += "; did you mean " + strings.Join(near, ", ") + "?"
+	}
+	return &atasks.Error{Code: e.Code, Message: msg, Details: e.Details, Retryable: e.Retryable}
+}
+
+// nearest returns up to n of names within a few edits of name, nearest first.
+func nearest(name string, names []string, n int) []string {
+	limit := max(1, len(name)/4)
+	type scored struct {
+		name string
+		d    int
+	}
+	var near []scored
+	for _, c := range names {
+		if d := editDistance(name, c); d <= limit {
+			near = append(near, scored{c, d})
+		}
+	}
+	slices.SortStableFunc(near, func(a, b scored) int { return a.d - b.d })
+	out := make([]string, 0, n)
+	for _, s := range near[:min(n, len(near))] {
+		out = append(out, s.name)
+	}
+	return out
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // encodeInput encodes a JSON input with the namespace's codec: JSON passes
@@ -211,10 +269,20 @@ func fingerprint(task string, input json.RawMessage) string {
 	return string(sum[:])
 }
 
-func withTimeout(ctx context.Context, cancel context.CancelFunc, d time.Duration) (context.Context, context.CancelFunc) {
-	tctx, tcancel := context.WithTimeout(ctx, d)
-	return tctx, func() { tcancel(); cancel() }
+// withTimeout gives ctx, cancelled by cancel, the invocation's timeout d:
+// a deadline, which its workers hold too.
+func withTimeout(ctx context.Context, cancel context.CancelCauseFunc, d time.Duration) (context.Context, context.CancelCauseFunc) {
+	dl := time.Now().Add(d)
+	tctx, tcancel := context.WithDeadlineCause(ctx, dl, wire.DeadlinePassed())
+	return tctx, func(cause error) { cancel(cause); tcancel() }
 }
+
+// Why the gateway cancels an invocation.
+var (
+	errDeleted          = &wire.Error{Code: wire.CodeCancelled, Message: "cancelled by a DELETE of the invocation"}
+	errWSCancel         = &wire.Error{Code: wire.CodeCancelled, Message: "cancelled by a WebSocket cancel"}
+	errWSConnectionGone = &wire.Error{Code: wire.CodeCancelled, Message: "cancelled: the WebSocket connection that made the call closed"}
+)
 
 // observe records a state change of an invocation.
 func (g *Gateway) observe(rep *wire.Reply) {
@@ -230,10 +298,13 @@ func (g *Gateway) observe(rep *wire.Reply) {
 		if rep.Attempt > 0 {
 			inv.Attempt = rep.Attempt
 		}
-		if rep.Child != "" {
+		if rep.Child != "" && len(inv.Children) < wire.MaxChildren {
 			inv.Children = append(inv.Children, rep.Child)
 		}
 	})
+	if rep.Child != "" {
+		g.store.learnChild(rep.ID, wire.ChildState{ID: rep.Child, NS: rep.ChildNS, Task: rep.ChildTask, State: wire.Queued})
+	}
 }
 
 // finish records the outcome rep of invocation began, and counts it in the
@@ -241,6 +312,7 @@ func (g *Gateway) observe(rep *wire.Reply) {
 // record is gone).
 func (g *Gateway) finish(began Invocation, rep *wire.Reply, codecs *codec.Registry) {
 	result, err := resultOf(rep, codecs)
+	g.store.endChildren(began.ID, rep.Children)
 	ended := func(inv *Invocation) {
 		if rep.Worker != "" {
 			inv.Worker = rep.Worker

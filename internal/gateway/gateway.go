@@ -44,13 +44,14 @@ type Config struct {
 	// MaxUnfinished caps how many invocations the gateway tracks that have
 	// not finished (queued or running), whoever started them; beyond it,
 	// new calls get 503 "too_many_invocations" (retryable). Each costs
-	// about 2 KiB of memory. Defaults to 100000.
+	// about 4 KiB of memory. Defaults to 100000.
 	MaxUnfinished int
 	// DurableReplies says that outcomes outlive the gateway process (AMQP
 	// with an identity): after a restart, an invocation started before it
-	// becomes known when its outcome arrives (see Adopt), so an unknown id
-	// is answered 404 with retryable true. Unknown ids are answered at once
-	// either way. Defaults to false.
+	// becomes known when its outcome arrives (see Adopt), so for the first
+	// Retention after the gateway started, an unknown id is answered 404
+	// with retryable true. Unknown ids are answered at once either way.
+	// Defaults to false.
 	DurableReplies bool
 	// AllowedOrigins lists the origins (such as "https://app.example.com")
 	// whose browser pages may open WebSockets, besides pages of the
@@ -362,9 +363,13 @@ func (g *Gateway) getInvocation(w http.ResponseWriter, r *http.Request) {
 // cancelInvocation cancels an invocation in flight and answers with its
 // resource once final (or after a short wait); on a finished one it changes nothing.
 func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
+	ns, id := chi.URLParam(r, "ns"), chi.URLParam(r, "id")
 	wait := 5 * time.Second
-	if !g.store.cancel(chi.URLParam(r, "ns"), chi.URLParam(r, "id")) {
+	if !g.store.cancel(ns, id, errDeleted) {
 		wait = 0
+		if inv, _, ok := g.store.get(id); ok && inv.NS == ns && inv.Parent != "" && !inv.State.Final() {
+			_ = g.cfg.Client.Cancel(r.Context(), ns, id) // a child: its server cancels it, and its parent hears of it
+		}
 	}
 	g.answer(w, r, wait)
 }
@@ -392,7 +397,7 @@ func (g *Gateway) missing(ns, id string) *atasks.Error {
 		return &atasks.Error{Code: codeInvocationExpired, Message: fmt.Sprintf("invocation %q of namespace %q finished and was evicted: at most %d finished invocations are kept, each for %v", id, ns, g.cfg.MaxFinished, g.cfg.Retention)}
 	}
 	e := &atasks.Error{Code: codeInvocationNotFound, Message: fmt.Sprintf("no invocation %q in namespace %q: this gateway has not known it since it started at %s", id, ns, g.started.Format(time.RFC3339))}
-	if g.cfg.DurableReplies {
+	if g.cfg.DurableReplies && time.Since(g.started) < g.cfg.Retention {
 		e.Message += "; one it started before a restart becomes known when its outcome arrives"
 		e.Retryable = true
 	}

@@ -270,3 +270,34 @@ func TestMaxAttempts(t *testing.T) {
 		t.Errorf("max_attempts=0: %d %s", r.status, r.raw)
 	}
 }
+
+// Every id a response shows is readable: the children of an invocation,
+// with their parent, task and how they ended as the parent reported it;
+// an id the gateway never knew is 404 saying so.
+func TestChildrenAreReadable(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.fib", `{"n":3}`)
+	kids, _ := r.body["children"].([]any)
+	if r.status != 200 || len(kids) != 2 {
+		t.Fatalf("fib(3): %d %s", r.status, r.raw)
+	}
+	for _, k := range kids {
+		c := do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+k.(string), "")
+		if c.status != 200 || c.body["parent"] != r.body["id"] || c.body["task"] != "demo.fib" || c.body["state"] != "succeeded" {
+			t.Errorf("child %s: %d %s", k, c.status, c.raw)
+		}
+		if other := do(t, "GET", srv.URL+"/v1/ns/seed/invocations/"+k.(string), ""); other.status != 404 {
+			t.Errorf("child %s in another namespace: %d %s", k, other.status, other.raw)
+		}
+	}
+	across := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.seed", ``) // awaits seed's request_parallel
+	if kids, _ := across.body["children"].([]any); across.status != 200 || len(kids) != 1 {
+		t.Fatalf("demo.seed: %d %s", across.status, across.raw)
+	} else if c := do(t, "GET", srv.URL+"/v1/ns/seed/invocations/"+kids[0].(string), ""); c.status != 200 || c.body["task"] != "request_parallel" || c.body["state"] != "succeeded" {
+		t.Errorf("a child in another namespace, read in its own: %d %s", c.status, c.raw)
+	}
+	if u := do(t, "GET", srv.URL+"/v1/ns/default/invocations/nosuch", ""); u.status != 404 || !strings.Contains(u.body["detail"].(string), "has not known it") {
+		t.Errorf("never known: %d %s", u.status, u.raw)
+	}
+}

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -22,16 +23,18 @@ type monMsg struct {
 		Worker string   `json:"worker"`
 	} `json:"servers"`
 	Tasks []struct {
-		NS     string  `json:"ns"`
-		Task   string  `json:"task"`
-		Rate   float64 `json:"rate"`
-		Ended  int64   `json:"ended"`
-		Failed int64   `json:"failed"`
+		NS       string  `json:"ns"`
+		Task     string  `json:"task"`
+		Rate     float64 `json:"rate"`
+		Ended    int64   `json:"ended"`
+		Failed   int64   `json:"failed"`
+		InFlight int     `json:"in_flight"`
 	} `json:"tasks"`
 }
 
 type monInv struct {
 	ID         string   `json:"id"`
+	NS         string   `json:"ns"`
 	Task       string   `json:"task"`
 	State      string   `json:"state"`
 	Parent     string   `json:"parent"`
@@ -120,6 +123,151 @@ func TestMonitor(t *testing.T) {
 			t.Fatalf("no monitor after the first was cancelled: %+v", m)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// inFlight returns the count in flight of task of namespace default in
+// m's tasks.
+func (m monMsg) inFlight(task string) int {
+	for _, ts := range m.Tasks {
+		if ts.NS == "default" && ts.Task == task {
+			return ts.InFlight
+		}
+	}
+	return 0
+}
+
+// byID indexes a snapshot's invocations.
+func byID(invs []monInv) map[string]monInv {
+	out := make(map[string]monInv, len(invs))
+	for _, inv := range invs {
+		out[inv.ID] = inv
+	}
+	return out
+}
+
+// A monitor opened after calls were made sees them from the gateway's
+// records, with their children and what is in flight, then how they end.
+func TestMonitorShowsCallsMadeBefore(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	add := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add?wait=10s", `{"a":1,"b":2}`).body["id"].(string)
+	fib := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.fib?wait=10s", `{"n":3}`).body
+	sleep := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.sleep?wait=0s", `{"ms":1500}`).body["id"].(string)
+	for do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+sleep, "").body["state"] != "running" {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	c := wsDial(t, srv)
+	wsSend(t, c, `{"type":"monitor","ref":"m"}`)
+	snap := monRead(t, c)
+	if snap.Type != "snapshot" {
+		t.Fatalf("first message: %+v", snap)
+	}
+	got := byID(snap.Invocations)
+	if inv := got[add]; inv.State != "succeeded" || inv.Task != "demo.add" || inv.NS != "default" || inv.DurationMS == nil {
+		t.Errorf("demo.add, ended before: %+v", inv)
+	}
+	if inv := got[sleep]; inv.State != "running" || inv.Task != "demo.sleep" {
+		t.Errorf("demo.sleep, running: %+v", inv)
+	}
+	root := got[fib["id"].(string)]
+	if root.State != "succeeded" || len(root.Children) != 2 {
+		t.Fatalf("fib 3, ended before: %+v", root)
+	}
+	for _, id := range root.Children {
+		if inv := got[id]; inv.Task != "demo.fib" || inv.Parent != root.ID || inv.State != "succeeded" {
+			t.Errorf("a child of fib 3, as it reported it: %+v", inv)
+		}
+	}
+	if n := snap.inFlight("demo.sleep"); n != 1 {
+		t.Errorf("demo.sleep in flight: %d, want 1 (tasks %+v)", n, snap.Tasks)
+	}
+
+	// It ends while watched: an activity says so, and the stats follow.
+	var ended, counted bool
+	for deadline := time.Now().Add(10 * time.Second); !(ended && counted) && time.Now().Before(deadline); {
+		switch m := monRead(t, c); m.Type {
+		case "activity":
+			ended = ended || m.Invocation.ID == sleep && m.Invocation.State == "succeeded"
+		case "stats":
+			counted = ended && m.inFlight("demo.sleep") == 0
+		}
+	}
+	if !ended || !counted {
+		t.Errorf("the sleep's end: seen %v, out of flight %v", ended, counted)
+	}
+}
+
+// What ended while no monitor watched is never shown as in flight: the
+// gateway's records say how its calls and their children ended; what they
+// cannot tell (grandchildren) is "unknown".
+func TestMonitorNeverShowsStaleStates(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	c := wsDial(t, srv)
+	wsSend(t, c, `{"type":"monitor","ref":"m"}`)
+	monRead(t, c) // the snapshot
+	// demo.seed → seed's request_parallel → 5 task_one (1 s), 5 task_two (2 s)
+	seed := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.seed?wait=0s", ``).body["id"].(string)
+	running := map[string]string{} // task by id
+	for deadline := time.Now().Add(5 * time.Second); len(running) < 10 && time.Now().Before(deadline); {
+		if m := monRead(t, c); m.Type == "activity" && m.Invocation.State == "running" && strings.HasPrefix(m.Invocation.Task, "task_") {
+			running[m.Invocation.ID] = m.Invocation.Task
+		}
+	}
+	if len(running) < 10 {
+		t.Fatalf("%d grandchildren seen running, want 10", len(running))
+	}
+	c.Close() // no monitor: the workers stop reporting
+	if inv := do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+seed+"?wait=10s", "").body; inv["state"] != "succeeded" {
+		t.Fatalf("demo.seed: %v", inv)
+	}
+
+	c = wsDial(t, srv)
+	wsSend(t, c, `{"type":"monitor","ref":"m"}`)
+	snap := monRead(t, c)
+	got := byID(snap.Invocations)
+	root := got[seed]
+	if root.State != "succeeded" || root.DurationMS == nil || *root.DurationMS < 1900 || len(root.Children) != 1 {
+		t.Fatalf("demo.seed: %+v", root)
+	}
+	if rp := got[root.Children[0]]; rp.Task != "request_parallel" || rp.NS != "seed" || rp.State != "succeeded" || len(rp.Children) != 10 {
+		t.Errorf("request_parallel, as demo.seed reported it: %+v", rp)
+	}
+	for id, task := range running {
+		inv := got[id]
+		if inv.State == "running" || task == "task_two" && inv.State != "unknown" {
+			t.Errorf("%s %s, ended unseen: %+v", task, id, inv)
+		}
+	}
+	for _, ts := range snap.Tasks {
+		if ts.InFlight != 0 {
+			t.Errorf("in flight: %+v", ts)
+		}
+	}
+}
+
+// A snapshot is bounded, and keeps whole call trees: a large one's root
+// is in it.
+func TestMonitorSnapshotIsBounded(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	c := wsDial(t, srv)
+	wsSend(t, c, `{"type":"monitor","ref":"m"}`)
+	monRead(t, c)
+	fib := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.fib?wait=20s", `{"n":13}`).body // 753 invocations
+	if fib["state"] != "succeeded" {
+		t.Fatalf("fib 13: %v", fib)
+	}
+	c2 := wsDial(t, srv)
+	wsSend(t, c2, `{"type":"monitor","ref":"m"}`)
+	snap := monRead(t, c2)
+	if len(snap.Invocations) != 500 {
+		t.Errorf("a snapshot of %d invocations, want the 500 most recent", len(snap.Invocations))
+	}
+	if root := byID(snap.Invocations)[fib["id"].(string)]; root.State != "succeeded" || len(root.Children) != 2 {
+		t.Errorf("fib 13's root in the snapshot: %+v", root)
 	}
 }
 

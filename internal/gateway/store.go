@@ -2,13 +2,16 @@ package gateway
 
 import (
 	"container/list"
+	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/internal/shrink"
+	"github.com/atasks-go/atasks/wire"
 )
 
 // Invocation is the resource the gateway serves for one task invocation.
@@ -22,6 +25,7 @@ type Invocation struct {
 	FinishedAt *time.Time      `json:"finished_at,omitempty"`
 	Worker     string          `json:"worker,omitempty"`
 	Attempt    int             `json:"attempt,omitempty"`
+	Parent     string          `json:"parent,omitempty"`
 	Children   []string        `json:"children,omitempty"`
 	Result     json.RawMessage `json:"result,omitempty"`
 	Error      *atasks.Error   `json:"error,omitempty"`
@@ -31,11 +35,22 @@ type Invocation struct {
 type record struct {
 	inv     Invocation
 	changed chan struct{} // closed and replaced on every change
-	cancel  func()
+	cancel  context.CancelCauseFunc
 	elem    *list.Element // in store.order
 
 	key         string // idempotency key within inv.NS; "" for none
 	fingerprint string // of the request that started it, for key reuse
+
+	kids []kid // its children, as it reported them
+
+	sending chan struct{} // closed once it is sent, or dropped because it could not be
+}
+
+// kid is a child of a recorded invocation, as the invocation reported it:
+// called, and once the invocation ended, how each of its children ended.
+type kid struct {
+	wire.ChildState
+	learned time.Time
 }
 
 // store keeps invocations by id: every one in flight, and finished ones for
@@ -48,17 +63,19 @@ type store struct {
 
 	mu       sync.Mutex
 	byID     shrink.Map[string, *record]
-	byKey    map[idemKey]*record // records with an idempotency key
-	order    *list.List          // finished records, oldest first
+	parentOf shrink.Map[string, *record] // children of records, by id
+	byKey    map[idemKey]*record         // records with an idempotency key
+	order    *list.List                  // finished records, oldest first
 	finished int
 	added    chan struct{} // closed and replaced whenever a record is added
 	evicted  evicted
 	onEvict  func(n int) // told how many records each expire dropped; may be nil
 
-	// peak is the most unfinished records since memory was last given
-	// back; once they drop to a quarter of a large peak, drained is called.
-	peak    int
-	drained func() // may be nil
+	// peak and peakAll are the most unfinished records, and records in
+	// all, since memory was last given back; once either drops to a
+	// quarter of a large peak, drained is called.
+	peak, peakAll int
+	drained       func() // may be nil
 }
 
 // releaseAbove is the peak of unfinished records above which their
@@ -81,7 +98,7 @@ var errFull = errors.New("too many unfinished invocations")
 // an invocation already, add stores nothing and returns that one's id and
 // fingerprint; if maxUnfinished are unfinished, it stores nothing and
 // returns errFull.
-func (s *store) add(inv Invocation, cancel func(), key, fingerprint string) (priorID, priorFingerprint string, err error) {
+func (s *store) add(inv Invocation, cancel context.CancelCauseFunc, key, fingerprint string) (priorID, priorFingerprint string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if prior, ok := s.byKey[idemKey{inv.NS, key}]; ok {
@@ -92,8 +109,41 @@ func (s *store) add(inv Invocation, cancel func(), key, fingerprint string) (pri
 		return "", "", errFull
 	}
 	s.peak = max(s.peak, unfinished+1)
-	s.insert(&record{inv: inv, changed: make(chan struct{}), cancel: cancel, key: key, fingerprint: fingerprint})
+	s.peakAll = max(s.peakAll, s.byID.Len()+1)
+	s.insert(&record{inv: inv, changed: make(chan struct{}), cancel: cancel, key: key, fingerprint: fingerprint, sending: make(chan struct{})})
 	return "", "", nil
+}
+
+// sent records that invocation id was sent.
+func (s *store) sent(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.byID.Get(id); ok && r.sending != closed {
+		close(r.sending)
+		r.sending = closed
+	}
+}
+
+// awaitSent waits up to d for invocation id to be sent, and reports
+// whether it was (false: it could not be, or d passed first).
+func (s *store) awaitSent(id string, d time.Duration) bool {
+	s.mu.Lock()
+	r, ok := s.byID.Get(id)
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-r.sending:
+	case <-timer.C:
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok = s.byID.Get(id)
+	return ok
 }
 
 // drop forgets invocation id, which was never started.
@@ -108,6 +158,8 @@ func (s *store) drop(id string) {
 	if r.key != "" {
 		delete(s.byKey, idemKey{r.inv.NS, r.key})
 	}
+	close(r.sending) // replays of its key give up
+	close(r.changed)
 }
 
 // adopt stores a finished invocation unless one with its id is known.
@@ -117,7 +169,7 @@ func (s *store) adopt(inv Invocation) {
 	if _, known := s.byID.Get(inv.ID); known {
 		return
 	}
-	r := &record{inv: inv, changed: make(chan struct{}), cancel: func() {}}
+	r := &record{inv: inv, changed: make(chan struct{}), cancel: noop, sending: closed}
 	s.insert(r)
 	r.elem = s.order.PushBack(r)
 	s.finished++
@@ -142,11 +194,69 @@ func (s *store) get(id string) (Invocation, <-chan struct{}, bool) {
 	s.expire(time.Now())
 	r, ok := s.byID.Get(id)
 	if !ok {
+		if p, ok := s.parentOf.Get(id); ok {
+			return p.child(id), p.changed, true
+		}
 		return Invocation{}, s.added, false
 	}
 	inv := r.inv
 	inv.Children = append([]string(nil), r.inv.Children...)
 	return inv, r.changed, true
+}
+
+// child returns the resource of r's child id, made of what r reported.
+func (r *record) child(id string) Invocation {
+	i := slices.IndexFunc(r.kids, func(k kid) bool { return k.ID == id })
+	k := r.kids[i]
+	ns := k.NS
+	if ns == "" { // a server that does not say
+		ns = r.inv.NS
+	}
+	inv := Invocation{ID: id, NS: ns, Task: k.Task, Parent: r.inv.ID, State: k.State, CreatedAt: k.learned}
+	if k.State.Final() {
+		inv.FinishedAt = r.inv.FinishedAt
+	}
+	if k.Code != "" {
+		inv.Error = &atasks.Error{Code: k.Code, Message: "as its parent saw it: the gateway keeps no more of a child's outcome"}
+	}
+	return inv
+}
+
+// learnChild records that invocation parent called child: the child is
+// readable as long as its parent is, with what its parent reports of it.
+func (s *store) learnChild(parent string, child wire.ChildState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byID.Get(parent)
+	if !ok || len(r.kids) >= wire.MaxChildren {
+		return
+	}
+	if _, known := s.parentOf.Get(child.ID); known {
+		return
+	}
+	r.kids = append(r.kids, kid{child, time.Now().UTC()})
+	s.parentOf.Set(child.ID, r)
+}
+
+// endChildren records how the children of invocation parent ended, as its
+// final reply says.
+func (s *store) endChildren(parent string, ended []wire.ChildState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byID.Get(parent)
+	if !ok {
+		return
+	}
+	for _, e := range ended {
+		if i := slices.IndexFunc(r.kids, func(k kid) bool { return k.ID == e.ID }); i >= 0 {
+			r.kids[i].ChildState = e
+		} else if len(r.kids) < wire.MaxChildren {
+			if _, known := s.parentOf.Get(e.ID); !known {
+				r.kids = append(r.kids, kid{e, time.Now().UTC()})
+				s.parentOf.Set(e.ID, r)
+			}
+		}
+	}
 }
 
 // update applies fn to invocation id's resource, unless it is gone or
@@ -162,7 +272,7 @@ func (s *store) update(id string, fn func(*Invocation)) bool {
 	close(r.changed)
 	r.changed = make(chan struct{})
 	if r.inv.State.Final() {
-		r.cancel()
+		r.cancel(nil)
 		r.cancel, r.changed = noop, closed // nothing to cancel or wait for any more
 		r.elem = s.order.PushBack(r)
 		s.finished++
@@ -172,29 +282,35 @@ func (s *store) update(id string, fn func(*Invocation)) bool {
 	return true
 }
 
-// noteDrain calls drained once the unfinished records have dropped to a
-// quarter of a peak above releaseAbove: a backlog has drained, and the
-// memory it took can go back to the system. s.mu is held.
+// noteDrain calls drained once the unfinished records, or the records in
+// all, have dropped to a quarter of a peak above releaseAbove: a backlog
+// has drained, or its records expired, and the memory it took can go back
+// to the system. s.mu is held.
 func (s *store) noteDrain() {
-	unfinished := s.byID.Len() - s.finished
-	if s.peak <= releaseAbove || unfinished > s.peak/4 {
+	unfinished, all := s.byID.Len()-s.finished, s.byID.Len()
+	switch {
+	case s.peak > releaseAbove && unfinished <= s.peak/4:
+		s.peak = unfinished
+	case s.peakAll > releaseAbove && all <= s.peakAll/4:
+		s.peakAll = all
+	default:
 		return
 	}
-	s.peak = unfinished
 	if s.drained != nil {
 		go s.drained()
 	}
 }
 
-// cancel cancels invocation id of namespace ns if it is in flight; it
+// cancel cancels invocation id of namespace ns if it is in flight, saying
+// why (a *wire.Error with code "cancelled"); it
 // reports whether the invocation is known.
-func (s *store) cancel(ns, id string) bool {
+func (s *store) cancel(ns, id string, why error) bool {
 	s.mu.Lock()
 	r, ok := s.byID.Get(id)
 	ok = ok && r.inv.NS == ns
 	s.mu.Unlock()
 	if ok {
-		r.cancel()
+		r.cancel(why)
 	}
 	return ok
 }
@@ -210,20 +326,15 @@ func (s *store) gone(ns, id string) bool {
 }
 
 var (
-	noop   = func() {}
+	noop   = func(error) {}
 	closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 )
 
-// sweep drops the finished records past their retention, and gives their
-// memory back to the system if they were many.
+// sweep drops the finished records past their retention.
 func (s *store) sweep() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before := s.finished
 	s.expire(time.Now())
-	if before-s.finished > releaseAbove && s.drained != nil {
-		go s.drained()
-	}
 }
 
 // expire drops finished records older than the retention or beyond the cap.
@@ -237,10 +348,16 @@ func (s *store) expire(now time.Time) {
 		s.finished--
 		s.byID.Delete(r.inv.ID)
 		delete(s.byKey, idemKey{r.inv.NS, r.key})
+		for _, k := range r.kids {
+			if p, _ := s.parentOf.Get(k.ID); p == r {
+				s.parentOf.Delete(k.ID)
+			}
+		}
 		s.evicted.add(r.inv.ID, r.inv.NS)
 		if s.onEvict != nil {
 			s.onEvict(1)
 		}
+		s.noteDrain()
 	}
 }
 

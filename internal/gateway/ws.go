@@ -462,11 +462,11 @@ func (c *wsConn) runCall(op *wsOp, m clientMsg) {
 	cancelled := op.cancelled
 	c.mu.Unlock()
 	if cancelled {
-		c.g.store.cancel(m.NS, id)
+		c.g.store.cancel(m.NS, id, errWSCancel)
 	}
 	c.send(wsMessage{Type: "accepted", Ref: op.ref, ID: id, NS: m.NS, Task: m.Task, Replayed: replayed})
 	if !c.follow(op, id, &Invocation{State: "queued"}) && !op.detach && !replayed && context.Cause(c.ctx) != errGoingAway {
-		c.g.store.cancel(m.NS, id)
+		c.g.store.cancel(m.NS, id, errWSConnectionGone)
 	}
 }
 
@@ -544,7 +544,7 @@ func (c *wsConn) cancel(m clientMsg) {
 			return // runCall cancels it once started
 		}
 	}
-	if !c.g.store.cancel(ns, id) && m.Ref == "" {
+	if !c.g.store.cancel(ns, id, errWSCancel) && m.Ref == "" {
 		c.fail("", c.g.missing(ns, id))
 	}
 }

@@ -195,7 +195,7 @@ func TestWSGatewayClose(t *testing.T) {
 	if inv, _, _ := g.store.get(id); inv.State != "running" && inv.State != "queued" {
 		t.Errorf("the call: %s", inv.State)
 	}
-	g.store.cancel("default", id) // for the worker to stop at once
+	g.store.cancel("default", id, errDeleted) // for the worker to stop at once
 	_, res, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/ws", nil)
 	if res == nil || res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("a connection after Close: %v %v", res, err)

@@ -22,6 +22,7 @@ type Pending struct {
 	id          string
 	task        string
 	traceParent string // of the call's span
+	ctx         context.Context
 	r           *Router
 	observe     func(*wire.Reply)
 	ran         atomic.Bool   // observe saw a state
@@ -30,6 +31,7 @@ type Pending struct {
 	stop        func() bool   // stops the context watch; guarded by r.mu
 	span        trace.Span    // the caller's span, ended with the outcome
 	sendErr     error         // why the request was not sent, if it was not
+	parent      *Invocation   // the invocation that made the call, if any
 
 	doneMu sync.Mutex
 	onDone func(*wire.Reply) // called with the outcome; see OnDone
@@ -41,6 +43,18 @@ type Pending struct {
 type flight struct {
 	task    string
 	waiters []*Pending
+	req     *wire.Request // while it may still have to be sent again, for a joined waiter
+}
+
+// StartOptions change how Start sends a call.
+type StartOptions struct {
+	// Observe, if not nil, sees every non-final reply; it must not block.
+	Observe func(*wire.Reply)
+	// SendWithin, if positive, bounds how long sending may take (for
+	// AMQP: until the broker confirms, across reconnects); past it the
+	// call fails with the transport's error, a retryable "unavailable",
+	// and its context is left alone. Zero: until the context ends.
+	SendWithin time.Duration
 }
 
 // Start sends req and returns the pending call. If ctx carries a running
@@ -53,11 +67,10 @@ type flight struct {
 // that runs again (its first run's worker died, or lost its connection
 // while the run went on) calls its children again under the same ids. If
 // this process awaits such a child already, the new call joins that
-// flight instead of sending the request twice: both get its one outcome.
-// A caller-chosen id of a call in flight is refused with "duplicate_id".
-//
-// observe, if not nil, sees every non-final reply; it must not block.
-func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wire.Reply)) *Pending {
+// flight instead of sending the request twice: both get its one outcome,
+// and if the first caller's send fails, a joined one sends it again. A
+// caller-chosen id of a call in flight is refused with "duplicate_id".
+func (r *Router) Start(ctx context.Context, req *wire.Request, opts StartOptions) *Pending {
 	parent := FromContext(ctx)
 	derived := false
 	if parent != nil {
@@ -72,28 +85,31 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	if dl, ok := ctx.Deadline(); ok && (req.Deadline.IsZero() || dl.Before(req.Deadline)) {
 		req.Deadline = dl
 	}
-	p := &Pending{id: req.ID, task: req.Task, r: r, observe: observe, closed: make(chan struct{}), span: r.startCallSpan(ctx, req)}
+	p := &Pending{id: req.ID, task: req.Task, ctx: ctx, r: r, observe: opts.Observe, closed: make(chan struct{}),
+		span: r.startCallSpan(ctx, req), parent: parent}
 	p.traceParent = req.TraceParent
-	joined, err := r.join(p, derived)
+	if ctx.Err() != nil {
+		p.sendErr = ctx.Err()
+		p.finish(ctxFailure(req.ID, ctx), nil)
+		return p
+	}
+	joined, err := r.join(p, req, derived)
 	if err != nil {
 		p.sendErr = err
 		p.finish(failure(req.ID, err), nil)
 		return p
 	}
-	if ctx.Err() != nil {
-		p.complete(ctxFailure(req.ID, ctx))
-		return p
-	}
 	if !joined {
-		if err := r.cfg.Transport.Send(ctx, req); err != nil {
-			r.cfg.Logger.Debug("send failed", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent), "err", err)
+		if err := r.send(ctx, req, opts.SendWithin); err != nil {
 			p.sendErr = err
-			r.fail(req.ID, failure(req.ID, err))
+			r.sendFailed(p, err)
 			return p
 		}
+		r.sent(p.id)
 	}
 	if parent != nil {
-		parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID, Worker: parent.Worker})
+		parent.called(req.ID, r.cfg.NS, req.Task)
+		parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID, ChildNS: r.cfg.NS, ChildTask: req.Task, Worker: parent.Worker})
 	}
 	id := req.ID // not req: the closure must not keep the request's body
 	stop := context.AfterFunc(ctx, func() {
@@ -114,16 +130,78 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, observe func(*wir
 	return p
 }
 
+// send hands req to the transport, within within if it is positive.
+func (r *Router) send(ctx context.Context, req *wire.Request, within time.Duration) error {
+	if within > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, within)
+		defer cancel()
+	}
+	err := r.cfg.Transport.Send(ctx, req)
+	if err != nil {
+		r.cfg.Logger.Debug("send failed", "task", req.Task, "invocation_id", req.ID, "trace_id", wire.TraceID(req.TraceParent), "err", err)
+	}
+	return err
+}
+
+// sent records that invocation id is with the transport: nobody has to
+// send it again.
+func (r *Router) sent(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if f, _ := r.calls.Get(id); f != nil {
+		f.req = nil
+	}
+}
+
+// sendFailed ends p, whose send failed with err. Other calls that joined
+// its flight meanwhile do not inherit the failure: the first of them
+// sends the request again, in the background, under its own context. If
+// the request may have reached the broker and nobody waits for it any
+// more, its server is asked to cancel it.
+func (r *Router) sendFailed(p *Pending, err error) {
+	r.mu.Lock()
+	f, _ := r.calls.Get(p.id)
+	var next *Pending
+	var req *wire.Request
+	if f != nil {
+		f.waiters = slices.DeleteFunc(f.waiters, func(w *Pending) bool { return w == p })
+		if len(f.waiters) == 0 {
+			r.calls.Delete(p.id)
+		} else {
+			next, req = f.waiters[0], f.req
+		}
+	}
+	r.mu.Unlock()
+	p.finish(failure(p.id, err), nil)
+	switch {
+	case next != nil && req != nil:
+		r.cancels.Go(func() {
+			if err := r.send(next.ctx, req, 0); err != nil {
+				r.sendFailed(next, err)
+				return
+			}
+			r.sent(next.id)
+		})
+	case next == nil && errors.Is(err, wire.ErrMaybeSent):
+		r.cancelRemote(p)
+	}
+}
+
 // join registers p as a waiter of its invocation's flight, a new one
 // unless derived allows joining one in flight; it reports whether p
 // joined (and so must not send).
-func (r *Router) join(p *Pending, derived bool) (bool, error) {
+func (r *Router) join(p *Pending, req *wire.Request, derived bool) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	f, _ := r.calls.Get(p.id)
 	switch {
 	case f == nil:
-		r.calls.Set(p.id, &flight{task: p.task, waiters: []*Pending{p}})
+		f = &flight{task: p.task, waiters: []*Pending{p}}
+		if derived {
+			f.req = req
+		}
+		r.calls.Set(p.id, f)
 		return false, nil
 	case derived && f.task == p.task:
 		f.waiters = append(f.waiters, p)
@@ -191,7 +269,7 @@ func (p *Pending) Done() <-chan struct{} { return p.closed }
 // Cancel ends the call with "cancelled" and, unless other calls still
 // await the same invocation, asks its server to cancel it.
 func (p *Pending) Cancel() {
-	if p.complete(failure(p.id, context.Canceled)) {
+	if p.complete(failure(p.id, errCancelledByCaller)) {
 		p.r.cancelRemote(p)
 	}
 }
@@ -232,6 +310,9 @@ func (p *Pending) finish(rep *wire.Reply, stop func() bool) {
 	fn := p.onDone
 	p.doneMu.Unlock()
 	endSpan(p.span, rep)
+	if p.parent != nil {
+		p.parent.childEnded(p.id, rep)
+	}
 	if fn != nil {
 		fn(rep)
 	}
@@ -311,6 +392,9 @@ func (r *Router) cancelRemote(p *Pending) {
 	})
 }
 
+// errCancelledByCaller ends a call its caller cancelled (Pending.Cancel).
+var errCancelledByCaller = &wire.Error{Code: wire.CodeCancelled, Message: "cancelled by its caller (a cancel of the call, or WaitAll with CancelOnError after another call failed)"}
+
 // failure is the final reply of a call that ended with err.
 func failure(id string, err error) *wire.Reply {
 	e := wire.AsError(err)
@@ -318,10 +402,19 @@ func failure(id string, err error) *wire.Reply {
 }
 
 // ctxFailure is the final reply of a call whose context ended: "timeout" or
-// "cancelled" by ctx.Err(), with the cause's text when one was given.
+// "cancelled" by ctx.Err(), saying why: the cause's text when one was
+// given, else which end it was.
 func ctxFailure(id string, ctx context.Context) *wire.Reply {
 	e := wire.AsError(ctx.Err())
-	if cause := context.Cause(ctx); cause != ctx.Err() {
+	var said *wire.Error
+	switch cause := context.Cause(ctx); {
+	case cause == ctx.Err() && e.Code == wire.CodeTimeout:
+		e = wire.DeadlinePassed()
+	case cause == ctx.Err():
+		e.Message = "the caller cancelled the call (its context was cancelled)"
+	case errors.As(cause, &said) && said.Code == e.Code:
+		e = said
+	default:
 		e.Message = cause.Error()
 	}
 	return &wire.Reply{ID: id, State: e.StateOf(), Err: e}

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -16,12 +17,18 @@ type recorder struct {
 	mu      sync.Mutex
 	sent    []string
 	cancels []string
+	fail    []error // the next sends fail with these, in order
 }
 
 func (t *recorder) Open(context.Context, func(*wire.Reply)) error { return nil }
 func (t *recorder) Send(_ context.Context, req *wire.Request) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if len(t.fail) > 0 {
+		err := t.fail[0]
+		t.fail = t.fail[1:]
+		return err
+	}
 	t.sent = append(t.sent, req.ID)
 	return nil
 }
@@ -83,8 +90,8 @@ func outcomeOf(t *testing.T, p *Pending) *wire.Reply {
 // with CancelOnError) neither panics nor cancels the child the other awaits.
 func TestRerunParentJoinsChildInFlight(t *testing.T) {
 	r, tr := newTestRouter(t)
-	first := r.Start(run(t, "P"), &wire.Request{Task: "child"}, nil)
-	second := r.Start(run(t, "P"), &wire.Request{Task: "child"}, nil)
+	first := r.Start(run(t, "P"), &wire.Request{Task: "child"}, StartOptions{})
+	second := r.Start(run(t, "P"), &wire.Request{Task: "child"}, StartOptions{})
 	if first.ID() != second.ID() {
 		t.Fatalf("derived ids differ: %s, %s", first.ID(), second.ID())
 	}
@@ -111,8 +118,8 @@ func TestRerunParentJoinsChildInFlight(t *testing.T) {
 // The last waiter to give up cancels the child on its server.
 func TestLastWaiterCancelsChild(t *testing.T) {
 	r, tr := newTestRouter(t)
-	a := r.Start(run(t, "P"), &wire.Request{Task: "child"}, nil)
-	b := r.Start(run(t, "P"), &wire.Request{Task: "child"}, nil)
+	a := r.Start(run(t, "P"), &wire.Request{Task: "child"}, StartOptions{})
+	b := r.Start(run(t, "P"), &wire.Request{Task: "child"}, StartOptions{})
 	a.Cancel()
 	b.Cancel()
 	r.cancels.Wait()
@@ -129,8 +136,8 @@ func TestLastWaiterCancelsChild(t *testing.T) {
 // and refusing it leaves the first call alone, even when it is cancelled.
 func TestRerunCallingAnotherTaskIsRefused(t *testing.T) {
 	r, tr := newTestRouter(t)
-	first := r.Start(run(t, "P"), &wire.Request{Task: "child"}, nil)
-	other := r.Start(run(t, "P"), &wire.Request{Task: "other"}, nil)
+	first := r.Start(run(t, "P"), &wire.Request{Task: "child"}, StartOptions{})
+	other := r.Start(run(t, "P"), &wire.Request{Task: "other"}, StartOptions{})
 	rep := outcomeOf(t, other)
 	var e *wire.Error
 	if !errors.As(rep.Err, &e) || e.Code != wire.CodeDuplicateID {
@@ -151,8 +158,8 @@ func TestRerunCallingAnotherTaskIsRefused(t *testing.T) {
 func TestChosenDuplicateIDIsRefused(t *testing.T) {
 	r, _ := newTestRouter(t)
 	ctx := context.Background()
-	first := r.Start(ctx, &wire.Request{ID: "x", Task: "t"}, nil)
-	dup := r.Start(ctx, &wire.Request{ID: "x", Task: "t"}, nil)
+	first := r.Start(ctx, &wire.Request{ID: "x", Task: "t"}, StartOptions{})
+	dup := r.Start(ctx, &wire.Request{ID: "x", Task: "t"}, StartOptions{})
 	if rep := outcomeOf(t, dup); rep.Err == nil || rep.Err.Code != wire.CodeDuplicateID {
 		t.Fatalf("dup: %+v", rep)
 	}
@@ -160,5 +167,98 @@ func TestChosenDuplicateIDIsRefused(t *testing.T) {
 	r.deliver(&wire.Reply{ID: "x", State: wire.Succeeded})
 	if outcomeOf(t, first).State != wire.Succeeded {
 		t.Fatal("the first call lost its outcome")
+	}
+}
+
+// A call whose send fails ends with that failure, but a re-run that joined
+// it meanwhile does not inherit it: it sends the request itself. The
+// first failed as a send may fail whose request the broker may have
+// taken: since someone still waits, nothing is cancelled.
+func TestJoinedCallSurvivesTheSendersFailure(t *testing.T) {
+	r, tr := newTestRouter(t)
+	gate := make(chan struct{})
+	slow := &gatedTransport{recorder: tr, gate: gate, entered: make(chan struct{})}
+	r.cfg.Transport = slow
+	tr.fail = []error{fmt.Errorf("%w: %w", wire.ErrMaybeSent, &wire.Error{Code: wire.CodeUnavailable, Message: "no confirm"})}
+	firstDone := make(chan *Pending)
+	go func() { firstDone <- r.Start(run(t, "P"), &wire.Request{Task: "child"}, StartOptions{}) }()
+	<-slow.entered // the first call is sending
+	second := r.Start(run(t, "P"), &wire.Request{Task: "child"}, StartOptions{})
+	close(gate)
+	first := <-firstDone
+	if first.Sent() == nil || outcomeOf(t, first).State != wire.Failed {
+		t.Fatalf("the failed sender: sent %v, %+v", first.Sent(), first.outcome)
+	}
+	waitUntil(t, func() bool { sent, _ := tr.counts(); return sent == 1 }) // the joined call sent it again
+	r.deliver(&wire.Reply{ID: second.ID(), State: wire.Succeeded})
+	if rep := outcomeOf(t, second); rep.State != wire.Succeeded {
+		t.Fatalf("the joined call: %+v", rep)
+	}
+	r.cancels.Wait()
+	if _, cancels := tr.counts(); cancels != 0 {
+		t.Fatal("cancelled a call someone still awaited")
+	}
+}
+
+// A call abandoned before it is sent (its context ended) leaves no flight
+// behind for a later call to join and wait on for ever.
+func TestCallWithEndedContextLeavesNoFlight(t *testing.T) {
+	r, tr := newTestRouter(t)
+	ctx, cancel := context.WithCancel(run(t, "P"))
+	cancel()
+	gone := r.Start(ctx, &wire.Request{Task: "child"}, StartOptions{})
+	if gone.Sent() == nil || outcomeOf(t, gone).State != wire.Cancelled {
+		t.Fatalf("abandoned: %v %+v", gone.Sent(), gone.outcome)
+	}
+	next := r.Start(run(t, "P"), &wire.Request{Task: "child"}, StartOptions{})
+	if sent, _ := tr.counts(); sent != 1 || next.Sent() != nil {
+		t.Fatalf("the next call joined nothing but was not sent (%d sends, %v)", sent, next.Sent())
+	}
+}
+
+// OnDone calls its function once, with the outcome, whether it is set
+// before or after the outcome arrives.
+func TestOnDone(t *testing.T) {
+	r, _ := newTestRouter(t)
+	before := r.Start(context.Background(), &wire.Request{ID: "a", Task: "t"}, StartOptions{})
+	got := make(chan *wire.Reply, 2)
+	before.OnDone(func(rep *wire.Reply) { got <- rep })
+	r.deliver(&wire.Reply{ID: "a", State: wire.Succeeded})
+	r.deliver(&wire.Reply{ID: "a", State: wire.Failed, Err: &wire.Error{Code: "late"}})
+	after := r.Start(context.Background(), &wire.Request{ID: "b", Task: "t"}, StartOptions{})
+	r.deliver(&wire.Reply{ID: "b", State: wire.Succeeded})
+	after.OnDone(func(rep *wire.Reply) { got <- rep })
+	for range 2 {
+		if rep := <-got; rep.State != wire.Succeeded {
+			t.Fatalf("OnDone got %+v", rep)
+		}
+	}
+	select {
+	case rep := <-got:
+		t.Fatalf("OnDone called again with %+v", rep)
+	default:
+	}
+}
+
+// gatedTransport holds sends until gate is closed, saying when one entered.
+type gatedTransport struct {
+	*recorder
+	gate    chan struct{}
+	once    sync.Once
+	entered chan struct{}
+}
+
+func (g *gatedTransport) Send(ctx context.Context, req *wire.Request) error {
+	g.once.Do(func() { close(g.entered) })
+	<-g.gate
+	return g.recorder.Send(ctx, req)
+}
+
+func waitUntil(t *testing.T, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not so within 5s")
+		}
 	}
 }

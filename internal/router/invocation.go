@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,10 +29,12 @@ type Invocation struct {
 	children atomic.Uint64 // calls made so far, for child ids
 
 	mu        sync.Mutex
-	waits     int  // goroutines of this invocation awaiting children
-	held      bool // it holds a compute slot
-	suspended bool // the delivery was told it is suspended
-	finished  bool // the task returned
+	kids      []wire.ChildState // the children it called, the first wire.MaxChildren
+	kidIndex  map[string]int    // in kids, by id
+	waits     int               // goroutines of this invocation awaiting children
+	held      bool              // it holds a compute slot
+	suspended bool              // the delivery was told it is suspended
+	finished  bool              // the task returned
 }
 
 type ctxKey struct{}
@@ -53,6 +56,41 @@ func (inv *Invocation) childID() string {
 	n := inv.children.Add(1)
 	sum := sha256.Sum256([]byte(inv.ID + "/" + strconv.FormatUint(n, 10)))
 	return encodeID(sum[:16])
+}
+
+// called records that the invocation called child id, of task in ns.
+func (inv *Invocation) called(id, ns, task string) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	if _, ok := inv.kidIndex[id]; ok || len(inv.kids) >= wire.MaxChildren {
+		return
+	}
+	if inv.kidIndex == nil {
+		inv.kidIndex = map[string]int{}
+	}
+	inv.kidIndex[id] = len(inv.kids)
+	inv.kids = append(inv.kids, wire.ChildState{ID: id, NS: ns, Task: task, State: wire.Queued})
+}
+
+// childEnded records how child id ended, as this invocation saw it.
+func (inv *Invocation) childEnded(id string, rep *wire.Reply) {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	i, ok := inv.kidIndex[id]
+	if !ok {
+		return
+	}
+	inv.kids[i].State = rep.State
+	if rep.Err != nil {
+		inv.kids[i].Code = rep.Err.Code
+	}
+}
+
+// childStates returns the children it called so far, as it saw them.
+func (inv *Invocation) childStates() []wire.ChildState {
+	inv.mu.Lock()
+	defer inv.mu.Unlock()
+	return slices.Clone(inv.kids)
 }
 
 // start takes a compute slot, waiting for one until the invocation's context ends.

@@ -20,8 +20,10 @@ type Policy struct {
 	// Timeout bounds each attempt; the caller's deadline wins when sooner.
 	// Zero: no bound of the task's own.
 	Timeout time.Duration
-	// MaxAttempts is how many times an invocation may run in all when its
-	// attempts fail with retryable errors; below 2 it never retries.
+	// MaxAttempts is how many attempts of an invocation may end in a
+	// retryable failure before the last one's failure is its outcome;
+	// below 2 it never retries. Runs cut short by a crash or a graceful
+	// stop do not count.
 	MaxAttempts int
 	// Backoff is the delay before attempt n+1 after attempt n failed:
 	// Initial·Multiplier^(n-1), at most Max, then ± Jitter of itself.
@@ -61,11 +63,14 @@ func (r *Router) retry(ctx context.Context, req *wire.Request, d wire.Delivery, 
 	if req.MaxAttempts > 0 {
 		limit = min(limit, req.MaxAttempts)
 	}
+	// Only attempts that failed count against the limit, not runs cut short
+	// by a crash or a graceful stop.
+	failures := req.Retries + 1
 	rt, ok := d.(wire.Retrier)
-	if !e.Retryable || req.Attempt >= limit || !ok || ctx.Err() != nil { // ctx: cancelled, or past the caller's deadline
+	if !e.Retryable || failures >= limit || !ok || ctx.Err() != nil { // ctx: cancelled, or past the caller's deadline
 		return nil
 	}
-	delay := p.delay(req.Attempt)
+	delay := p.delay(failures)
 	if !req.Deadline.IsZero() && time.Now().Add(delay).After(req.Deadline) {
 		return nil // it would time out before it ran
 	}

@@ -6,6 +6,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -142,8 +143,9 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	invCtx := ctx // the transport's: it ends when the invocation is cancelled or its deadline passes
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if h.Policy.Timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, h.Policy.Timeout) // the caller's deadline, if sooner, stays
+	if h.Policy.Timeout > 0 { // the caller's deadline, if sooner, stays
+		ctx, cancel = context.WithTimeoutCause(ctx, h.Policy.Timeout, &wire.Error{Code: wire.CodeTimeout,
+			Message: fmt.Sprintf("the attempt took longer than its task's timeout of %v", h.Policy.Timeout)})
 		defer cancel()
 	}
 	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, Worker: r.cfg.Worker, ctx: ctx, delivery: d, slots: r.slots}
@@ -159,9 +161,9 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	inv.finish()
 	rep := &wire.Reply{ID: req.ID, State: wire.Succeeded, Codec: c.Name(), Body: out}
 	if err != nil {
-		rep = failure(req.ID, err)
+		rep = failure(req.ID, explain(ctx, err))
 	}
-	rep.Task, rep.Worker, rep.Attempt = req.Task, r.cfg.Worker, req.Attempt
+	rep.Task, rep.Worker, rep.Attempt, rep.Children = req.Task, r.cfg.Worker, req.Attempt, inv.childStates()
 	if rep.Err != nil {
 		if retry := r.retry(invCtx, req, d, h.Policy, rep.Err); retry != nil {
 			rep = retry
@@ -221,6 +223,20 @@ func (n *runningNotice) stop() {
 	n.mu.Lock()
 	n.done = true
 	n.mu.Unlock()
+}
+
+// explain replaces a task's error that is only its context's end
+// ("context canceled") with why the context ended, when that was said:
+// cancelled by the caller, which deadline or timeout passed.
+func explain(ctx context.Context, err error) error {
+	if ctx.Err() == nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var e *wire.Error
+	if cause := context.Cause(ctx); cause != ctx.Err() && !errors.As(err, &e) {
+		return wire.AsError(cause)
+	}
+	return err
 }
 
 // run calls h, turning a panic into an error with code "panic".

@@ -47,6 +47,7 @@ func (s *Map[K, V]) Delete(k K) {
 func (s *Map[K, V]) Len() int { return len(s.m) }
 
 // All calls yield for each entry until it returns false, in no order.
+// yield must not Delete: a rebuild would leave it iterating the old map.
 func (s *Map[K, V]) All(yield func(K, V) bool) {
 	for k, v := range s.m {
 		if !yield(k, v) {

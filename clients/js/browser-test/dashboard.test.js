@@ -3,11 +3,13 @@
 // embedded mode), opens the dashboard, makes real calls through REST and
 // checks what the dashboard shows of them over its monitor feed
 // (docs/WEBSOCKET.md, "Monitoring"): states, durations, error codes, call
-// trees, workers and per-task counts; then that it reconnects when its
+// trees, workers and per-task counts; what it shows of calls made, or
+// ended, while no dashboard was open (the gateway's own records); that a
+// big call tree is one row until opened; then that it reconnects when its
 // socket closes. Screenshots go to browser-test/out/dashboard*.png.
 //
 // Without chromium it skips, saying so; under CI=true it fails instead.
-import { describe, it, before, after } from "node:test";
+import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { startGateway } from "../testutil/gateway.js";
 import { skipReason as skip, launch, newPage, screenshot, until } from "./chromium.js";
@@ -19,6 +21,14 @@ before(async () => {
   if (skip) return;
   gw = await startGateway();
   browser = await launch({ viewport: { width: 1200, height: 820 } });
+});
+
+// Pages a case opened: closed after it, even when it failed, so that no
+// dashboard stays open (and keeps the workers reporting) into the next.
+const pages = [];
+
+afterEach(async () => {
+  for (const page of pages.splice(0)) await page.close().catch(() => {});
 });
 
 after(async () => {
@@ -39,9 +49,30 @@ async function call(task, input, wait = "0s") {
   return body;
 }
 
+// invocation reads invocation id of namespace default through REST,
+// waiting up to wait for its end.
+async function invocation(id, wait = "0s") {
+  const res = await fetch(`${gw.url}/v1/ns/default/invocations/${id}?wait=${wait}`);
+  const body = await res.json();
+  assert.equal(res.status, 200, `GET ${id}: ${res.status} ${JSON.stringify(body)}`);
+  return body;
+}
+
+// shot runs fn, then saves a screenshot of page as name whether fn passed
+// or not, so that a failing case shows what the page showed.
+async function shot(page, name, fn) {
+  try {
+    await fn();
+  } finally {
+    const path = await screenshot(page, name);
+    console.log(`# screenshot: ${path}`);
+  }
+}
+
 // openDashboard loads /dashboard and waits for its feed's snapshot.
 async function openDashboard(context) {
   const { page, sockets } = await newPage(context, pageErrors);
+  pages.push(page);
   const res = await page.goto(`${gw.url}/dashboard`);
   assert.equal(res.status(), 200, `GET /dashboard: ${res.status()}`);
   assert.match(res.headers()["content-security-policy"] ?? "", /default-src 'self'/, "/dashboard has the page's CSP");
@@ -63,6 +94,15 @@ const row = (page, id) => page.locator(`#invocations tbody tr[data-id='${id}']`)
 const stateOf = (page, id, state) => page.locator(`#invocations tbody tr[data-id='${id}'][data-state='${state}']`);
 const selectedTree = (page, id) => page.locator(`#tree .tree-sel[data-id='${id}']`);
 const childNodes = (page) => page.locator("#tree .tree-sel > ul.tree > li.node");
+const expandAll = (page) => page.locator("#tree button[data-action='expand-all']").click();
+const inFlight = async (page) => (await page.locator("#inv-sum").textContent()).trim();
+
+// taskFlight reads default/task's count in flight as shown; "" without a row.
+async function taskFlight(page, task) {
+  const cell = page.locator(`#tasks tbody tr[data-ns='default'][data-task='${task}'] td.flight`);
+  if ((await cell.count()) === 0) return "";
+  return (await cell.textContent()).trim();
+}
 
 // taskCount reads a per-task counter ("ended" or "failed") of default/task; 0 without a row.
 async function taskCount(page, task, col) {
@@ -72,6 +112,31 @@ async function taskCount(page, task, col) {
 }
 
 describe("the gateway's dashboard in chromium", { skip, timeout: 180_000 }, () => {
+  // First, while no dashboard has ever been open: the gateway's own records
+  // are all there is to show.
+  it("shows, once opened, the calls made before it: their states and what is in flight", async () => {
+    const add = await call("demo.add", { a: 20, b: 22 }, "10s");
+    assert.equal(add.result, 42);
+    const sleep = await call("demo.sleep", { ms: 5000, value: "slow" });
+    await until(async () => (await invocation(sleep.id)).state === "running", { what: "demo.sleep running, by REST" });
+
+    const { page } = await openDashboard(browser.context);
+    await shot(page, "dashboard-opened-late.png", async () => {
+      await stateOf(page, sleep.id, "running").waitFor({ timeout: 3_000 });
+      await stateOf(page, add.id, "succeeded").waitFor({ timeout: 3_000 });
+      assert.ok(await page.locator("#inv-empty").isHidden(), "not 'No invocations yet'");
+      assert.match(await inFlight(page), /^1 in flight/, "the running sleep is in flight");
+      assert.equal(await row(page, sleep.id).locator("td.task .name").textContent(), "demo.sleep");
+      const dur = row(page, sleep.id).locator("td.dur");
+      assert.ok(await dur.evaluate((td) => td.classList.contains("live")), "its duration ticks");
+      await until(async () => (await taskFlight(page, "demo.sleep")) === "1", { what: "demo.sleep's 1 in flight in the tasks table" });
+    });
+    // ... and it ends, live
+    await stateOf(page, sleep.id, "succeeded").waitFor({ timeout: 10_000 });
+    await until(async () => /^0 in flight/.test(await inFlight(page)), { what: "0 in flight once the sleep ended" });
+    await page.close();
+  });
+
   it("shows invocations live, their call trees, workers and per-task counts", async () => {
     const { page, sockets } = await openDashboard(browser.context);
     assert.equal(await page.title(), "atasks dashboard");
@@ -184,10 +249,18 @@ describe("the gateway's dashboard in chromium", { skip, timeout: 180_000 }, () =
     assert.ok(!(await dur.evaluate((td) => td.classList.contains("live"))), "an ended duration stays");
     assert.equal(await page.locator("#tree .sel-head .pill").textContent(), "succeeded", "the tree follows the end");
 
-    // Newest first.
-    const ids = await page.locator("#invocations tbody tr").evaluateAll((trs) => trs.map((tr) => tr.dataset.id));
+    // Newest first: the calls; the leaf selected above shows under its
+    // ancestors, opened to show it.
+    const rowIDs = () => page.locator("#invocations tbody tr").evaluateAll((trs) => trs.map((tr) => tr.dataset.id));
+    let ids = await rowIDs();
     assert.ok(ids.indexOf(fail.id) < ids.indexOf(fib.id), "the failure above the older fib");
+    assert.ok(ids.indexOf(fib.id) < ids.indexOf(path[1]), "a child under its parent");
+    assert.equal(await row(page, path[1]).getAttribute("data-depth"), "1");
+    // Every invocation, flat: a child above its parent, which started before it.
+    await page.locator("#roots").uncheck();
+    ids = await rowIDs();
     assert.ok(ids.indexOf(path[1]) < ids.indexOf(fib.id), "a child above its parent, which started before it");
+    await page.locator("#roots").check();
 
     // Workers: a card per server, with its slots, free again.
     await until(async () => (await card.getAttribute("data-busy")) === "0", { what: "the slot freed" });
@@ -222,9 +295,11 @@ describe("the gateway's dashboard in chromium", { skip, timeout: 180_000 }, () =
     assert.match(rate, /^\d+(\.\d)?\/s$/);
     assert.ok(parseFloat(rate) > 0, `demo.add's rate ${rate}`);
 
-    // Filters: top-level only hides fib's 24 descendants; text narrows.
-    await page.locator("#roots").check();
-    await until(async () => (await page.locator("#invocations tbody tr td.task .nested").count()) === 0, {
+    // Filters: top-level only (the default) hides fib's 24 descendants
+    // once its row is closed; text narrows.
+    assert.ok(await page.locator("#roots").isChecked(), "top-level only by default");
+    await row(page, fib.id).locator("td.task button.toggle").click();
+    await until(async () => (await page.locator("#invocations tbody tr:not([data-depth='0'])").count()) === 0, {
       what: "only top-level rows",
     });
     assert.equal(await row(page, fib.id).count(), 1);
@@ -235,13 +310,19 @@ describe("the gateway's dashboard in chromium", { skip, timeout: 180_000 }, () =
     await page.locator("#filter").fill("");
     await page.locator("#roots").uncheck();
     await until(async () => (await row(page, path[1]).count()) === 1, { what: "all rows back" });
+    await page.locator("#roots").check();
 
-    // The final picture: fib's tree open beside the table.
+    // The final picture: fib's tree open beside the table, and its row
+    // opened in the table.
     await row(page, fib.id).click();
+    await row(page, fib.id).locator("td.task button.toggle").click();
+    await until(async () => (await page.locator(`#invocations tbody tr[data-parent='${fib.id}']`).count()) === 2, {
+      what: "fib's two child rows under it",
+    });
     await selectedTree(page, fib.id).waitFor();
     await childNodes(page).first().locator(":scope > .node-row > button.toggle").click();
-    const shot = await screenshot(page, "dashboard.png");
-    console.log(`# screenshot: ${shot}`);
+    const picture = await screenshot(page, "dashboard.png");
+    console.log(`# screenshot: ${picture}`);
     await page.close();
   });
 
@@ -267,6 +348,7 @@ describe("the gateway's dashboard in chromium", { skip, timeout: 180_000 }, () =
 
   it("reconnects when its socket closes, and catches up", async () => {
     const { page } = await newPage(browser.context, pageErrors);
+    pages.push(page);
     const routed = [];
     await page.routeWebSocket(/\/v1\/ws$/, (ws) => {
       ws.connectToServer();
@@ -303,6 +385,7 @@ describe("the gateway's dashboard in chromium", { skip, timeout: 180_000 }, () =
 
   it("says so when the gateway refuses the feed", async () => {
     const { page } = await newPage(browser.context, pageErrors);
+    pages.push(page);
     await page.routeWebSocket(/\/v1\/ws$/, (ws) => {
       // a gateway without the monitor feed, as an older one answers
       ws.onMessage((m) => {
@@ -314,6 +397,98 @@ describe("the gateway's dashboard in chromium", { skip, timeout: 180_000 }, () =
     await page.locator("#conn[data-state='error']").waitFor({ timeout: 10_000 });
     assert.match(await page.locator("#feed-error").textContent(), /no monitor feed: unknown_type/);
     assert.ok(await page.locator("#feed-error").isVisible());
+    await page.close();
+  });
+
+  it("shows how calls went that ended while no dashboard was open, never 'running'", async () => {
+    const first = await openDashboard(browser.context);
+    const sleep = await call("demo.sleep", { ms: 2500, value: "unseen end" });
+    // demo.seed → seed's request_parallel → 5 task_one (1 s) and 5 task_two (2 s)
+    const seed = await call("demo.seed", null);
+    await stateOf(first.page, sleep.id, "running").waitFor({ timeout: 5_000 });
+    await stateOf(first.page, seed.id, "running").waitFor({ timeout: 5_000 });
+    await row(first.page, seed.id).click();
+    await until(async () => (await childNodes(first.page).count()) === 1, { what: "demo.seed's child" });
+    await expandAll(first.page);
+    // request_parallel and its task_two (2 s) at least: task_one (1 s) may be over
+    await until(async () => (await first.page.locator("#tree li.node[data-state='running']").count()) >= 6, {
+      what: "request_parallel and its children running",
+    });
+    // No dashboard open: the workers stop reporting, so the ends go unseen.
+    await first.page.close();
+    assert.equal((await invocation(sleep.id, "10s")).state, "succeeded");
+    assert.equal((await invocation(seed.id, "10s")).state, "succeeded");
+
+    const { page } = await openDashboard(browser.context);
+    await shot(page, "dashboard-ended-unseen.png", async () => {
+      // the gateway's record of each call wins: it ended
+      await stateOf(page, sleep.id, "succeeded").waitFor({ timeout: 3_000 });
+      await stateOf(page, seed.id, "succeeded").waitFor({ timeout: 3_000 });
+      const dur = row(page, sleep.id).locator("td.dur");
+      assert.ok(!(await dur.evaluate((td) => td.classList.contains("live"))), "an ended duration does not tick");
+      const took = seconds(await dur.textContent());
+      assert.ok(took >= 2.3 && took < 4, `the sleep took ${took} s`);
+      assert.match(await inFlight(page), /^0 in flight/);
+      // demo.seed's child ended as demo.seed reported; of the grandchildren
+      // the gateway knows nothing: they may have ended, so "unknown",
+      // never "running"
+      await row(page, seed.id).click();
+      await selectedTree(page, seed.id).waitFor();
+      await until(async () => (await childNodes(page).count()) === 1, { what: "demo.seed's child in its tree" });
+      assert.equal(await childNodes(page).getAttribute("data-state"), "succeeded");
+      await expandAll(page);
+      const states = await page.locator("#tree li.node li.node").evaluateAll((lis) => lis.map((li) => li.dataset.state));
+      assert.equal(states.length, 10, "request_parallel's ten children");
+      assert.ok(!states.includes("running"), `never running: ${states}`);
+      assert.ok(states.filter((s) => s === "unknown").length >= 5, `task_two's five (2 s) ended unseen: ${states}`);
+      assert.equal(await page.locator("#tree .dur.live").count(), 0, "no duration ticks in the tree");
+      await page.locator("#roots").uncheck(); // every invocation
+      await until(async () => (await page.locator("#invocations tbody tr[data-state='unknown']").count()) >= 5, {
+        what: "the unknown rows in the flat list",
+      });
+      assert.equal(await page.locator("#invocations tbody tr[data-state='running']").count(), 0, "no row says running");
+    });
+  });
+
+  it("shows a big call tree as one top-level row, its children collapsed under it", async () => {
+    const { page } = await openDashboard(browser.context);
+    await shot(page, "dashboard-collapsed.png", async () => {
+      const before = await taskCount(page, "demo.fib", "ended");
+      const fib = await call("demo.fib", { n: 10 }, "20s"); // 177 invocations
+      assert.equal(fib.result, 55);
+      await stateOf(page, fib.id, "succeeded").waitFor({ timeout: 10_000 });
+      await until(async () => (await taskCount(page, "demo.fib", "ended")) >= before + 177, { what: "fib(10)'s 177 ends counted" });
+      await page.waitForTimeout(500); // the feed's last changes, had they rows
+      const fibRows = page.locator("#invocations tbody tr[data-task='demo.fib']");
+      assert.ok((await fibRows.count()) <= 2, `only the top-level fib calls have rows (fib 6 and fib 10), not ${await fibRows.count()}`);
+      const top = row(page, fib.id);
+      assert.equal(await top.locator("td.task .kids").textContent(), "2 children");
+      const toggle = top.locator("td.task button.toggle");
+      assert.equal(await toggle.getAttribute("aria-expanded"), "false");
+
+      // opened, it shows its two children under it, named by their task
+      await toggle.click();
+      const kids = page.locator(`#invocations tbody tr[data-parent='${fib.id}']`);
+      await until(async () => (await kids.count()) === 2, { what: "fib(10)'s two child rows" });
+      assert.deepEqual(await kids.locator("td.task .name").allTextContents(), ["demo.fib", "demo.fib"]);
+      const ids = await page.locator("#invocations tbody tr").evaluateAll((trs) => trs.map((tr) => tr.dataset.id));
+      const at = ids.indexOf(fib.id);
+      const kidIDs = await kids.evaluateAll((trs) => trs.map((tr) => tr.dataset.id));
+      assert.deepEqual(ids.slice(at + 1, at + 3), kidIDs, "right under their parent");
+      assert.equal(await kids.first().getAttribute("data-depth"), "1");
+
+      // an id links to its tree
+      const child = kidIDs[0];
+      const link = kids.first().locator(`td.id a[href='#inv=${child}']`);
+      assert.equal(await link.textContent(), child.slice(0, 8));
+      await link.click();
+      await selectedTree(page, child).waitFor();
+      assert.equal(new URL(page.url()).hash, `#inv=${child}`);
+      assert.equal(await page.locator("#tree .path button.parent").getAttribute("data-id"), fib.id);
+      assert.equal(await row(page, child).getAttribute("class"), "selected");
+      await until(async () => (await childNodes(page).count()) === 2, { what: "the child's own two children" });
+      assert.deepEqual(await childNodes(page).locator(":scope > .node-row > button.go").allTextContents(), ["demo.fib", "demo.fib"]);
+    });
     await page.close();
   });
 

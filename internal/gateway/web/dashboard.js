@@ -1,12 +1,15 @@
 // The gateway's dashboard: one WebSocket to /v1/ws subscribed with
 // {"type":"monitor"} (docs/WEBSOCKET.md, "Monitoring"), rendered live:
-// recent invocations, the call tree of the one clicked, the workers' slots
-// and per-task counts. It reconnects with backoff when the socket closes.
+// recent calls, each a row with its children collapsed under it, the call
+// tree of the one clicked, the workers' slots and per-task counts. It
+// reconnects with backoff when the socket closes.
 //
 // Data flow: the feed's messages update the model (records, servers,
 // tasks) and mark what changed; render() redraws at most every
 // RENDER_EVERY ms; tick() only rewrites the durations of running
-// invocations.
+// invocations. The feed's snapshot merges in the gateway's own records,
+// and says "unknown" of what may have ended unseen: this page shows
+// states as the feed says them.
 
 const REF = "m";
 const MAX_ROWS = 200; // rows of the invocations table, newest first
@@ -17,6 +20,7 @@ const TICK = 100; // ms
 const BACKOFF_MIN = 500; // ms, doubling up to BACKOFF_MAX
 const BACKOFF_MAX = 15_000;
 const FINAL = new Set(["succeeded", "failed", "cancelled", "timed_out"]);
+const UNKNOWN = "unknown"; // in flight when last seen, and may have ended unseen
 
 const $ = (sel) => document.querySelector(sel);
 const connPill = $("#conn");
@@ -37,14 +41,33 @@ const records = new Map();
 const kids = new Map();
 let servers = [];
 let taskLines = [];
-let selected = location.hash.startsWith("#inv=") ? decodeURIComponent(location.hash.slice(5)) : null;
+let selected = hashID();
 const expanded = new Set(); // tree nodes opened by the user
+const opened = new Set(); // rows of the invocations table opened, showing their children
 let treeIDs = new Set(); // ids the tree shows now: a change to one redraws it
 
 const changed = { invocations: false, tree: false, servers: false, tasks: false };
 
 function isFinal(state) {
   return FINAL.has(state);
+}
+
+// inFlight: neither ended nor unknown.
+function inFlight(state) {
+  return !FINAL.has(state) && state !== UNKNOWN;
+}
+
+// hashID is the invocation #inv=<id> names, if any.
+function hashID() {
+  return location.hash.startsWith("#inv=") ? decodeURIComponent(location.hash.slice(5)) : null;
+}
+
+// invLink is a link to invocation id's tree: its id, shortened.
+function invLink(id, cls = "inv-link") {
+  const a = el("a", cls, id.slice(0, 8));
+  a.href = `#inv=${encodeURIComponent(id)}`;
+  a.title = `Show the tree of ${id}`;
+  return a;
 }
 
 function upsert(inv) {
@@ -92,7 +115,7 @@ function evict() {
   const target = Math.floor(MAX_RECORDS * 0.9);
   for (const [id, r] of records) {
     if (records.size <= target) break;
-    if (!isFinal(r.inv.state) || id === selected) continue;
+    if (inFlight(r.inv.state) || id === selected) continue;
     records.delete(id);
     kids.delete(id);
     if (r.inv.parent) kids.get(r.inv.parent)?.delete(id);
@@ -161,10 +184,6 @@ function fmtRate(rate) {
   return rate >= 100 ? `${Math.round(rate)}/s` : `${rate.toFixed(1)}/s`;
 }
 
-function shortID(id) {
-  return id.length > 10 ? id.slice(0, 8) + "…" : id;
-}
-
 function stateLabel(state) {
   return String(state ?? "unknown").replace("_", " ");
 }
@@ -177,7 +196,9 @@ function el(tag, cls, text) {
 }
 
 function statePill(state) {
-  return el("span", `state pill ${state ?? ""}`, stateLabel(state));
+  const pill = el("span", `state pill ${state ?? ""}`, stateLabel(state));
+  if (state === UNKNOWN) pill.title = "In flight when last seen; it may have ended while no dashboard watched, and the gateway cannot say how";
+  return pill;
 }
 
 // durSpan is a duration that tick() keeps current while it runs.
@@ -194,76 +215,163 @@ function setDur(span, r) {
 }
 
 // ---- the invocations table -----------------------------------------
+//
+// Top-level calls, newest first, each with its children collapsed under
+// it (opened by its toggle, or to show the invocation selected); with
+// "Top-level only" unchecked, or a filter, every invocation, flat.
 
 const rows = new Map(); // id -> <tr>
+const moreRows = new Map(); // parent id -> <tr> saying how many children are not shown
+const INDENT = (depth) => 5 + depth * 18; // px, a task cell's left padding at depth
 
 function matches(inv, q) {
-  if (rootsOnly.checked && inv.parent) return false;
   if (!q) return true;
   return [inv.task, inv.ns, inv.state, inv.worker, inv.id, inv.error_code].some(
     (v) => typeof v === "string" && v.toLowerCase().includes(q),
   );
 }
 
+// isTop: called from outside any task, or by one this page has not seen.
+function isTop(r) {
+  return !r.inv.parent || !records.has(r.inv.parent);
+}
+
 function renderInvocations() {
   const q = filterInput.value.trim().toLowerCase();
+  const nested = rootsOnly.checked && !q;
   // newest first: by start, then by when it showed here
   const all = [...records.values()].reverse().sort((a, b) => b.t[0] - a.t[0] || b.t[1] - a.t[1]);
-  const shown = [];
-  let running = 0;
+  const lines = []; // {id, depth, parent} or {more, depth, parent}
+  let listed = 0;
+  let of = 0;
   for (const r of all) {
-    if (!isFinal(r.inv.state)) running++;
-    if (shown.length < MAX_ROWS && matches(r.inv, q)) shown.push(r);
+    if (nested ? !isTop(r) : !matches(r.inv, q)) continue;
+    of++;
+    if (lines.length >= MAX_ROWS) continue;
+    listed++;
+    lines.push({ id: r.inv.id, depth: 0 });
+    if (nested && opened.has(r.inv.id)) childLines(lines, r.inv.id, 1, new Set([r.inv.id]));
   }
-  const trs = shown.map(rowFor);
-  const keep = new Set(shown.map((r) => r.inv.id));
+  const trs = lines.map((l) => (l.more ? moreRow(l) : rowFor(l, nested)));
+  const keep = new Set(lines.map((l) => l.id ?? `more\0${l.parent}`));
   for (const id of rows.keys()) if (!keep.has(id)) rows.delete(id);
+  for (const p of moreRows.keys()) if (!keep.has(`more\0${p}`)) moreRows.delete(p);
   const current = invBody.children;
   if (current.length !== trs.length || trs.some((tr, i) => current[i] !== tr)) invBody.replaceChildren(...trs);
   $("#inv-empty").hidden = trs.length > 0;
   $("#inv-empty").textContent = records.size ? "Nothing matches the filter." : "No invocations yet: call a task and it shows here.";
-  const more = all.length > shown.length ? ` · newest ${shown.length} of ${all.length}` : "";
-  $("#inv-sum").textContent = `${running} in flight${more}`;
+  const more = of > listed ? ` · newest ${listed} of ${of}${nested ? " calls" : ""}` : "";
+  $("#inv-sum").textContent = `${flightCount()} in flight${more}`;
 }
 
-function rowFor(r) {
-  const inv = r.inv;
-  let tr = rows.get(inv.id);
+// childLines adds the lines of parent's children, and of theirs if opened.
+function childLines(lines, parent, depth, ancestors) {
+  const children = childrenOf(parent);
+  for (const c of children.slice(0, MAX_CHILDREN_SHOWN)) {
+    if (lines.length >= MAX_ROWS) return;
+    lines.push({ id: c, depth, parent });
+    if (opened.has(c) && records.has(c) && !ancestors.has(c) && depth < 30) {
+      childLines(lines, c, depth + 1, new Set([...ancestors, c]));
+    }
+  }
+  if (children.length > MAX_CHILDREN_SHOWN && lines.length < MAX_ROWS) {
+    lines.push({ more: children.length - MAX_CHILDREN_SHOWN, depth, parent });
+  }
+}
+
+// flightCount is how many invocations are in flight: as the gateway
+// counts them (its tasks lines), else as this page sees them.
+function flightCount() {
+  let n = null;
+  for (const t of taskLines) if (typeof t?.in_flight === "number") n = (n ?? 0) + t.in_flight;
+  if (n !== null) return n;
+  n = 0;
+  for (const r of records.values()) if (inFlight(r.inv.state)) n++;
+  return n;
+}
+
+function rowFor(line, nested) {
+  const { id, depth } = line;
+  const r = records.get(id);
+  const inv = r?.inv ?? { id, parent: line.parent };
+  let tr = rows.get(id);
   if (!tr) {
     tr = el("tr");
-    tr.dataset.id = inv.id;
+    tr.dataset.id = id;
     tr.tabIndex = 0;
     tr.append(
       el("td", "task"),
       el("td", "ns"),
       el("td", "state"),
       el("td", "worker"),
-      durSpanCell(inv.id),
+      durSpanCell(id),
       el("td", "error"),
       el("td", "started num"),
+      el("td", "id"),
     );
-    rows.set(inv.id, tr);
+    rows.set(id, tr);
   }
-  tr.classList.toggle("selected", inv.id === selected);
-  if (tr.v === r.v) return tr;
-  tr.v = r.v;
+  tr.classList.toggle("selected", id === selected);
+  const n = childrenOf(id).length;
+  const open = nested && n > 0 && opened.has(id);
+  const key = `${r ? r.v : "-"}|${nested}|${depth}|${n}|${open}`;
+  if (tr.key === key) return tr;
+  tr.key = key;
   tr.dataset.task = inv.task ?? "";
   tr.dataset.ns = inv.ns ?? "";
   tr.dataset.state = inv.state ?? "";
-  tr.title = `id ${inv.id}`;
-  const [task, ns, state, worker, dur, error, started] = tr.children;
-  const n = childrenOf(inv.id).length;
-  task.replaceChildren(el("span", "name", inv.task ?? "?"));
+  tr.dataset.depth = String(depth);
+  tr.dataset.parent = inv.parent ?? "";
+  tr.title = r ? `${inv.task} ${id}` : `${id}: not seen by this dashboard (yet)`;
+  if (nested && n) tr.setAttribute("aria-expanded", String(open));
+  else tr.removeAttribute("aria-expanded");
+  const [task, ns, state, worker, dur, error, started, idCell] = tr.children;
+  task.replaceChildren();
+  task.style.paddingLeft = depth ? `${INDENT(depth)}px` : "";
+  if (nested) {
+    if (n) {
+      const t = el("button", "toggle", open ? "▾" : "▸");
+      t.type = "button";
+      t.tabIndex = -1; // the row takes the keys: → opens, ← closes
+      t.dataset.action = "toggle";
+      t.setAttribute("aria-expanded", String(open));
+      t.setAttribute("aria-label", `${open ? "Hide" : "Show"} its ${n} child${n === 1 ? "" : "ren"}`);
+      task.append(t);
+    } else {
+      task.append(el("span", "toggle-space"));
+    }
+  }
+  if (inv.parent && (!nested || depth === 0)) {
+    const mark = el("span", "nested", "↳ ");
+    mark.title = records.has(inv.parent) ? `called by ${records.get(inv.parent).inv.task} ${inv.parent}` : `called by ${inv.parent}, not seen here`;
+    task.append(mark);
+  }
+  if (r) task.append(el("span", "name", inv.task ?? "?"));
+  else task.append(el("span", "name unseen", "not seen"));
   if (n) task.append(el("span", "kids", `${n} child${n === 1 ? "" : "ren"}`));
-  if (inv.parent) task.prepend(el("span", "nested", "↳ "));
   ns.textContent = inv.ns ?? "";
-  state.replaceChildren(statePill(inv.state));
+  state.replaceChildren(r ? statePill(inv.state) : "");
   worker.textContent = inv.worker ?? "";
   worker.title = inv.worker ?? "";
   setDur(dur, r);
   error.textContent = inv.error_code ?? "";
   error.title = inv.error_code ?? "";
   started.textContent = fmtTime(inv.started_at);
+  idCell.replaceChildren(invLink(id));
+  return tr;
+}
+
+// moreRow says how many of a parent's children the table leaves out.
+function moreRow(line) {
+  let tr = moreRows.get(line.parent);
+  if (!tr) {
+    tr = el("tr", "more");
+    tr.append(el("td"));
+    tr.firstChild.colSpan = 8;
+    moreRows.set(line.parent, tr);
+  }
+  tr.firstChild.style.paddingLeft = `${INDENT(line.depth) + 16}px`;
+  tr.firstChild.textContent = `… and ${line.more} more: the call tree lists them`;
   return tr;
 }
 
@@ -274,17 +382,47 @@ function durSpanCell(id) {
 }
 
 function rowEvent(ev) {
+  if (ev.target.closest("a")) return; // a link to a tree: hashchange selects it
   const tr = ev.target.closest("tr[data-id]");
   if (!tr) return;
-  if (ev.type === "keydown" && ev.key !== "Enter" && ev.key !== " ") return;
+  const id = tr.dataset.id;
+  if (ev.type === "click" && ev.target.closest("button[data-action='toggle']")) {
+    toggleRow(id, !opened.has(id));
+    return;
+  }
+  if (ev.type === "keydown") {
+    if ((ev.key === "ArrowRight" || ev.key === "ArrowLeft") && tr.hasAttribute("aria-expanded")) {
+      ev.preventDefault();
+      toggleRow(id, ev.key === "ArrowRight");
+      return;
+    }
+    if (ev.key !== "Enter" && ev.key !== " ") return;
+  }
   ev.preventDefault();
-  select(tr.dataset.id === selected && ev.type === "click" ? null : tr.dataset.id);
+  select(id === selected && ev.type === "click" ? null : id);
+}
+
+function toggleRow(id, open) {
+  if (open) opened.add(id);
+  else opened.delete(id);
+  changed.invocations = true;
+  render();
+}
+
+// reveal opens the rows above invocation id, so that the table shows it.
+function reveal(id) {
+  const guard = new Set();
+  for (let p = records.get(id)?.inv.parent; p && records.has(p) && !guard.has(p) && guard.size < 50; p = records.get(p).inv.parent) {
+    guard.add(p);
+    opened.add(p);
+  }
 }
 
 // ---- the call tree --------------------------------------------------
 
 function select(id) {
   selected = id;
+  if (id) reveal(id);
   history.replaceState(null, "", id ? `#inv=${encodeURIComponent(id)}` : location.pathname + location.search);
   changed.tree = true;
   changed.invocations = true; // the selected row's highlight
@@ -427,7 +565,7 @@ function treeList(children, ids, ancestors, depth, ns) {
       row.append(statePill(r.inv.state), durSpan(c));
       if (grand.length) row.append(el("span", "kids", `${grand.length} child${grand.length === 1 ? "" : "ren"}`));
       if (r.inv.error_code) row.append(el("span", "err", r.inv.error_code));
-      row.append(el("span", "id", shortID(c)));
+      row.append(invLink(c, "id"));
     }
     li.append(row);
     if (open) {
@@ -554,10 +692,19 @@ function renderTasks() {
       tr = el("tr");
       tr.dataset.ns = t.ns ?? "";
       tr.dataset.task = t.task ?? "";
-      tr.append(el("td", "ns", t.ns ?? ""), el("td", "task", t.task ?? ""), el("td", "rate num"), el("td", "ended num"), el("td", "failed num"));
+      tr.append(
+        el("td", "ns", t.ns ?? ""),
+        el("td", "task", t.task ?? ""),
+        el("td", "flight num"),
+        el("td", "rate num"),
+        el("td", "ended num"),
+        el("td", "failed num"),
+      );
       taskRows.set(key, tr);
     }
-    const [, , rate, ended, failed] = tr.children;
+    const [, , flight, rate, ended, failed] = tr.children;
+    flight.textContent = String(t.in_flight ?? "");
+    flight.classList.toggle("zero", !(t.in_flight > 0));
     rate.textContent = fmtRate(t.rate);
     rate.classList.toggle("zero", !(t.rate > 0));
     bumpText(ended, String(t.ended ?? 0));
@@ -742,6 +889,7 @@ function onSnapshot(msg) {
     }
   }
   for (const inv of fresh) upsert(inv);
+  if (selected) reveal(selected);
   changed.invocations = changed.tree = true;
   setStats(msg);
 }
@@ -752,6 +900,7 @@ function setStats(msg) {
   servers = Array.isArray(msg.servers) ? msg.servers : [];
   taskLines = Array.isArray(msg.tasks) ? msg.tasks : [];
   changed.servers = changed.tasks = true;
+  changed.invocations = true; // the count in flight
 }
 
 // ---- wiring ---------------------------------------------------------
@@ -770,6 +919,10 @@ rootsOnly.addEventListener("change", () => {
 });
 document.addEventListener("keydown", (ev) => {
   if (ev.key === "Escape" && selected && ev.target === document.body) select(null);
+});
+window.addEventListener("hashchange", () => {
+  const id = hashID();
+  if (id !== selected) select(id);
 });
 window.addEventListener("online", () => {
   if (!ws) connect();

@@ -90,6 +90,13 @@ func (c *catalog) offersLocked(task string, now time.Time) bool {
 	return false
 }
 
+// forget drops task from the tasks announced before, once its queue is gone.
+func (c *catalog) forget(task string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.known, task)
+}
+
 // offers reports whether a live server offers task.
 func (c *catalog) offers(task string, now time.Time) bool {
 	c.mu.Lock()

@@ -324,6 +324,7 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 	req.Parent, _ = headerString(m.Headers, headerParent)
 	req.TraceParent, _ = headerString(m.Headers, headerTraceParent)
 	req.MaxAttempts = headerInt(m.Headers, headerMaxAttempts)
+	req.Retries = headerInt(m.Headers, headerRetries)
 	if req.ID == "" {
 		return req, &wire.Error{Code: wire.CodeBadInput, Message: "request without message_id"}
 	}
@@ -340,23 +341,26 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 
 // replyEnvelope is the JSON body of every reply message.
 type replyEnvelope struct {
-	ID      string      `json:"id"`
-	Task    string      `json:"task,omitempty"`
-	State   wire.State  `json:"state"`
-	Child   string      `json:"child,omitempty"`
-	Worker  string      `json:"worker,omitempty"`
-	Attempt int         `json:"attempt,omitempty"`
-	Codec   string      `json:"codec,omitempty"`
-	Body    []byte      `json:"body,omitempty"`
-	Error   *wire.Error `json:"error,omitempty"`
+	ID        string            `json:"id"`
+	Task      string            `json:"task,omitempty"`
+	State     wire.State        `json:"state"`
+	Child     string            `json:"child,omitempty"`
+	ChildNS   string            `json:"child_ns,omitempty"`
+	ChildTask string            `json:"child_task,omitempty"`
+	Children  []wire.ChildState `json:"children,omitempty"`
+	Worker    string            `json:"worker,omitempty"`
+	Attempt   int               `json:"attempt,omitempty"`
+	Codec     string            `json:"codec,omitempty"`
+	Body      []byte            `json:"body,omitempty"`
+	Error     *wire.Error       `json:"error,omitempty"`
 }
 
 // replyPublishing is the message that carries r. Final replies are
 // persistent; state changes are not.
 func replyPublishing(r *wire.Reply, now time.Time) (amqp.Publishing, error) {
 	body, err := json.Marshal(replyEnvelope{
-		ID: r.ID, Task: r.Task, State: r.State, Child: r.Child, Worker: r.Worker, Attempt: r.Attempt,
-		Codec: r.Codec, Body: r.Body, Error: r.Err,
+		ID: r.ID, Task: r.Task, State: r.State, Child: r.Child, ChildNS: r.ChildNS, ChildTask: r.ChildTask, Children: r.Children,
+		Worker: r.Worker, Attempt: r.Attempt, Codec: r.Codec, Body: r.Body, Error: r.Err,
 	})
 	if err != nil {
 		return amqp.Publishing{}, fmt.Errorf("amqp: encode reply %s: %w", r.ID, err)
@@ -397,8 +401,8 @@ func decodeReply(body []byte) (*wire.Reply, error) {
 		return nil, fmt.Errorf("amqp: decode reply %s: state %s without error", e.ID, e.State)
 	}
 	return &wire.Reply{
-		ID: e.ID, Task: e.Task, State: e.State, Child: e.Child, Worker: e.Worker, Attempt: e.Attempt,
-		Codec: e.Codec, Body: e.Body, Err: e.Error,
+		ID: e.ID, Task: e.Task, State: e.State, Child: e.Child, ChildNS: e.ChildNS, ChildTask: e.ChildTask, Children: e.Children,
+		Worker: e.Worker, Attempt: e.Attempt, Codec: e.Codec, Body: e.Body, Err: e.Error,
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/atasks-go/atasks/wire"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
@@ -242,13 +243,13 @@ func (g *generation) probe() {
 		if _, unblocked := g.blocked(); unblocked != nil {
 			continue // blocked already: nothing gets through
 		}
-		_ = g.pub.Publish("", probeKey, false, false, amqp.Publishing{})
+		_ = g.pub.Publish("", g.t.cfg.Prefix+probeSuffix, false, false, amqp.Publishing{})
 	}
 }
 
-// probeKey is the routing key of probes on the default exchange: the name
-// of no queue, so the broker drops them.
-const probeKey = "atasks.probe"
+// probeSuffix ends the routing key of probes on the default exchange,
+// "<prefix>.probe": the name of no queue, so the broker drops them.
+const probeSuffix = ".probe"
 
 // blocked returns, while the broker blocks the connection, its reason and
 // a channel closed when the block is lifted; else "" and nil.
@@ -339,37 +340,38 @@ func (g *generation) declareCommon() error {
 func (g *generation) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
 	dc, err := g.pub.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, msg)
 	if err == nil {
-		var acked bool
-		if acked, err = dc.WaitContext(ctx); err != nil {
-			if ctx.Err() != nil {
-				return notNow(ctx, "the broker has not confirmed the message yet; it may still arrive")
-			}
-			return err
-		}
-		if acked {
+		acked, werr := dc.WaitContext(ctx)
+		switch {
+		case werr == nil && acked:
 			return nil
-		}
-		if !g.pub.IsClosed() {
-			return unavailable("the broker refused the message")
+		case werr == nil && !g.pub.IsClosed():
+			return unavailable("the broker refused the message") // a nack: not enqueued
+		case werr != nil && ctx.Err() != nil:
+			return maybeSent(notNow(ctx, "the broker has not confirmed the message yet"))
+		case werr != nil:
+			err = werr
+		default:
+			err = errors.New("the channel closed before the broker confirmed the message")
 		}
 	}
-	if ctx.Err() != nil {
-		return notNow(ctx, "publishing: "+err.Error())
-	}
-	// A failed write means the connection is going, though the library
-	// may not have noticed yet: give it a moment, then retry the message
-	// on the next connection.
+	// The message may be written, or the write failed: either way the
+	// connection is going, though the library may not have noticed yet.
+	// Give it a moment, then retry the message on the next connection.
 	grace := time.NewTimer(closeGrace)
 	defer grace.Stop()
 	select {
 	case <-g.done:
 		return errGenerationLost
 	case <-ctx.Done():
-		return notNow(ctx, "publishing: "+err.Error())
+		return maybeSent(notNow(ctx, "publishing: "+err.Error()))
 	case <-grace.C:
-		return unavailable(fmt.Sprintf("amqp: publish to %q key %q: %v", exchange, key, err))
+		return maybeSent(unavailable(fmt.Sprintf("amqp: publish to %q key %q: %v", exchange, key, err)))
 	}
 }
+
+// maybeSent marks err, a failed publish, as one whose message may still
+// reach the broker.
+func maybeSent(err error) error { return fmt.Errorf("%w: %w", wire.ErrMaybeSent, err) }
 
 // closeGrace is how long publish waits, after a failed write, for the
 // connection's end to be noticed.

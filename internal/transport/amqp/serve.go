@@ -510,7 +510,7 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 	srv.mu.Unlock()
 	if !req.Deadline.IsZero() {
 		var cancelDeadline context.CancelFunc
-		ctx, cancelDeadline = context.WithDeadline(ctx, req.Deadline)
+		ctx, cancelDeadline = context.WithDeadlineCause(ctx, req.Deadline, wire.DeadlinePassed())
 		defer cancelDeadline()
 	}
 	leaseDone := make(chan struct{})

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/atasks-go/atasks/internal/shrink"
 	"github.com/atasks-go/atasks/wire"
@@ -83,8 +84,9 @@ type Transport struct {
 	inflight   shrink.Map[string, struct{}] // sent requests without a final reply yet
 	asks       map[string]chan leaseAnswer  // lease queries waiting, by correlation id
 
-	retryQueues  sync.Map     // retry queue name → when it was last declared (see declareRetry)
-	queues       sync.Map     // task → when its queue was last found (see queueExists)
+	retryQueues  sync.Map // retry queue name → when it was last declared (see declareRetry)
+	queues       sync.Map // task → queueState (see queueExists)
+	queueChecks  singleflight.Group
 	watchedUntil atomic.Int64 // UnixNano until which a monitor watches (see Report)
 
 	stopCtx context.Context // ends reconnecting; cancelled last by Close
@@ -230,18 +232,37 @@ func (t *Transport) Catalog(ctx context.Context) ([]wire.TaskInfo, error) {
 		return nil, err
 	}
 	infos := t.cat.list(time.Now())
+	// A task whose servers are gone is listed while its queue exists;
+	// when the broker cannot tell soon, it stays listed.
+	qctx, cancel := context.WithTimeout(ctx, t.cfg.LookupTimeout)
+	defer cancel()
 	return slices.DeleteFunc(infos, func(ti wire.TaskInfo) bool {
 		if ti.Servers > 0 {
 			return false
 		}
-		exists, err := t.queueExists(ctx, ti.Name)
+		exists, err := t.queueExists(qctx, ti.Name)
+		if err == nil && !exists {
+			t.cat.forget(ti.Name)
+		}
 		return err == nil && !exists
 	}), nil
 }
 
-// queueMemory is how long a task queue found on the broker is taken to
-// exist without asking again.
-const queueMemory = 30 * time.Second
+// How long what the broker said of a task queue holds without asking
+// again: that it exists, that it does not.
+const (
+	queueMemory   = 30 * time.Second
+	noQueueMemory = 2 * time.Second
+)
+
+// queueCheckTimeout bounds one question to the broker about a task queue.
+const queueCheckTimeout = 10 * time.Second
+
+// queueState is what the broker last said of a task queue, and when.
+type queueState struct {
+	exists bool
+	at     time.Time
+}
 
 // offered returns nil when requests for task can be sent: a live server
 // offers it, or its durable queue exists, where requests wait for the next
@@ -249,7 +270,10 @@ const queueMemory = 30 * time.Second
 // crash). Otherwise it returns "task_not_found", or "unavailable" when the
 // broker cannot tell before ctx ends.
 func (t *Transport) offered(ctx context.Context, task string) error {
-	if t.cat.offers(task, time.Now()) || t.queueSeen(task) {
+	if t.cat.offers(task, time.Now()) {
+		return nil
+	}
+	if exists, known := t.queueKnown(task); known && exists {
 		return nil
 	}
 	err := t.cat.lookup(ctx, task, t.cfg.LookupTimeout, t.query)
@@ -267,37 +291,47 @@ func (t *Transport) offered(ctx context.Context, task string) error {
 	return nil
 }
 
-// queueSeen reports whether task's queue was found within queueMemory.
-func (t *Transport) queueSeen(task string) bool {
-	at, ok := t.queues.Load(task)
-	return ok && time.Since(at.(time.Time)) < queueMemory
+// queueKnown returns what the broker said of task's queue, if it said so
+// recently enough.
+func (t *Transport) queueKnown(task string) (exists, known bool) {
+	v, ok := t.queues.Load(task)
+	if !ok {
+		return false, false
+	}
+	q := v.(queueState)
+	memory := noQueueMemory
+	if q.exists {
+		memory = queueMemory
+	}
+	return q.exists, time.Since(q.at) < memory
 }
 
-// queueExists asks the broker whether task's queue exists (a passive
-// declare), unless it was found within queueMemory.
+// queueExists reports whether task's queue exists on the broker (a
+// passive declare), unless the broker said so recently. Concurrent
+// questions about one queue share one declare; ctx bounds the wait.
 func (t *Transport) queueExists(ctx context.Context, task string) (bool, error) {
-	if t.queueSeen(task) {
-		return true, nil
+	if exists, known := t.queueKnown(task); known {
+		return exists, nil
 	}
-	g, err := t.waitOpen(ctx)
-	if err != nil {
-		return false, err
-	}
-	type answer struct {
-		exists bool
-		err    error
-	}
-	answers := make(chan answer, 1)
-	go func() { // amqp091-go's declare takes no context: ctx bounds the wait, the connection the call
-		exists, err := g.queueExists(t.topo.taskQueue(task))
-		answers <- answer{exists, err}
-	}()
-	select {
-	case a := <-answers:
-		if a.exists {
-			t.queues.Store(task, time.Now())
+	answer := t.queueChecks.DoChan(task, func() (any, error) {
+		cctx, cancel := context.WithTimeout(t.stopCtx, queueCheckTimeout)
+		defer cancel()
+		g, err := t.waitOpen(cctx)
+		if err != nil {
+			return false, err
 		}
-		return a.exists, a.err
+		exists, err := g.queueExists(t.topo.taskQueue(task))
+		if err == nil {
+			t.queues.Store(task, queueState{exists, time.Now()})
+		}
+		return exists, err
+	})
+	select {
+	case a := <-answer:
+		if a.Err != nil {
+			return false, a.Err
+		}
+		return a.Val.(bool), nil
 	case <-ctx.Done():
 		return false, notNow(ctx, "the broker did not say whether task "+task+" has a queue")
 	}
@@ -500,8 +534,11 @@ func (t *Transport) Check(context.Context) error {
 // Goroutines of a generation must not call it (they would wait for the
 // next generation, which waits for them); they use generation.publish.
 func (t *Transport) publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
-	for {
+	for tried := false; ; tried = true {
 		g, err := t.waitOpen(ctx)
+		if err != nil && tried {
+			return maybeSent(err) // an earlier connection may have taken it
+		}
 		if err != nil {
 			return err
 		}

@@ -20,7 +20,7 @@ type Transport struct {
 	deliver func(*wire.Reply)
 	tasks   map[string]bool
 	handler wire.Handler
-	running map[string]context.CancelFunc // by invocation id
+	running map[string]context.CancelCauseFunc // by invocation id
 	closed  bool
 	wg      sync.WaitGroup // running handlers
 
@@ -34,7 +34,7 @@ type Transport struct {
 // New returns a loopback transport.
 func New() *Transport {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Transport{tasks: map[string]bool{}, running: map[string]context.CancelFunc{}, serveCtx: ctx, stopServing: cancel}
+	return &Transport{tasks: map[string]bool{}, running: map[string]context.CancelCauseFunc{}, serveCtx: ctx, stopServing: cancel}
 }
 
 var errClosed = &wire.Error{Code: wire.CodeUnavailable, Message: "loopback: transport closed"}
@@ -78,7 +78,7 @@ func (t *Transport) Send(_ context.Context, req *wire.Request) error {
 	case t.running[req.ID] != nil:
 		return &wire.Error{Code: wire.CodeDuplicateID, Message: fmt.Sprintf("invocation %q is already running", req.ID)}
 	}
-	ctx, cancel := context.WithCancel(t.serveCtx)
+	ctx, cancel := context.WithCancelCause(t.serveCtx)
 	if !req.Deadline.IsZero() {
 		ctx, cancel = withDeadline(ctx, cancel, req.Deadline)
 	}
@@ -95,7 +95,7 @@ func (t *Transport) handle(ctx context.Context, req *wire.Request) {
 	rep := t.attempts(ctx, req)
 	t.mu.Lock()
 	if cancel, ok := t.running[req.ID]; ok {
-		cancel()
+		cancel(nil)
 		delete(t.running, req.ID)
 	}
 	t.mu.Unlock()
@@ -107,7 +107,7 @@ func (t *Transport) Cancel(_ context.Context, id string) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if cancel, ok := t.running[id]; ok {
-		cancel()
+		cancel(errCancelled)
 	}
 	return nil
 }
@@ -142,10 +142,13 @@ func (t *Transport) Close(ctx context.Context) error {
 	}
 }
 
-func withDeadline(ctx context.Context, cancel context.CancelFunc, d time.Time) (context.Context, context.CancelFunc) {
-	dctx, dcancel := context.WithDeadline(ctx, d)
-	return dctx, func() { dcancel(); cancel() }
+func withDeadline(ctx context.Context, cancel context.CancelCauseFunc, d time.Time) (context.Context, context.CancelCauseFunc) {
+	dctx, dcancel := context.WithDeadlineCause(ctx, d, wire.DeadlinePassed())
+	return dctx, func(cause error) { cancel(cause); dcancel() }
 }
+
+// errCancelled is the cause of a handler context cancelled by its caller.
+var errCancelled = &wire.Error{Code: wire.CodeCancelled, Message: "cancelled by the caller"}
 
 // attempts runs req's handler until it answers an outcome: each time it
 // retries instead (see wire.Retrier), the Queued state goes to the caller
@@ -171,7 +174,7 @@ func (t *Transport) attempts(ctx context.Context, req *wire.Request) *wire.Reply
 			wait.Stop()
 		}
 		next := *req
-		next.Attempt = d.attempt
+		next.Attempt, next.Retries = d.attempt, req.Retries+1
 		req = &next
 	}
 }
