@@ -31,7 +31,7 @@ func TestWorkerKilledMidTree(t *testing.T) {
 			metrics := [2]string{}
 			var all []*proc
 			for i := range workers {
-				workers[i], metrics[i] = s.observed("testworker", "--concurrency", "4")
+				workers[i], metrics[i] = s.observed("testworker-plain", "--concurrency", "4")
 				all = append(all, workers[i])
 			}
 			_, gw := s.gateway()
@@ -45,10 +45,10 @@ func TestWorkerKilledMidTree(t *testing.T) {
 				// Mid-tree: the victim has finished a few hundred of the tree's invocations.
 				waitMetric(t, metrics[i], "atasks_worker_invocations_total", 2*time.Minute, func(v float64) bool { return v >= 300 })
 				workers[i].kill()
-				workers[i], metrics[i] = s.observed("testworker", "--concurrency", "4")
+				workers[i], metrics[i] = s.observed("testworker-plain", "--concurrency", "4")
 				all = append(all, workers[i])
 			}
-			got := poll(t, gw, "default", inv.ID, 4*time.Minute)
+			got := poll(t, gw, "default", inv.ID, 6*time.Minute)
 			if got.State != "succeeded" || string(got.Result) != tc.want {
 				t.Fatalf("%s(%d) after three kills: %s %s %+v; want %s", tc.task, tc.n, got.State, got.Result, got.Error, tc.want)
 			}

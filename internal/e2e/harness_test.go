@@ -41,11 +41,18 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
 		os.Exit(1)
 	}
-	plain := exec.Command("go", "build", "-o", dir+"/gateway-plain", "github.com/atasks-go/atasks/cmd/gateway")
-	plain.Stdout, plain.Stderr = os.Stderr, os.Stderr
-	if err := plain.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: building the plain gateway:", err)
-		os.Exit(1)
+	// Without the race detector, for measuring memory and for the long
+	// fault runs, which it would slow down five to ten times.
+	for _, b := range []struct{ name, pkg string }{
+		{"gateway-plain", "github.com/atasks-go/atasks/cmd/gateway"},
+		{"testworker-plain", "github.com/atasks-go/atasks/internal/e2e/testworker"},
+	} {
+		plain := exec.Command("go", "build", "-o", dir+"/"+b.name, b.pkg)
+		plain.Stdout, plain.Stderr = os.Stderr, os.Stderr
+		if err := plain.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: building", b.name+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

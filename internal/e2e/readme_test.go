@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,7 +85,10 @@ func runBlock(t *testing.T, root string, b shellBlock) {
 	addr := freeAddr(t)
 	code := strings.NewReplacer("localhost:8080", addr, "127.0.0.1:8080", addr,
 		"go run ./cmd/gateway", filepath.Join(bin, "gateway")).Replace(b.code)
-	env := append(os.Environ(), "ATASKS_LISTEN="+addr)
+	// The user's environment, but none of atasks' own settings: the README
+	// assumes a machine where none is set (no broker: embedded mode).
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "ATASKS_") })
+	env = append(env, "ATASKS_LISTEN="+addr)
 	if !strings.Contains(b.code, "go run ./cmd/gateway") {
 		gw := exec.Command(filepath.Join(bin, "gateway"))
 		gw.Env = env
