@@ -9,7 +9,7 @@ test: ## every test, as CI runs them
 
 bench: ## the load tool's scenarios against their floors, then the Go micro-benchmarks (about 4 minutes)
 	go run ./cmd/atasks-bench --duration 2s --rounds 2
-	go test -run '^$$' -bench . -benchmem ./ ./internal/codec ./internal/gateway
+	go test -run '^$$' -bench . -benchmem ./ ./internal/codec ./gateway
 
 cluster: ## RabbitMQ (if needed), a gateway and two workers as local processes
 	scripts/cluster

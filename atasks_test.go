@@ -3,6 +3,7 @@ package atasks_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -199,6 +200,7 @@ func TestNoSlotLeaks(t *testing.T) {
 	if err := errors.Join(c.Start(ctx), w.Start(ctx)); err != nil {
 		t.Fatal(err)
 	}
+	defer c.Stop(ctx) // after the worker
 	defer w.Stop(ctx)
 	ctx = atasks.WithClient(ctx, c)
 	for range 5 {
@@ -252,6 +254,7 @@ func TestConcurrencyBoundWithoutDeadlock(t *testing.T) {
 	if err := w.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	defer c.Stop(ctx) // after the worker
 	defer w.Stop(ctx)
 	f, err := demo.Fib.Call(atasks.WithClient(ctx, c), demo.FibIn{N: 12})
 	if err != nil || f != 144 {
@@ -282,6 +285,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	if err := errors.Join(c.Start(ctx), w.Start(ctx)); err != nil {
 		t.Fatal(err)
 	}
+	defer c.Stop(ctx) // after the worker
 	defer w.Stop(ctx)
 	ctx = atasks.WithClient(ctx, c)
 	fs := make([]*atasks.Future[int], 40)
@@ -293,5 +297,58 @@ func TestConcurrencyIsBounded(t *testing.T) {
 	}
 	if m := maxComputing.Load(); m != 3 {
 		t.Errorf("at most %d tasks computed at once; want exactly the 3 slots used", m)
+	}
+}
+
+// atasktest.Serve serves a registry with a fake in place of a real task.
+func TestServeRegistryWithFake(t *testing.T) {
+	t.Parallel()
+	reg := atasks.DefaultRegistry().Without(demo.Add.Name())
+	atasks.Define(func(_ context.Context, in demo.AddIn) (int64, error) { return in.A * in.B, nil },
+		atasks.Name(demo.Add.Name()), atasks.InRegistry(reg))
+	ctx := atasktest.Serve(t, reg)
+	if got, err := demo.Add.Call(ctx, demo.AddIn{A: 3, B: 4}); err != nil || got != 12 {
+		t.Fatalf("the fake add: %v %v; want 12", got, err)
+	}
+	if slices.Contains(reg.Tasks("default"), "nope") || !slices.Contains(reg.Tasks("default"), demo.Echo.Name()) {
+		t.Errorf("the copy's tasks: %v", reg.Tasks("default"))
+	}
+}
+
+// A client has one worker: a second is refused and the first goes on
+// serving; stopping the worker leaves the client working for calls.
+func TestOneWorkerPerClientAndStopLeavesTheClient(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, err := atasks.NewClient(atasks.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop(ctx)
+	w, err := atasks.NewWorker(c, atasks.WorkerConfig{Tasks: []string{demo.Add.Name()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := atasks.NewWorker(c, atasks.WorkerConfig{}); err == nil {
+		t.Fatal("a second worker on the client was taken")
+	}
+	cctx := atasks.WithClient(ctx, c)
+	if got, err := demo.Add.Call(cctx, demo.AddIn{A: 1, B: 2}); err != nil || got != 3 {
+		t.Fatalf("the first worker after a second was refused: %v %v", got, err)
+	}
+	if err := w.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Catalog(ctx, "default"); err != nil {
+		t.Errorf("the client after its worker stopped: %v", err)
+	}
+	if _, err := demo.Add.Call(cctx, demo.AddIn{A: 1, B: 2}); !errors.Is(err, atasks.ErrTaskNotFound) {
+		t.Errorf("a call of a task nobody serves any more: %v; want task_not_found, the client still open", err)
 	}
 }

@@ -26,6 +26,7 @@ func BenchmarkCallLoopback(b *testing.B) {
 	if err := w.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
+	defer c.Stop(ctx) // after the worker
 	defer w.Stop(ctx)
 	ctx = atasks.WithClient(ctx, c)
 	b.ReportAllocs()

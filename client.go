@@ -99,26 +99,30 @@ type Client struct {
 	stopOnce   sync.Once
 	stopErr    error
 
-	slotsMu sync.Mutex
-	slots   []*router.Slots // of the client's workers, for the slot metrics
+	workerMu sync.Mutex
+	worker   *Worker // its worker, if it has one
 }
 
-// addSlots counts a worker's slots in the client's slot metrics.
-func (c *Client) addSlots(s *router.Slots) {
-	c.slotsMu.Lock()
-	defer c.slotsMu.Unlock()
-	c.slots = append(c.slots, s)
-}
-
-// slotSum adds up f over the client's workers' slots.
-func (c *Client) slotSum(f func(*router.Slots) int) int {
-	c.slotsMu.Lock()
-	defer c.slotsMu.Unlock()
-	n := 0
-	for _, s := range c.slots {
-		n += f(s)
+// setWorker makes w the client's worker, unless it has one; it reports
+// whether it did.
+func (c *Client) setWorker(w *Worker) bool {
+	c.workerMu.Lock()
+	defer c.workerMu.Unlock()
+	if c.worker != nil {
+		return false
 	}
-	return n
+	c.worker = w
+	return true
+}
+
+// slotsOf returns f of the worker's slots, 0 without a worker.
+func (c *Client) slotsOf(f func(*router.Slots) int) int {
+	c.workerMu.Lock()
+	defer c.workerMu.Unlock()
+	if c.worker == nil {
+		return 0
+	}
+	return f(c.worker.slots)
 }
 
 // namespace is one namespace at run time: its router and codecs.
@@ -138,7 +142,7 @@ func NewClient(cfg Config) (*Client, error) {
 	var served *metrics.Invocations
 	if cfg.Metrics != nil {
 		served = metrics.NewInvocations(cfg.Metrics, "worker")
-		metrics.RegisterSlots(cfg.Metrics, func() int { return c.slotSum((*router.Slots).Busy) }, func() int { return c.slotSum((*router.Slots).Size) })
+		metrics.RegisterSlots(cfg.Metrics, func() int { return c.slotsOf((*router.Slots).Busy) }, func() int { return c.slotsOf((*router.Slots).Size) })
 	}
 	var tracer trace.Tracer
 	if cfg.TracerProvider != nil {
@@ -170,8 +174,9 @@ func (c *Client) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop disconnects every namespace, letting tasks this process serves
-// finish until ctx ends. Stopping twice is harmless.
+// Stop disconnects every namespace, letting tasks this process still
+// serves finish until ctx ends (stop its Worker first to control that).
+// Stopping twice is harmless.
 func (c *Client) Stop(ctx context.Context) error {
 	c.stopOnce.Do(func() {
 		var errs []error

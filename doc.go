@@ -36,6 +36,7 @@
 //		if err := worker.Start(ctx); err != nil {
 //			log.Fatal(err)
 //		}
+//		defer client.Stop(ctx) // after the worker
 //		defer worker.Stop(ctx)
 //
 //		out, err := Greet.Call(atasks.WithClient(ctx, client), "world")
@@ -63,4 +64,12 @@
 //   - Failures cross the wire as *Error with a stable Code: errors.Is compares
 //     codes, errors.As reaches the message and details. A panic in a task
 //     becomes ErrPanic; it never crashes the worker.
+//   - Define registers in the program's default Registry; a Registry of its
+//     own (Registry.Without, InRegistry) serves a test's fakes, and
+//     package atasktest runs them in a test.
+//
+// Across processes, package amqp gives namespaces the RabbitMQ transport,
+// package cli turns a program into a worker binary (cli.RunWorker) or a
+// gateway (cli.RunGateway), package gateway is the HTTP handler to mount
+// yourself, and package transporttest proves a transport of your own.
 package atasks

@@ -11,19 +11,21 @@ import (
 // the sentinels below (codes are compared) and reach the details with errors.As.
 type Error = wire.Error
 
-// Sentinels for the codes atasks itself uses. errors.Is(err, ErrTimeout) also
-// holds for context.DeadlineExceeded, and ErrCancelled for context.Canceled.
+// Sentinels for the codes atasks itself uses: the values of package wire,
+// so errors.Is(err, ErrTimeout) and errors.Is(err, wire.ErrTimeout) agree.
+// errors.Is(err, ErrTimeout) also holds for context.DeadlineExceeded, and
+// ErrCancelled for context.Canceled.
 var (
-	ErrTaskFailed        = &Error{Code: wire.CodeTaskFailed}
-	ErrPanic             = &Error{Code: wire.CodePanic}
-	ErrTaskNotFound      = &Error{Code: wire.CodeTaskNotFound}
-	ErrNamespaceNotFound = &Error{Code: wire.CodeNamespaceNotFound}
-	ErrBadInput          = &Error{Code: wire.CodeBadInput}
-	ErrBadOutput         = &Error{Code: wire.CodeBadOutput}
-	ErrUnknownCodec      = &Error{Code: wire.CodeUnknownCodec}
-	ErrCancelled         = &Error{Code: wire.CodeCancelled}
-	ErrTimeout           = &Error{Code: wire.CodeTimeout}
-	ErrUnavailable       = &Error{Code: wire.CodeUnavailable}
+	ErrTaskFailed        = wire.ErrTaskFailed
+	ErrPanic             = wire.ErrPanic
+	ErrTaskNotFound      = wire.ErrTaskNotFound
+	ErrNamespaceNotFound = wire.ErrNamespaceNotFound
+	ErrBadInput          = wire.ErrBadInput
+	ErrBadOutput         = wire.ErrBadOutput
+	ErrUnknownCodec      = wire.ErrUnknownCodec
+	ErrCancelled         = wire.ErrCancelled
+	ErrTimeout           = wire.ErrTimeout
+	ErrUnavailable       = wire.ErrUnavailable
 )
 
 // NewError returns an error with the given code and message for a task to

@@ -35,6 +35,7 @@ func Example() {
 	if err := worker.Start(ctx); err != nil {
 		log.Fatal(err)
 	}
+	defer client.Stop(ctx) // after the worker
 	defer worker.Stop(ctx)
 
 	ctx = atasks.WithClient(ctx, client)

@@ -37,6 +37,7 @@ func ExampleNamespaceConfig() {
 	if err := worker.Start(ctx); err != nil {
 		log.Fatal(err)
 	}
+	defer client.Stop(ctx) // after the worker
 	defer worker.Stop(ctx)
 
 	out, err := Relay.Call(atasks.WithClient(ctx, client), "hey")

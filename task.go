@@ -6,9 +6,7 @@ import (
 	"path"
 	"reflect"
 	"runtime"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/atasks-go/atasks/internal/router"
@@ -31,6 +29,7 @@ type DefineOption func(*definition)
 type definition struct {
 	ns, name string
 	policy   router.Policy
+	registry *Registry
 }
 
 // Name sets the task's name. It defaults to the Go package and function name,
@@ -39,6 +38,12 @@ func Name(name string) DefineOption { return func(d *definition) { d.name = name
 
 // InNamespace places the task in namespace ns. It defaults to "default".
 func InNamespace(ns string) DefineOption { return func(d *definition) { d.ns = ns } }
+
+// InRegistry registers the task in r instead of the program's default
+// registry, for a Worker whose WorkerConfig.Registry is r: a test's fake
+// of a task, defined under the real one's name (Name(Real.Name())), or one
+// tenant's tasks among others'.
+func InRegistry(r *Registry) DefineOption { return func(d *definition) { d.registry = r } }
 
 // Timeout bounds each attempt of the task to d; a caller's deadline that
 // comes sooner wins. When it passes, the attempt's context ends and it
@@ -83,7 +88,8 @@ func Retry(p RetryPolicy) DefineOption {
 // Define registers fn as a task and returns its definition. Define it once,
 // usually in a package-level var, in every program that calls or serves it:
 // callers use the definition for its name and types, workers to run fn.
-// Define panics if the namespace already has a task of that name, or if fn
+// Define panics if the registry (the program's default one, unless
+// InRegistry) has a task of that name in the namespace already, or if fn
 // is a function literal or method and no Name is given.
 func Define[In, Out any](fn func(context.Context, In) (Out, error), opts ...DefineOption) *Task[In, Out] {
 	var d definition
@@ -96,7 +102,10 @@ func Define[In, Out any](fn func(context.Context, In) (Out, error), opts ...Defi
 	if d.name == "" {
 		d.name = funcName(fn)
 	}
-	register(d.ns, d.name, router.Handler{Fn: handlerOf(fn), Policy: d.policy})
+	if d.registry == nil {
+		d.registry = defaultRegistry
+	}
+	d.registry.add(d.ns, d.name, router.Handler{Fn: handlerOf(fn), Policy: d.policy})
 	return &Task[In, Out]{ns: d.ns, name: d.name}
 }
 
@@ -196,47 +205,6 @@ func handlerOf[In, Out any](fn func(context.Context, In) (Out, error)) router.Ha
 		}
 		return c.Marshal(out)
 	}
-}
-
-// The tasks defined in this program: namespace → name → handler.
-var (
-	definedMu sync.RWMutex
-	defined   = map[string]map[string]router.Handler{}
-)
-
-func register(ns, name string, h router.Handler) {
-	definedMu.Lock()
-	defer definedMu.Unlock()
-	if defined[ns] == nil {
-		defined[ns] = map[string]router.Handler{}
-	}
-	if _, dup := defined[ns][name]; dup {
-		panic(fmt.Sprintf("atasks: task %q defined twice in namespace %q", name, ns))
-	}
-	defined[ns][name] = h
-}
-
-// definedIn returns the tasks defined in namespace ns.
-func definedIn(ns string) map[string]router.Handler {
-	definedMu.RLock()
-	defer definedMu.RUnlock()
-	hs := make(map[string]router.Handler, len(defined[ns]))
-	for name, h := range defined[ns] {
-		hs[name] = h
-	}
-	return hs
-}
-
-// Defined lists the names of the tasks this program defines in namespace ns.
-func Defined(ns string) []string {
-	definedMu.RLock()
-	defer definedMu.RUnlock()
-	names := make([]string, 0, len(defined[ns]))
-	for name := range defined[ns] {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
 }
 
 // funcName derives a task name from fn: its package's last path element and

@@ -2,6 +2,7 @@ package atasks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -21,8 +22,11 @@ type WorkerConfig struct {
 	// Namespaces lists the client's namespaces to serve. Defaults to all of them.
 	Namespaces []string
 	// Tasks lists the task names to serve, "ns/name" or just "name" for every
-	// namespace served. Defaults to every task the program defines there.
+	// namespace served. Defaults to every task of the registry there.
 	Tasks []string
+	// Registry holds the tasks to serve. Defaults to the program's default
+	// registry, where Define registers.
+	Registry *Registry
 }
 
 // WithDefaults returns a copy of c with every unset field set to its default.
@@ -32,6 +36,9 @@ func (c WorkerConfig) WithDefaults(client *Client) WorkerConfig {
 	}
 	if len(c.Namespaces) == 0 {
 		c.Namespaces = client.Namespaces()
+	}
+	if c.Registry == nil {
+		c.Registry = defaultRegistry
 	}
 	return c
 }
@@ -56,7 +63,7 @@ func (c WorkerConfig) validate(client *Client) error {
 // defines reports whether task, "name" or "ns/name", is defined in a served namespace.
 func (c WorkerConfig) defines(task string) bool {
 	for _, ns := range c.Namespaces {
-		for _, name := range Defined(ns) {
+		for _, name := range c.Registry.Tasks(ns) {
 			if task == name || task == ns+"/"+name {
 				return true
 			}
@@ -65,26 +72,33 @@ func (c WorkerConfig) defines(task string) bool {
 	return false
 }
 
-// Worker serves the tasks a program defines: it receives their invocations
-// through its client's transports and runs them. (The seed's
-// router.activate(transport).) A process that only calls tasks needs no Worker.
+// Worker serves the tasks of a registry (by default, those the program
+// defines): it receives their invocations through its client's transports
+// and runs them. (The seed's router.activate(transport).) A process that
+// only calls tasks needs no Worker; a Client has at most one.
 type Worker struct {
 	client  *Client
 	cfg     WorkerConfig
 	slots   *router.Slots
-	stopped chan struct{}
 	once    sync.Once
 	stopErr error
+	served  []string // the namespaces Start serves
 }
 
-// NewWorker returns a worker serving through client; Start starts it.
+// errWorkerTaken refuses a second Worker on a Client.
+var errWorkerTaken = errors.New("atasks: the client has a worker already: one Worker serves through a Client (give it the namespaces and tasks to serve)")
+
+// NewWorker returns a worker serving through client, the only one on it;
+// Start starts it.
 func NewWorker(client *Client, cfg WorkerConfig) (*Worker, error) {
 	cfg = cfg.WithDefaults(client)
 	if err := cfg.validate(client); err != nil {
 		return nil, err
 	}
-	w := &Worker{client: client, cfg: cfg, slots: router.NewSlots(cfg.Concurrency), stopped: make(chan struct{})}
-	client.addSlots(w.slots)
+	w := &Worker{client: client, cfg: cfg, slots: router.NewSlots(cfg.Concurrency)}
+	if !client.setWorker(w) {
+		return nil, errWorkerTaken
+	}
 	return w, nil
 }
 
@@ -99,6 +113,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		if err := ns.Serve(ctx, hs, w.slots); err != nil {
 			return fmt.Errorf("atasks: serve namespace %q: %w", name, err)
 		}
+		w.served = append(w.served, name)
 	}
 	return nil
 }
@@ -107,7 +122,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // with the client in its context.
 func (w *Worker) handlers(ns string) map[string]router.Handler {
 	hs := map[string]router.Handler{}
-	for name, h := range definedIn(ns) {
+	for name, h := range w.cfg.Registry.handlers(ns) {
 		if len(w.cfg.Tasks) > 0 && !slices.Contains(w.cfg.Tasks, name) && !slices.Contains(w.cfg.Tasks, ns+"/"+name) {
 			continue
 		}
@@ -120,18 +135,22 @@ func (w *Worker) handlers(ns string) map[string]router.Handler {
 	return hs
 }
 
-// Stop stops taking new invocations, lets running ones finish until ctx
-// ends, cancels the rest, and disconnects the client: stop a worker last.
+// Stop stops serving: it takes no new invocations, lets running ones
+// finish until ctx ends, then gives the rest back to be run elsewhere
+// (over AMQP, to their queues) and cancels them. The client goes on
+// carrying calls: stop it after its worker. Stop returns ctx's error when
+// it had to give work back.
 func (w *Worker) Stop(ctx context.Context) error {
 	w.once.Do(func() {
-		w.stopErr = w.client.Stop(ctx)
-		close(w.stopped)
+		var errs []error
+		for _, name := range w.served {
+			ns, _ := w.client.namespace(name)
+			errs = append(errs, ns.Unserve(ctx))
+		}
+		w.stopErr = errors.Join(errs...)
 	})
 	return w.stopErr
 }
-
-// Stopped is closed once Stop has finished.
-func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
 
 // Busy returns how many of the worker's compute slots are taken, and how many there are.
 func (w *Worker) Busy() (busy, size int) { return w.slots.Busy(), w.slots.Size() }

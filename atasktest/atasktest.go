@@ -15,6 +15,13 @@ import (
 // none), each over its own loopback transport. Both stop when t ends.
 func Start(t testing.TB, namespaces ...string) context.Context {
 	t.Helper()
+	return Serve(t, atasks.DefaultRegistry(), namespaces...)
+}
+
+// Serve is Start serving the tasks of reg: the program's, say, with a
+// fake in place of a task the code under test calls (Registry.Without).
+func Serve(t testing.TB, reg *atasks.Registry, namespaces ...string) context.Context {
+	t.Helper()
 	if len(namespaces) == 0 {
 		namespaces = []string{atasks.DefaultNamespace}
 	}
@@ -30,7 +37,7 @@ func Start(t testing.TB, namespaces ...string) context.Context {
 	if err := c.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w, err := atasks.NewWorker(c, atasks.WorkerConfig{})
+	w, err := atasks.NewWorker(c, atasks.WorkerConfig{Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +49,9 @@ func Start(t testing.TB, namespaces ...string) context.Context {
 		defer cancel()
 		if err := w.Stop(ctx); err != nil {
 			t.Errorf("atasktest: stop worker: %v", err)
+		}
+		if err := c.Stop(ctx); err != nil {
+			t.Errorf("atasktest: stop client: %v", err)
 		}
 	})
 	return atasks.WithClient(ctx, c)

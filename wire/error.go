@@ -31,7 +31,23 @@ const (
 	CodeDuplicateID       = "duplicate_id"        // a call reused the id of a call in flight
 )
 
-// Error implements error.
+// Sentinels for the codes atasks itself uses, to compare with errors.Is:
+// an *Error matches one with the same code, so errors.Is(err, ErrTimeout)
+// holds for an error decoded off the wire, and also for
+// context.DeadlineExceeded; ErrCancelled also matches context.Canceled.
+var (
+	ErrTaskFailed        = &Error{Code: CodeTaskFailed}        // a task returned a plain error
+	ErrPanic             = &Error{Code: CodePanic}             // a task panicked
+	ErrTaskNotFound      = &Error{Code: CodeTaskNotFound}      // no server offers the task
+	ErrNamespaceNotFound = &Error{Code: CodeNamespaceNotFound} // the namespace is not configured here
+	ErrBadInput          = &Error{Code: CodeBadInput}          // the input does not decode into the task's input type
+	ErrBadOutput         = &Error{Code: CodeBadOutput}         // the output does not decode into the caller's output type
+	ErrUnknownCodec      = &Error{Code: CodeUnknownCodec}      // a message names a codec the peer lacks
+	ErrCancelled         = &Error{Code: CodeCancelled}         // the invocation was cancelled
+	ErrTimeout           = &Error{Code: CodeTimeout}           // the invocation's deadline passed
+	ErrUnavailable       = &Error{Code: CodeUnavailable}       // the transport cannot reach the broker or was closed
+)
+
 // ErrMaybeSent marks (errors.Is) a failed Transport.Send after which the
 // request may still reach a server: it was written, but the broker did
 // not confirm it. The caller that gives up on it should cancel it.
@@ -43,6 +59,7 @@ func DeadlinePassed() *Error {
 	return &Error{Code: CodeTimeout, Message: "the invocation's deadline, set by its caller, passed"}
 }
 
+// Error implements error.
 func (e *Error) Error() string {
 	if e.Message == "" {
 		return e.Code

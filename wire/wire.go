@@ -141,10 +141,16 @@ type Transport interface {
 	// cancelled before it reached a handler, is answered "timeout" or
 	// "cancelled" without calling h.
 	Serve(ctx context.Context, tasks []string, h Handler) error
+	// Unserve stops serving for good: it takes no new requests, lets
+	// running handlers finish until ctx ends, then returns the requests of
+	// those still running to be run elsewhere (where the transport can),
+	// cancels them and waits for them. The transport goes on carrying this
+	// process's calls. It returns ctx's error when it had to cut handlers
+	// short; without Serve it does nothing.
+	Unserve(ctx context.Context) error
 	// Catalog lists the tasks that servers reachable through the transport offer.
 	Catalog(ctx context.Context) ([]TaskInfo, error)
-	// Close stops serving, lets running handlers finish until ctx ends,
-	// cancels the rest, and disconnects.
+	// Close unserves (see Unserve) unless that was done, and disconnects.
 	Close(ctx context.Context) error
 }
 

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/atasks-go/atasks/internal/cli"
 	"github.com/atasks-go/atasks/internal/demo"
-	"github.com/atasks-go/atasks/internal/gateway"
 )
 
 // env is what every scenario shares: the broker and the run's unique prefix.
@@ -48,7 +48,7 @@ var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level:
 
 // remote is workers and a separate caller, all over RabbitMQ.
 type remote struct {
-	workers []*atasks.Worker
+	workers []served
 	caller  *atasks.Client
 }
 
@@ -67,7 +67,7 @@ func startRemote(ctx context.Context, e *env, n, concurrency int) (*remote, erro
 		r.workers = append(r.workers, w)
 	}
 	var err error
-	if r.caller, err = startClient(ctx, broker.Transports(), ""); err == nil {
+	if r.caller, err = startClient(ctx, broker, ""); err == nil {
 		err = awaitTask(ctx, r.caller, atasks.DefaultNamespace, demo.Echo.Name())
 	}
 	if err != nil {
@@ -77,11 +77,26 @@ func startRemote(ctx context.Context, e *env, n, concurrency int) (*remote, erro
 	return r, nil
 }
 
+// served is a worker and the client it serves through.
+type served struct {
+	w *atasks.Worker
+	c *atasks.Client
+}
+
+// stop stops the worker, then its client, within stopTimeout.
+func (s served) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel()
+	if err := errors.Join(s.w.Stop(ctx), s.c.Stop(ctx)); err != nil {
+		progress("stop worker: %v", err)
+	}
+}
+
 // startWorker starts a worker named name over broker.
-func startWorker(ctx context.Context, broker cli.Broker, name string, concurrency int) (*atasks.Worker, error) {
-	wc, err := startClient(ctx, broker.Transports(), name)
+func startWorker(ctx context.Context, broker cli.Broker, name string, concurrency int) (served, error) {
+	wc, err := startClient(ctx, broker, name)
 	if err != nil {
-		return nil, err
+		return served{}, err
 	}
 	w, err := atasks.NewWorker(wc, atasks.WorkerConfig{Concurrency: concurrency})
 	if err == nil {
@@ -89,14 +104,15 @@ func startWorker(ctx context.Context, broker cli.Broker, name string, concurrenc
 	}
 	if err != nil {
 		_ = wc.Stop(ctx)
-		return nil, err
+		return served{}, err
 	}
-	return w, nil
+	return served{w, wc}, nil
 }
 
-// startClient starts a client of the demo namespaces over newTransport (nil: loopback).
-func startClient(ctx context.Context, newTransport func(string) (atasks.Transport, error), worker string) (*atasks.Client, error) {
-	nss, err := demo.Namespaces(newTransport)
+// startClient starts a client of the demo namespaces over broker (without
+// a URL: loopback).
+func startClient(ctx context.Context, broker cli.Broker, worker string) (*atasks.Client, error) {
+	nss, err := broker.Namespaces([]string{atasks.DefaultNamespace, demo.SeedNamespace})
 	if err != nil {
 		return nil, err
 	}
@@ -140,9 +156,7 @@ func (r *remote) stop(e *env) {
 		}
 	}
 	for _, w := range r.workers {
-		if err := w.Stop(ctx); err != nil {
-			progress("stop worker: %v", err)
-		}
+		w.stop()
 	}
 	if err := deleteAtasksObjects(e, tasks); err != nil {
 		progress("clean up: %v", err)
@@ -187,7 +201,7 @@ func openHTTP(ctx context.Context, e *env, inflight int) (*target, error) {
 // openEmbedded measures POST demo.echo through a gateway over a loopback
 // client that also serves the demo tasks.
 func openEmbedded(ctx context.Context, _ *env, inflight int) (*target, error) {
-	c, err := startClient(ctx, nil, "atasks-bench-embedded")
+	c, err := startClient(ctx, cli.Broker{}, "atasks-bench-embedded")
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +213,7 @@ func openEmbedded(ctx context.Context, _ *env, inflight int) (*target, error) {
 		_ = c.Stop(ctx)
 		return nil, err
 	}
-	return serveGateway(c, inflight, func() { stopWorker(w) })
+	return serveGateway(c, inflight, served{w, c}.stop)
 }
 
 // serveGateway serves a gateway over c and returns a target POSTing
@@ -212,13 +226,4 @@ func serveGateway(c *atasks.Client, inflight int, after func()) (*target, error)
 	}
 	path := "/v1/ns/" + atasks.DefaultNamespace + "/tasks/" + demo.Echo.Name()
 	return serveHTTP(gw, path, `"x"`, inflight, func() { gw.Close(); after() })
-}
-
-// stopWorker stops w within stopTimeout.
-func stopWorker(w *atasks.Worker) {
-	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
-	defer cancel()
-	if err := w.Stop(ctx); err != nil {
-		progress("stop worker: %v", err)
-	}
 }

@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 
 	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/atasks-go/atasks/internal/demo"
-	"github.com/atasks-go/atasks/internal/gateway"
 	"github.com/atasks-go/atasks/wire"
 	"github.com/gorilla/websocket"
 )

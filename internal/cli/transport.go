@@ -3,16 +3,17 @@ package cli
 import (
 	"crypto/tls"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/atasks-go/atasks"
-	"github.com/atasks-go/atasks/internal/metrics"
-	"github.com/atasks-go/atasks/internal/transport/amqp"
+	"github.com/atasks-go/atasks/amqp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Broker is how the binaries reach RabbitMQ.
 type Broker struct {
-	URL      string // empty: no broker, loopback
+	URL      string // one URL, or several separated by commas; empty: no broker, loopback
 	Identity string // stable id of this process among callers; see amqp.Config.Identity
 	Prefix   string // first part of every exchange and queue name
 	Slots    int    // per served task, how many deliveries compute at once
@@ -20,17 +21,31 @@ type Broker struct {
 	// to outlive the broker's consumer_timeout; see amqp.Config.LeaseAfter.
 	LeaseAfter time.Duration
 	Logger     *slog.Logger
-	Metrics    *metrics.AMQP // nil: none
-	TLS        *tls.Config   // for amqps://; nil: the system's roots
+	Metrics    prometheus.Registerer // nil: none
+	TLS        *tls.Config           // for amqps://; nil: the system's roots
 }
 
-// Transports returns a constructor of each namespace's transport for
-// demo.Namespaces: nil (loopback) without a broker URL, else AMQP.
-func (b Broker) Transports() func(ns string) (atasks.Transport, error) {
+// Namespaces returns the configuration of namespaces names: each over
+// the broker, or over loopback without a broker URL.
+func (b Broker) Namespaces(names []string) ([]atasks.NamespaceConfig, error) {
 	if b.URL == "" {
-		return nil
+		nss := make([]atasks.NamespaceConfig, len(names))
+		for i, ns := range names {
+			nss[i] = atasks.NamespaceConfig{Name: ns}
+		}
+		return nss, nil
 	}
-	return func(ns string) (atasks.Transport, error) {
-		return amqp.New(amqp.Config{URL: b.URL, Namespace: ns, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, LeaseAfter: b.LeaseAfter, Logger: b.Logger, Metrics: b.Metrics, TLS: b.TLS})
+	return amqp.Namespaces(amqp.Config{URL: b.URL, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, LeaseAfter: b.LeaseAfter,
+		Logger: b.Logger, Metrics: b.Metrics, TLS: b.TLS}, names...)
+}
+
+// List splits a comma-separated list, dropping blanks.
+func List(s string) []string {
+	var out []string
+	for e := range strings.SplitSeq(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
 	}
+	return out
 }

@@ -14,20 +14,20 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
-	"github.com/atasks-go/atasks/internal/demo"
 	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// RunWorker is the worker command: it parses args, serves every task the
-// program defines in the demo namespaces through RabbitMQ until SIGINT or
+// RunWorker is the worker command: it parses args, serves the tasks the
+// program defines (atasks.DefaultRegistry) through RabbitMQ until SIGINT or
 // SIGTERM, then drains. Worker binaries call it after defining their tasks.
 func RunWorker(args []string) error {
-	f := NewFlags("worker", "worker serves the atasks demo tasks through RabbitMQ.")
+	f := NewFlags("worker", "worker serves the atasks tasks this program defines through RabbitMQ.")
 	amqpURL := f.String("amqp-url", "ATASKS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ URL")
 	prefix := f.String("prefix", "ATASKS_PREFIX", "atasks", "first part of every exchange and queue name")
 	concurrency := f.Int("concurrency", "ATASKS_CONCURRENCY", 1000, "how many tasks compute at once; a task awaiting others does not count")
 	tasks := f.String("tasks", "ATASKS_TASKS", "", "comma-separated tasks to serve, as name or ns/name; empty serves all")
+	namespaces := f.String("namespaces", "ATASKS_NAMESPACES", "", "comma-separated namespaces to serve; empty serves every one the program defines tasks in")
 	leaseAfter := f.Duration("lease-after", "ATASKS_LEASE_AFTER", 10*time.Minute, "how long a task may hold its request before the worker leases it; keep it below the broker's consumer_timeout (30m by default)")
 	drain := f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running tasks may take to finish before they are cancelled and returned to the queue")
 	metricsListen := f.String("metrics-listen", "ATASKS_METRICS_LISTEN", "", "address to serve Prometheus metrics on at /metrics (e.g. 127.0.0.1:9464); empty serves none")
@@ -56,8 +56,15 @@ func RunWorker(args []string) error {
 	defer stop()
 
 	reg := metrics.NewRegistry()
-	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, LeaseAfter: *leaseAfter, Logger: log, Metrics: metrics.NewAMQP(reg), TLS: tlsConfig}
-	nss, err := demo.Namespaces(broker.Transports())
+	broker := Broker{URL: *amqpURL, Prefix: *prefix, Slots: *concurrency, LeaseAfter: *leaseAfter, Logger: log, Metrics: reg, TLS: tlsConfig}
+	served := List(*namespaces)
+	if len(served) == 0 {
+		served = atasks.DefaultRegistry().Namespaces()
+	}
+	if len(served) == 0 {
+		return errors.New("this program defines no task to serve: define tasks with atasks.Define before calling the worker")
+	}
+	nss, err := broker.Namespaces(served)
 	if err != nil {
 		return err
 	}
@@ -99,9 +106,9 @@ func RunWorker(args []string) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		// As designed: what still ran went back to its queue for another worker.
 		log.Info("drained: tasks still running at the deadline were given back to their queues", "drain", *drain)
-		return nil
+		err = nil
 	}
-	return err
+	return errors.Join(err, client.Stop(context.Background()))
 }
 
 // serveMetrics serves reg at /metrics and the worker's readiness at

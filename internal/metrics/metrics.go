@@ -7,6 +7,7 @@
 package metrics
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -115,7 +116,8 @@ type AMQP struct {
 	deadLetters  *prometheus.CounterVec
 }
 
-// NewAMQP registers the AMQP metrics with reg.
+// NewAMQP registers the AMQP metrics with reg, or takes those registered
+// there already.
 func NewAMQP(reg prometheus.Registerer) *AMQP {
 	m := &AMQP{
 		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -128,8 +130,24 @@ func NewAMQP(reg prometheus.Registerer) *AMQP {
 			Name: "atasks_amqp_dead_letters_total", Help: "Requests dead-lettered after too many deliveries and answered as poison, by namespace and task.",
 		}, []string{"ns", "task"}),
 	}
-	reg.MustRegister(m.reconnects, m.redeliveries, m.deadLetters)
+	m.reconnects = reuse(reg, m.reconnects)
+	m.redeliveries = reuse(reg, m.redeliveries)
+	m.deadLetters = reuse(reg, m.deadLetters)
 	return m
+}
+
+// reuse registers c with reg, or returns the collector registered as c
+// already: the transports of several namespaces share their metrics.
+func reuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	err := reg.Register(c)
+	var dup prometheus.AlreadyRegisteredError
+	if errors.As(err, &dup) {
+		return dup.ExistingCollector.(C)
+	}
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 // Reconnected records a new connection to the broker after a lost one.

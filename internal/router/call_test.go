@@ -40,6 +40,7 @@ func (t *recorder) Cancel(_ context.Context, id string) error {
 }
 func (t *recorder) Serve(context.Context, []string, wire.Handler) error { return nil }
 func (t *recorder) Catalog(context.Context) ([]wire.TaskInfo, error)    { return nil, nil }
+func (t *recorder) Unserve(context.Context) error                       { return nil }
 func (t *recorder) Close(context.Context) error                         { return nil }
 
 func (t *recorder) counts() (sent, cancels int) {

@@ -116,14 +116,27 @@ func (r *Router) Cancel(ctx context.Context, id string) error {
 }
 
 // Serve starts serving handlers, computing at most slots.Size() at once
-// (nil slots: no bound).
+// (nil slots: no bound). A router serves once.
 func (r *Router) Serve(ctx context.Context, handlers map[string]Handler, slots *Slots) error {
+	r.mu.Lock()
+	served := r.handlers != nil
+	if !served {
+		r.handlers, r.slots = handlers, slots
+	}
+	r.mu.Unlock()
+	if served {
+		return fmt.Errorf("router: namespace %q is served already", r.cfg.NS)
+	}
 	names := make([]string, 0, len(handlers))
 	for name := range handlers {
 		names = append(names, name)
 	}
-	r.handlers, r.slots = handlers, slots
 	return r.cfg.Transport.Serve(ctx, names, r)
+}
+
+// Unserve stops serving; see wire.Transport.Unserve.
+func (r *Router) Unserve(ctx context.Context) error {
+	return r.cfg.Transport.Unserve(ctx)
 }
 
 // Handle implements wire.Handler: it runs req's task and returns its

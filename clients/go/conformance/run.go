@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
+	"github.com/atasks-go/atasks/wire"
 )
 
 // run runs tc over transport tr with client shared, or over REST with a
@@ -129,7 +129,7 @@ func (tc *testCase) cancelled(inv *gatewayclient.Invocation) error {
 }
 
 func (w *wantError) check(err error) error {
-	var got *atasks.Error
+	var got *wire.Error
 	if err == nil {
 		return fmt.Errorf("want error %q, got a result", w.Code)
 	}

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
-	"github.com/atasks-go/atasks/internal/gateway"
-	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
+	"github.com/atasks-go/atasks/gateway"
+	"github.com/atasks-go/atasks/internal/gatewaytest"
 )
 
 // The project's cases pass over both transports against an embedded

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
-	"github.com/atasks-go/atasks/internal/gateway"
-	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
+	"github.com/atasks-go/atasks/gateway"
+	"github.com/atasks-go/atasks/internal/gatewaytest"
+	"github.com/atasks-go/atasks/wire"
 )
 
 // A token without the cancel right: over both transports Cancel fails at
@@ -30,7 +30,7 @@ func TestCancelRefused(t *testing.T) {
 		}
 		start := time.Now()
 		_, err = h.Cancel(ctx)
-		if !errors.Is(err, &atasks.Error{Code: "forbidden"}) || time.Since(start) > 2*time.Second {
+		if !errors.Is(err, &wire.Error{Code: "forbidden"}) || time.Since(start) > 2*time.Second {
 			t.Errorf("%s: cancel: %v after %v; want forbidden at once", tr, err, time.Since(start))
 		}
 		if inv, err := h.Wait(ctx); err != nil || inv.State != "succeeded" {

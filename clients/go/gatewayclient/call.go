@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/wire"
 )
 
@@ -70,7 +69,7 @@ func (cfg callConfig) check() error {
 	default:
 		return nil
 	}
-	return &atasks.Error{Code: codeBadRequest, Message: "gatewayclient: " + msg}
+	return &wire.Error{Code: codeBadRequest, Message: "gatewayclient: " + msg}
 }
 
 // prepare checks a call's context and options and encodes its input. For
@@ -89,7 +88,7 @@ func prepare(ctx context.Context, in any, opts []CallOption, untilDone bool) (ca
 	}
 	body, err := json.Marshal(in)
 	if err != nil {
-		return cfg, nil, &atasks.Error{Code: wire.CodeBadInput, Message: "gatewayclient: the input cannot be encoded as JSON: " + err.Error()}
+		return cfg, nil, &wire.Error{Code: wire.CodeBadInput, Message: "gatewayclient: the input cannot be encoded as JSON: " + err.Error()}
 	}
 	return cfg, body, nil
 }
@@ -98,7 +97,7 @@ func prepare(ctx context.Context, in any, opts []CallOption, untilDone bool) (ca
 // waits for the outcome: over the WebSocket, the gateway's messages about
 // it; over REST, the invoking request (WithWait), then long-polls. It
 // returns the final invocation and, if it did not succeed, its error: the
-// task's own, "cancelled" or "timeout" (an *atasks.Error). When no
+// task's own, "cancelled" or "timeout" (a *wire.Error). When no
 // invocation is known (the gateway refused the call or could not be
 // reached) the Invocation is nil.
 //
@@ -106,7 +105,7 @@ func prepare(ctx context.Context, in any, opts []CallOption, untilDone bool) (ca
 // WithTimeout's, whichever is sooner). If ctx ends before the outcome is
 // known, Call cancels the invocation at the gateway and returns it as the
 // cancel left it (normally cancelled; as last seen if the cancel failed)
-// with the context's error as an *atasks.Error, "cancelled" or "timeout",
+// with the context's error as a *wire.Error, "cancelled" or "timeout",
 // so that errors.Is(err, ctx.Err()) holds. Over REST, a ctx that ends
 // during the invoking request takes effect when that request answers
 // (within WithWait), since only its answer names the invocation to cancel.

@@ -12,13 +12,18 @@
 // call), many at once; over REST if the WebSocket cannot be opened, or when
 // WithTransport says so. Over REST a call waits for its outcome in the
 // invoking request (?wait=, WithWait), then long-polls the invocation
-// (WithPollWait). Every failure is an *atasks.Error, the SDK's type, or
-// wraps one, with the same code over either transport: a failed, cancelled
-// or timed-out invocation returns its own error; an error of the gateway
-// itself is its code (over REST a *ProblemError, which unwraps to the
-// *atasks.Error); a gateway that cannot be reached is "unavailable". So
-// errors.Is(err, atasks.ErrTaskNotFound) and errors.As(err, &e) work as
-// with the SDK.
+// (WithPollWait). Every failure is a *wire.Error (the type the SDK calls
+// atasks.Error), or wraps one, with the same code over either transport: a
+// failed, cancelled or timed-out invocation returns its own error; an error
+// of the gateway itself is its code (over REST a *ProblemError, which
+// unwraps to the *wire.Error); a gateway that cannot be reached is
+// "unavailable". So errors.Is(err, wire.ErrTaskNotFound) and
+// errors.As(err, &e) work as with the SDK, whose sentinels are the same
+// values (atasks.ErrTaskNotFound is wire.ErrTaskNotFound).
+//
+// The package needs only package wire of the SDK and gorilla/websocket,
+// so a program that imports it does not build in the SDK's broker,
+// metrics or codecs.
 package gatewayclient
 
 import (
@@ -35,7 +40,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/wire"
 	"github.com/gorilla/websocket"
 )
@@ -152,7 +156,7 @@ func (c *Client) isClosed() bool {
 
 // errClosed is the error of a method of a closed Client.
 func errClosed() error {
-	return &atasks.Error{Code: wire.CodeUnavailable, Message: "gatewayclient: the client is closed"}
+	return &wire.Error{Code: wire.CodeUnavailable, Message: "gatewayclient: the client is closed"}
 }
 
 // Namespaces lists the namespaces the gateway serves.
@@ -236,7 +240,7 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 	if err != nil {
-		return nil, &atasks.Error{Code: codeBadRequest, Message: "gatewayclient: " + err.Error()}
+		return nil, &wire.Error{Code: codeBadRequest, Message: "gatewayclient: " + err.Error()}
 	}
 	for _, hs := range []http.Header{c.header, h} {
 		for k, vs := range hs {
@@ -264,7 +268,7 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 
 func decodeBody(res *response, v any) error {
 	if err := json.Unmarshal(res.body, v); err != nil {
-		return &atasks.Error{Code: codeBadResponse, Message: "gatewayclient: the gateway's answer is not the expected JSON: " + err.Error()}
+		return &wire.Error{Code: codeBadResponse, Message: "gatewayclient: the gateway's answer is not the expected JSON: " + err.Error()}
 	}
 	return nil
 }
@@ -275,7 +279,7 @@ func decodeInvocation(res *response) (*Invocation, error) {
 		return nil, err
 	}
 	if inv.ID == "" || inv.State == "" {
-		return nil, &atasks.Error{Code: codeBadResponse, Message: "gatewayclient: the gateway's answer is not an invocation"}
+		return nil, &wire.Error{Code: codeBadResponse, Message: "gatewayclient: the gateway's answer is not an invocation"}
 	}
 	return &inv, nil
 }

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
+	"github.com/atasks-go/atasks/wire"
 )
 
 // recorder is an http.RoundTripper that notes every request it sends and
@@ -74,10 +74,10 @@ func sleep(d time.Duration, value any) map[string]any {
 	return map[string]any{"ms": d.Milliseconds(), "value": value}
 }
 
-// wantCode fails t unless err is an *atasks.Error with code.
-func wantCode(t *testing.T, err error, code string) *atasks.Error {
+// wantCode fails t unless err is a *wire.Error with code.
+func wantCode(t *testing.T, err error, code string) *wire.Error {
 	t.Helper()
-	var e *atasks.Error
+	var e *wire.Error
 	if !errors.As(err, &e) || e.Code != code {
 		t.Fatalf("got error %v (%T); want code %q", err, err, code)
 	}
@@ -140,15 +140,15 @@ func TestTaskErrors(t *testing.T) {
 	if e.Message != "balance is 100" || string(e.Details) != `{"balance":100}` || !e.Retryable {
 		t.Errorf("got %+v", e)
 	}
-	if !errors.Is(err, &atasks.Error{Code: "insufficient_funds"}) || inv == nil || inv.State != "failed" || inv.Error != e {
+	if !errors.Is(err, &wire.Error{Code: "insufficient_funds"}) || inv == nil || inv.State != "failed" || inv.Error != e {
 		t.Errorf("got %+v, %v", inv, err)
 	}
 	_, err = c.Call(context.Background(), "default", "demo.panic", nil)
-	if !errors.Is(err, atasks.ErrPanic) {
+	if !errors.Is(err, wire.ErrPanic) {
 		t.Errorf("panic: got %v", err)
 	}
 	_, err = c.Call(context.Background(), "default", "demo.add", "not an object")
-	if !errors.Is(err, atasks.ErrBadInput) {
+	if !errors.Is(err, wire.ErrBadInput) {
 		t.Errorf("bad input: got %v", err)
 	}
 }
@@ -169,11 +169,11 @@ func TestProblems(t *testing.T) {
 		status int
 		code   string
 	}{
-		{callErr, atasks.ErrTaskNotFound, 404, "task_not_found"},
-		{nsErr, atasks.ErrNamespaceNotFound, 404, "namespace_not_found"},
+		{callErr, wire.ErrTaskNotFound, 404, "task_not_found"},
+		{nsErr, wire.ErrNamespaceNotFound, 404, "namespace_not_found"},
 		{getErr, nil, 404, "invocation_not_found"},
 		{cancelErr, nil, 404, "invocation_not_found"},
-		{tasksErr, atasks.ErrNamespaceNotFound, 404, "namespace_not_found"},
+		{tasksErr, wire.ErrNamespaceNotFound, 404, "namespace_not_found"},
 		{badErr, nil, 413, "body_too_large"},
 	} {
 		var p *gatewayclient.ProblemError
@@ -221,7 +221,7 @@ func TestUnreachable(t *testing.T) {
 		if e := wantCode(t, err, "unavailable"); !e.Retryable || !strings.Contains(e.Message, "refused") {
 			t.Errorf("%s: got %+v", tr, e)
 		}
-		if !errors.Is(err, atasks.ErrUnavailable) {
+		if !errors.Is(err, wire.ErrUnavailable) {
 			t.Errorf("%s: %v: want errors.Is ErrUnavailable", tr, err)
 		}
 	}
@@ -249,7 +249,7 @@ func TestTimeout(t *testing.T) {
 	t.Parallel()
 	c, rec := setup(t)
 	inv, err := c.Call(context.Background(), "default", "demo.sleep", sleep(time.Minute, nil), gatewayclient.WithTimeout(100*time.Millisecond))
-	if !errors.Is(err, atasks.ErrTimeout) || inv.State != "timed_out" {
+	if !errors.Is(err, wire.ErrTimeout) || inv.State != "timed_out" {
 		t.Fatalf("got %+v, %v", inv, err)
 	}
 	if sent := rec.sent(); !strings.Contains(sent[0], "timeout=100ms") {
@@ -263,7 +263,7 @@ func TestContextDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	inv, err := c.Call(ctx, "default", "demo.sleep", sleep(time.Minute, nil), gatewayclient.WithTimeout(time.Hour))
-	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, atasks.ErrTimeout) {
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, wire.ErrTimeout) {
 		t.Fatalf("got %v; want a timeout", err)
 	}
 	if inv == nil || !inv.State.Final() {
@@ -281,7 +281,7 @@ func TestCancelContext(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, cancel)
 		inv, err := c.Call(ctx, "default", "demo.gather", map[string]int{"n": 3, "ms": 60000})
-		if !errors.Is(err, context.Canceled) || !errors.Is(err, atasks.ErrCancelled) {
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, wire.ErrCancelled) {
 			t.Fatalf("wait %v: got %v; want cancelled", wait, err)
 		}
 		if inv == nil || inv.State != "cancelled" {
@@ -366,10 +366,10 @@ func TestHandleCancel(t *testing.T) {
 		t.Fatalf("Wait: got %+v, %v; want it to stop waiting", inv, err)
 	}
 	inv, err := h.Cancel(ctx)
-	if err != nil || inv.State != "cancelled" || !errors.Is(inv.Err(), atasks.ErrCancelled) {
+	if err != nil || inv.State != "cancelled" || !errors.Is(inv.Err(), wire.ErrCancelled) {
 		t.Fatalf("Cancel: got %+v, %v", inv, err)
 	}
-	if inv, err := h.Wait(ctx); !errors.Is(err, atasks.ErrCancelled) || inv.State != "cancelled" {
+	if inv, err := h.Wait(ctx); !errors.Is(err, wire.ErrCancelled) || inv.State != "cancelled" {
 		t.Errorf("Wait after Cancel: got %+v, %v", inv, err)
 	}
 	if inv, err := h.Cancel(ctx); err != nil || inv.State != "cancelled" {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/wire"
 )
 
@@ -19,18 +18,18 @@ const (
 
 // ProblemError is an error of the gateway itself, an RFC 9457
 // application/problem+json answer such as 404 task_not_found, or an HTTP
-// error of something in front of it. It unwraps to an *atasks.Error with the
+// error of something in front of it. It unwraps to a *wire.Error with the
 // problem's code and detail, so errors.Is and errors.As reach it as they
 // reach a task's error.
 type ProblemError struct {
-	Status int           // the HTTP status, e.g. 404
-	Err    *atasks.Error // Code: the problem's code, or "http_<status>" without one; Retryable: the problem's, or for 502, 503, 504 without one
+	Status int         // the HTTP status, e.g. 404
+	Err    *wire.Error // Code: the problem's code, or "http_<status>" without one; Retryable: the problem's, or for 502, 503, 504 without one
 }
 
 // Error implements error.
 func (e *ProblemError) Error() string { return fmt.Sprintf("%v (HTTP %d)", e.Err, e.Status) }
 
-// Unwrap returns the *atasks.Error.
+// Unwrap returns the *wire.Error.
 func (e *ProblemError) Unwrap() error { return e.Err }
 
 // problemError turns an HTTP error answer into a *ProblemError.
@@ -47,7 +46,7 @@ func problemError(status int, body []byte) error {
 	if p.Retryable != nil {
 		retryable = *p.Retryable
 	}
-	return &ProblemError{Status: status, Err: &atasks.Error{Code: p.Code, Message: p.Detail, Retryable: retryable}}
+	return &ProblemError{Status: status, Err: &wire.Error{Code: p.Code, Message: p.Detail, Retryable: retryable}}
 }
 
 // transportError is a request that got no answer: the context's error if it
@@ -56,5 +55,5 @@ func transportError(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctxError(ctx)
 	}
-	return &atasks.Error{Code: wire.CodeUnavailable, Message: "gatewayclient: " + err.Error(), Retryable: true}
+	return &wire.Error{Code: wire.CodeUnavailable, Message: "gatewayclient: " + err.Error(), Retryable: true}
 }

@@ -8,8 +8,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
+	"github.com/atasks-go/atasks/wire"
 )
 
 // Call a task and get its result as a Go value.
@@ -107,7 +107,7 @@ func ExampleHandle_Cancel() {
 	}
 	fmt.Println(inv.State)
 	_, err = h.Wait(ctx)
-	fmt.Println(errors.Is(err, atasks.ErrCancelled))
+	fmt.Println(errors.Is(err, wire.ErrCancelled))
 	// Output:
 	// cancelled
 	// true
@@ -130,7 +130,7 @@ func ExampleWithTransport() {
 	// Output: 5 <nil>
 }
 
-// A task's typed error and the gateway's own errors are *atasks.Error, as
+// A task's typed error and the gateway's own errors are *wire.Error, as
 // with the SDK, with the same code over WebSocket and REST.
 func Example_errors() {
 	ctx := context.Background()
@@ -141,13 +141,13 @@ func Example_errors() {
 	defer c.Close()
 	in := map[string]any{"code": "insufficient_funds", "message": "balance is 100", "details": map[string]int{"balance": 100}}
 	_, err = c.Call(ctx, "default", "demo.fail", in)
-	var e *atasks.Error
+	var e *wire.Error
 	if errors.As(err, &e) {
 		fmt.Println(e.Code, e.Message, string(e.Details), e.Retryable)
 	}
 
 	_, err = c.Call(ctx, "default", "demo.nope", nil)
-	if errors.Is(err, atasks.ErrTaskNotFound) && errors.As(err, &e) {
+	if errors.Is(err, wire.ErrTaskNotFound) && errors.As(err, &e) {
 		fmt.Println(e.Code, e.Retryable)
 	}
 	// Output:

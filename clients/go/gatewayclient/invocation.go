@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/wire"
 )
 
@@ -14,14 +13,14 @@ type Invocation struct {
 	ID         string          `json:"id"`
 	NS         string          `json:"ns"`
 	Task       string          `json:"task"`
-	State      atasks.State    `json:"state"` // queued, running, or final: succeeded, failed, cancelled, timed_out
+	State      wire.State      `json:"state"` // queued, running, or final: succeeded, failed, cancelled, timed_out
 	CreatedAt  time.Time       `json:"created_at"`
 	StartedAt  *time.Time      `json:"started_at,omitempty"`  // when a worker first reported it running
 	FinishedAt *time.Time      `json:"finished_at,omitempty"` // when it became final
 	Worker     string          `json:"worker,omitempty"`      // the worker that runs or ran it
 	Children   []string        `json:"children,omitempty"`    // ids of the invocations it awaited
 	Result     json.RawMessage `json:"result,omitempty"`      // the task's output when State is succeeded
-	Error      *atasks.Error   `json:"error,omitempty"`       // why it failed, was cancelled or timed out
+	Error      *wire.Error     `json:"error,omitempty"`       // why it failed, was cancelled or timed out
 }
 
 // Err returns the invocation's error, or nil if it has none (it succeeded
@@ -45,7 +44,7 @@ func (inv *Invocation) Decode(out any) error {
 		result = json.RawMessage("null")
 	}
 	if err := json.Unmarshal(result, out); err != nil {
-		return &atasks.Error{Code: wire.CodeBadOutput, Message: err.Error()}
+		return &wire.Error{Code: wire.CodeBadOutput, Message: err.Error()}
 	}
 	return nil
 }

@@ -6,8 +6,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/atasks-go/atasks/internal/gateway"
-	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
+	"github.com/atasks-go/atasks/gateway"
+	"github.com/atasks-go/atasks/internal/gatewaytest"
 	"go.uber.org/goleak"
 )
 

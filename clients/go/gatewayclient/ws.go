@@ -26,7 +26,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/wire"
 	"github.com/gorilla/websocket"
 )
@@ -71,14 +70,14 @@ type frame struct {
 
 // serverMsg is a message of the gateway: accepted, state, result or error.
 type serverMsg struct {
-	Type       string        `json:"type"`
-	Ref        string        `json:"ref"`
-	ID         string        `json:"id"`
-	Task       string        `json:"task"`
-	State      atasks.State  `json:"state"`
-	Invocation *Invocation   `json:"invocation"`
-	CancelOf   string        `json:"cancel_of"` // with an error: the ref whose cancel the gateway refused
-	Error      *atasks.Error `json:"error"`
+	Type       string      `json:"type"`
+	Ref        string      `json:"ref"`
+	ID         string      `json:"id"`
+	Task       string      `json:"task"`
+	State      wire.State  `json:"state"`
+	Invocation *Invocation `json:"invocation"`
+	CancelOf   string      `json:"cancel_of"` // with an error: the ref whose cancel the gateway refused
+	Error      *wire.Error `json:"error"`
 }
 
 // newDialer returns the dialer of the WebSocket: with the proxy, TLS
@@ -159,7 +158,7 @@ func (conn *wsConn) pong(data string) error {
 // lostError is the error of the ops of a connection that failed or that
 // the gateway closed.
 func lostError(err error) error {
-	return &atasks.Error{Code: wire.CodeUnavailable, Message: "gatewayclient: the WebSocket connection ended: " + err.Error(), Retryable: true}
+	return &wire.Error{Code: wire.CodeUnavailable, Message: "gatewayclient: the WebSocket connection ended: " + err.Error(), Retryable: true}
 }
 
 // route hands message m to the op of its ref, if still open.
@@ -186,13 +185,13 @@ func (conn *wsConn) route(m serverMsg) {
 	case "result":
 		conn.forget(m.Ref)
 		if inv := m.Invocation; inv == nil || inv.ID == "" || !inv.State.Final() {
-			op.end(nil, &atasks.Error{Code: codeBadResponse, Message: "gatewayclient: a result without a final invocation"}, false)
+			op.end(nil, &wire.Error{Code: codeBadResponse, Message: "gatewayclient: a result without a final invocation"}, false)
 			return
 		}
 		op.end(m.Invocation, nil, false)
 	case "error":
 		if m.Error == nil {
-			m.Error = &atasks.Error{Code: codeBadResponse, Message: "gatewayclient: an error message without an error"}
+			m.Error = &wire.Error{Code: codeBadResponse, Message: "gatewayclient: an error message without an error"}
 		}
 		if op.refuse(m.Error) {
 			conn.forget(m.Ref)
@@ -297,13 +296,13 @@ type wsOp struct {
 	refused  chan error    // the gateway refused a cancel of the op (it goes on)
 
 	mu    sync.Mutex
-	id    string       // the invocation, once accepted
-	task  string       // its task, once accepted
-	state atasks.State // as last heard
-	heard bool         // the gateway answered the frame: a later error is about a cancel
-	inv   *Invocation  // the final invocation, if a result ended the op
-	err   error        // else why it ended: an error message's, or the connection's end
-	lost  bool         // err is the loss of the connection
+	id    string      // the invocation, once accepted
+	task  string      // its task, once accepted
+	state wire.State  // as last heard
+	heard bool        // the gateway answered the frame: a later error is about a cancel
+	inv   *Invocation // the final invocation, if a result ended the op
+	err   error       // else why it ended: an error message's, or the connection's end
+	lost  bool        // err is the loss of the connection
 }
 
 // newCallOp returns the op of a call frame under ref.
@@ -323,7 +322,7 @@ func (op *wsOp) accept(id, task string) {
 }
 
 // see notes a state message.
-func (op *wsOp) see(s atasks.State) {
+func (op *wsOp) see(s wire.State) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
 	op.state, op.heard = s, true
@@ -332,7 +331,7 @@ func (op *wsOp) see(s atasks.State) {
 // refuse ends op with e, an error message about its ref, unless the gateway
 // answered its frame already (e is then about a cancel and changes
 // nothing); it reports whether it ended op.
-func (op *wsOp) refuse(e *atasks.Error) bool {
+func (op *wsOp) refuse(e *wire.Error) bool {
 	op.mu.Lock()
 	heard := op.heard
 	op.mu.Unlock()
@@ -345,9 +344,9 @@ func (op *wsOp) refuse(e *atasks.Error) bool {
 
 // cancelRefused passes the gateway's refusal of a cancel of op, e, to
 // whoever waits for the cancel.
-func (op *wsOp) cancelRefused(e *atasks.Error) {
+func (op *wsOp) cancelRefused(e *wire.Error) {
 	if e == nil {
-		e = &atasks.Error{Code: codeBadResponse, Message: "gatewayclient: an error message without an error"}
+		e = &wire.Error{Code: codeBadResponse, Message: "gatewayclient: an error message without an error"}
 	}
 	select {
 	case op.refused <- e:

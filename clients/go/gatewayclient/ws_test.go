@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/clients/go/gatewayclient"
-	"github.com/atasks-go/atasks/internal/gateway"
-	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
+	"github.com/atasks-go/atasks/gateway"
+	"github.com/atasks-go/atasks/internal/gatewaytest"
+	"github.com/atasks-go/atasks/wire"
 	"github.com/gorilla/websocket"
 )
 
@@ -244,21 +244,21 @@ func TestWSCancelContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	inv, err := c.Call(ctx, "default", "demo.gather", map[string]int{"n": 3, "ms": 60000})
-	if !errors.Is(err, context.Canceled) || !errors.Is(err, atasks.ErrCancelled) {
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, wire.ErrCancelled) {
 		t.Fatalf("got %v; want cancelled", err)
 	}
-	if inv == nil || inv.State != "cancelled" || !errors.Is(inv.Err(), atasks.ErrCancelled) {
+	if inv == nil || inv.State != "cancelled" || !errors.Is(inv.Err(), wire.ErrCancelled) {
 		t.Errorf("got %+v; want the invocation cancelled", inv)
 	}
 
 	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	inv, err = c.Call(ctx, "default", "demo.sleep", sleep(time.Minute, nil), gatewayclient.WithTimeout(time.Hour))
-	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, atasks.ErrTimeout) || inv == nil || !inv.State.Final() {
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, wire.ErrTimeout) || inv == nil || !inv.State.Final() {
 		t.Errorf("deadline: got %+v, %v; want a timeout and the invocation, ended", inv, err)
 	}
 	inv, err = c.Call(context.Background(), "default", "demo.sleep", sleep(time.Minute, nil), gatewayclient.WithTimeout(100*time.Millisecond))
-	if !errors.Is(err, atasks.ErrTimeout) || inv.State != "timed_out" {
+	if !errors.Is(err, wire.ErrTimeout) || inv.State != "timed_out" {
 		t.Errorf("WithTimeout: got %+v, %v", inv, err)
 	}
 	wantCounts(t, f, 1, 0)
@@ -305,10 +305,10 @@ func TestWSHandleCancel(t *testing.T) {
 		t.Fatalf("Wait: got %+v, %v; want it to stop waiting", inv, err)
 	}
 	inv, err := h.Cancel(ctx)
-	if err != nil || inv.State != "cancelled" || !errors.Is(inv.Err(), atasks.ErrCancelled) {
+	if err != nil || inv.State != "cancelled" || !errors.Is(inv.Err(), wire.ErrCancelled) {
 		t.Fatalf("Cancel: got %+v, %v", inv, err)
 	}
-	if inv, err := h.Wait(ctx); !errors.Is(err, atasks.ErrCancelled) || inv.State != "cancelled" {
+	if inv, err := h.Wait(ctx); !errors.Is(err, wire.ErrCancelled) || inv.State != "cancelled" {
 		t.Errorf("Wait after Cancel: got %+v, %v", inv, err)
 	}
 	if inv, err := h.Cancel(ctx); err != nil || inv.State != "cancelled" {
@@ -531,7 +531,7 @@ func TestWSSameErrors(t *testing.T) {
 		code  string
 		call  call
 		racy  bool // the outcome's message and state depend on timing: compare codes only
-		state atasks.State
+		state wire.State
 	}{
 		{"task_not_found", invoke("default", "demo.nope", map[string]any{}), false, ""},
 		{"namespace_not_found", invoke("nope", "demo.add", map[string]int{"a": 1, "b": 1}), false, ""},
@@ -555,7 +555,7 @@ func TestWSSameErrors(t *testing.T) {
 	type shape struct {
 		Code, Message, Details string
 		Retryable              bool
-		State                  atasks.State
+		State                  wire.State
 	}
 	run := func(tr gatewayclient.Transport) []shape {
 		c := newClient(t, gatewayURL, gatewayclient.WithTransport(tr))
@@ -567,9 +567,9 @@ func TestWSSameErrors(t *testing.T) {
 		for i, fl := range failures {
 			wg.Go(func() {
 				inv, err := fl.call(context.Background(), c)
-				var e *atasks.Error
+				var e *wire.Error
 				if !errors.As(err, &e) {
-					t.Errorf("%s, failure %d: got %v (%T); want an *atasks.Error", tr, i, err, err)
+					t.Errorf("%s, failure %d: got %v (%T); want a *wire.Error", tr, i, err, err)
 					return
 				}
 				shapes[i] = shape{Code: e.Code, Message: e.Message, Details: string(e.Details), Retryable: e.Retryable}
@@ -716,7 +716,7 @@ func TestWSTLS(t *testing.T) {
 }
 
 // Whatever the gateway sends before a call's result, the call ends, with
-// its outcome or an *atasks.Error.
+// its outcome or a *wire.Error.
 func FuzzWSMessages(f *testing.F) {
 	for _, seed := range []string{
 		`{"type":"result","ref":"REF"}`,
@@ -741,7 +741,7 @@ func FuzzWSMessages(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		inv, err := c.Call(ctx, "default", "demo.add", nil)
-		var e *atasks.Error
+		var e *wire.Error
 		if err != nil && !errors.As(err, &e) || err == nil && string(inv.Result) != "1" || errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("after %q: got %+v, %v", msg, inv, err)
 		}

@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/wire"
 )
 
@@ -193,7 +192,7 @@ func (h *Handle) refollow(ctx context.Context, lost *wsOp) (*wsOp, error) {
 		return nil, nil
 	case err != nil:
 		_, lostErr := lost.outcome()
-		return nil, &atasks.Error{Code: wire.CodeUnavailable, Retryable: true,
+		return nil, &wire.Error{Code: wire.CodeUnavailable, Retryable: true,
 			Message: wire.AsError(lostErr).Message + "; following the invocation again: " + err.Error()}
 	}
 	op, err := conn.subscribe(h.c.nextRef(), lost)

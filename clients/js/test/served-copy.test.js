@@ -6,8 +6,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoRoot } from "../testutil/gateway.js";
 
-it("internal/gateway/web/atasks-client.js is clients/js/index.js", () => {
+it("gateway/web/atasks-client.js is clients/js/index.js", () => {
   const canonical = readFileSync(join(repoRoot, "clients/js/index.js"), "utf8");
-  const served = readFileSync(join(repoRoot, "internal/gateway/web/atasks-client.js"), "utf8");
-  assert.ok(served === canonical, "the copy is stale: run `go generate ./internal/gateway`");
+  const served = readFileSync(join(repoRoot, "gateway/web/atasks-client.js"), "utf8");
+  assert.ok(served === canonical, "the copy is stale: run `go generate ./gateway`");
 });

@@ -12,7 +12,7 @@ import (
 	"syscall"
 
 	"github.com/atasks-go/atasks"
-	"github.com/atasks-go/atasks/internal/cli"
+	"github.com/atasks-go/atasks/cli"
 	"github.com/atasks-go/atasks/internal/demo" // and the demo tasks
 )
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atasks-go/atasks/internal/transport/transporttest"
+	"github.com/atasks-go/atasks/transporttest"
 	"github.com/atasks-go/atasks/wire"
 )
 
@@ -690,5 +690,24 @@ func waitForTask(t *testing.T, tr *Transport, task string) {
 		case <-timeout:
 			t.Fatalf("no server announced %s within %v", task, wait)
 		}
+	}
+}
+
+// With several URLs, a transport connects to the first that answers: here
+// the second, since nothing listens where the first points.
+func TestSeveralURLs(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{URL: "amqp://guest:guest@127.0.0.1:1/, " + f.url}, "caller", in.deliver)
+	server := f.open(Config{URL: f.url + "," + f.url}, "server", ignore)
+	f.serve(server, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		return succeeded(req, "ok")
+	}), "t")
+	req := request("t", "x")
+	send(t, caller, req)
+	wantFinal(t, in, req.ID, wire.Succeeded)
+	if err := caller.Check(context.Background()); err != nil {
+		t.Fatalf("connected through the second URL, yet: %v", err)
 	}
 }

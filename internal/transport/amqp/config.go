@@ -18,7 +18,10 @@ const maxSlots = 65535
 // Config configures a Transport. The zero value is usable: every field has
 // a default, applied by WithDefaults.
 type Config struct {
-	// URL is the broker's AMQP URI; amqps:// connects over TLS.
+	// URL is the broker's AMQP URI, or the URIs of the nodes of a cluster
+	// separated by commas; amqps:// connects over TLS. A transport connects
+	// to the first that answers, and after a lost connection to the next
+	// one that answers, in turn.
 	// Defaults to "amqp://guest:guest@127.0.0.1:5672/".
 	URL string
 
@@ -153,14 +156,27 @@ func (c Config) WithDefaults() Config {
 	return c
 }
 
+// urls returns the URLs of c.URL, in order.
+func (c Config) urls() []string {
+	var urls []string
+	for _, u := range strings.Split(c.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			urls = append(urls, u)
+		}
+	}
+	return urls
+}
+
 // validate reports the first setting of c that cannot work.
 func (c Config) validate() error {
-	u, err := url.Parse(c.URL)
-	if err != nil {
-		return fmt.Errorf("amqp: URL: %w", err)
-	}
-	if u.Scheme != "amqp" && u.Scheme != "amqps" {
-		return fmt.Errorf("amqp: URL scheme %q, want amqp or amqps", u.Scheme)
+	for _, raw := range c.urls() {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("amqp: URL: %w", err)
+		}
+		if u.Scheme != "amqp" && u.Scheme != "amqps" {
+			return fmt.Errorf("amqp: URL scheme %q, want amqp or amqps", u.Scheme)
+		}
 	}
 	for _, f := range []struct{ name, value string }{
 		{"Namespace", c.Namespace}, {"Prefix", c.Prefix}, {"Identity", c.Identity},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,9 +89,9 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	if t.cfg.TLS != nil {
 		tlsConfig = t.cfg.TLS.Clone() // amqp091-go sets its ServerName
 	}
-	conn, err := amqp.DialConfig(t.cfg.URL, amqp.Config{Properties: props, Dial: dialer(ctx), TLSClientConfig: tlsConfig})
+	conn, err := t.dial(ctx, amqp.Config{Properties: props, Dial: dialer(ctx), TLSClientConfig: tlsConfig})
 	if err != nil {
-		return nil, fmt.Errorf("amqp: dial: %w", err)
+		return nil, err
 	}
 	g := &generation{t: t, conn: conn, done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	ok := false
@@ -175,6 +176,33 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	t.setGen(g)
 	ok = true
 	return g, nil
+}
+
+// dial connects to the first of the broker's URLs that answers, starting
+// with the one after the URL of the last connection.
+func (t *Transport) dial(ctx context.Context, cfg amqp.Config) (*amqp.Connection, error) {
+	urls := t.cfg.urls()
+	var errs []error
+	for range urls {
+		i := int(t.nextURL.Add(1)-1) % len(urls)
+		conn, err := amqp.DialConfig(urls[i], cfg)
+		if err == nil {
+			return conn, nil
+		}
+		errs = append(errs, fmt.Errorf("amqp: dial %s: %w", redacted(urls[i]), err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// redacted is raw, a URL, without its password.
+func redacted(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return "the broker"
 }
 
 func openChannel(conn *amqp.Connection, name string) (*amqp.Channel, error) {

@@ -93,7 +93,9 @@ func newFixture(t *testing.T) *fixture {
 
 // config is cfg completed for this test: URL, prefix, connection name.
 func (f *fixture) config(cfg Config, role string) Config {
-	cfg.URL = f.url
+	if cfg.URL == "" {
+		cfg.URL = f.url
+	}
 	cfg.Prefix = f.prefix
 	cfg.ConnectionName = f.t.Name() + " " + role
 	cfg.Logger = testLogger()

@@ -32,6 +32,9 @@ type server struct {
 	leases    map[string]*leaseRecord // invocations whose lease copies may name this server
 	gone      map[leaseKey]time.Time  // other servers' lease-gone broadcasts, kept until then
 	wg        sync.WaitGroup          // delivery goroutines; Add only while !stopping, under mu
+
+	unserveOnce sync.Once // see Transport.unserve
+	unserveErr  error
 }
 
 // taskQueue is one served task's queue and its consumers.

@@ -87,7 +87,8 @@ type Transport struct {
 	retryQueues  sync.Map // retry queue name → when it was last declared (see declareRetry)
 	queues       sync.Map // task → queueState (see queueExists)
 	queueChecks  singleflight.Group
-	watchedUntil atomic.Int64 // UnixNano until which a monitor watches (see Report)
+	nextURL      atomic.Uint32 // which of the URLs the next dial tries first
+	watchedUntil atomic.Int64  // UnixNano until which a monitor watches (see Report)
 
 	stopCtx context.Context // ends reconnecting; cancelled last by Close
 	stop    context.CancelFunc
@@ -337,9 +338,32 @@ func (t *Transport) queueExists(ctx context.Context, task string) (bool, error) 
 	}
 }
 
+// Unserve stops serving for good, as steps 2 to 5 of Close; the
+// transport goes on carrying this process's calls.
+func (t *Transport) Unserve(ctx context.Context) error {
+	t.setupMu.Lock() // so that a Serve in progress completes first
+	srv := t.serving()
+	t.setupMu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	return t.unserve(ctx, srv)
+}
+
+// unserve does steps 2 to 5 of Close, once; later calls return what the
+// first did.
+func (t *Transport) unserve(ctx context.Context, srv *server) error {
+	srv.unserveOnce.Do(func() {
+		t.stopServing(srv)
+		srv.unserveErr = t.drain(ctx, srv)
+		t.endLeases(srv)
+	})
+	return srv.unserveErr
+}
+
 // Close stops serving and disconnects. Shutdown order:
 //  1. Send, Cancel and Serve start failing with "unavailable".
-//  2. Serving stops: every task and dead-letter consumer is cancelled
+//  2. Serving stops (unless Unserve did it): every task and dead-letter consumer is cancelled
 //     (basic.cancel), callers are told this server leaves; a delivery that
 //     still arrives is returned to its queue unstarted.
 //  3. Running handlers may finish and have their replies confirmed until
@@ -372,9 +396,7 @@ func (t *Transport) Close(ctx context.Context) error {
 
 	var err error
 	if srv != nil {
-		t.stopServing(srv)
-		err = t.drain(ctx, srv)
-		t.endLeases(srv)
+		err = t.unserve(ctx, srv)
 	}
 	if t.cfg.Identity == "" {
 		t.deleteReplyQueue()

@@ -16,13 +16,14 @@ import (
 
 // Transport is an in-process wire.Transport. Its zero value is not usable; use New.
 type Transport struct {
-	mu      sync.Mutex
-	deliver func(*wire.Reply)
-	tasks   map[string]bool
-	handler wire.Handler
-	running map[string]context.CancelCauseFunc // by invocation id
-	closed  bool
-	wg      sync.WaitGroup // running handlers
+	mu        sync.Mutex
+	deliver   func(*wire.Reply)
+	tasks     map[string]bool
+	handler   wire.Handler
+	running   map[string]context.CancelCauseFunc // by invocation id
+	closed    bool
+	unserving bool           // Unserve began: only children of running invocations are taken
+	wg        sync.WaitGroup // running handlers
 
 	// serveCtx is the parent of every handler's context; stopServing ends it.
 	serveCtx    context.Context
@@ -73,7 +74,7 @@ func (t *Transport) Send(_ context.Context, req *wire.Request) error {
 	switch {
 	case t.deliver == nil, t.closed && req.Parent == "":
 		return errClosed
-	case !t.tasks[req.Task]:
+	case !t.tasks[req.Task], t.unserving && req.Parent == "":
 		return &wire.Error{Code: wire.CodeTaskNotFound, Message: fmt.Sprintf("no server offers task %q in namespace %q", req.Task, req.NS)}
 	case t.running[req.ID] != nil:
 		return &wire.Error{Code: wire.CodeDuplicateID, Message: fmt.Sprintf("invocation %q is already running", req.ID)}
@@ -124,22 +125,36 @@ func (t *Transport) Catalog(context.Context) ([]wire.TaskInfo, error) {
 	return infos, nil
 }
 
-// Close refuses new requests, waits for running handlers until ctx ends,
-// then cancels them and waits for them to return. Their replies are still delivered.
+// Unserve refuses new requests but for children of running invocations
+// (so that they can finish), waits for running handlers until ctx ends,
+// then cancels them and waits for them to return; their replies are still
+// delivered. Nothing is served afterwards.
+func (t *Transport) Unserve(ctx context.Context) error {
+	t.mu.Lock()
+	t.unserving = true
+	t.mu.Unlock()
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.stopServing()
+		<-done
+		err = ctx.Err()
+	}
+	t.mu.Lock()
+	clear(t.tasks)
+	t.mu.Unlock()
+	return err
+}
+
+// Close unserves (see Unserve) and then refuses every request.
 func (t *Transport) Close(ctx context.Context) error {
 	t.mu.Lock()
 	t.closed = true
 	t.mu.Unlock()
-	done := make(chan struct{})
-	go func() { t.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		t.stopServing()
-		<-done
-		return ctx.Err()
-	}
+	return t.Unserve(ctx)
 }
 
 func withDeadline(ctx context.Context, cancel context.CancelCauseFunc, d time.Time) (context.Context, context.CancelCauseFunc) {

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/atasks-go/atasks/internal/transport/loopback"
-	"github.com/atasks-go/atasks/internal/transport/transporttest"
+	"github.com/atasks-go/atasks/transporttest"
 	"github.com/atasks-go/atasks/wire"
 	"go.uber.org/goleak"
 )

@@ -64,6 +64,9 @@ func wsSetup(t *testing.T, cfg Config, tune func(*wsHandler), listen func(net.Li
 		if err := worker.Stop(ctx); err != nil {
 			t.Error(err)
 		}
+		if err := client.Stop(ctx); err != nil {
+			t.Error(err)
+		}
 		g.Close()
 	})
 	return g, srv

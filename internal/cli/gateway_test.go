@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	_ "github.com/atasks-go/atasks/internal/demo" // the tasks the embedded gateway serves
 )
 
 // start runs the gateway, embedded, on a free loopback port with args,
@@ -34,7 +36,7 @@ func start(t *testing.T, args ...string) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs, done := make(chan net.Addr, 1), make(chan error, 1)
 	args = append([]string{"--listen", "127.0.0.1:0", "--amqp-url=", "--log-level", "warn"}, args...)
-	go func() { done <- run(ctx, args, func(a net.Addr) { addrs <- a }) }()
+	go func() { done <- Gateway(ctx, args, func(a net.Addr) { addrs <- a }) }()
 	var addr net.Addr
 	select {
 	case addr = <-addrs:
@@ -330,7 +332,7 @@ func TestSecurityChecks(t *testing.T) {
 			t.Errorf("%s, %d tokens, insecure %v: %v", tc.listen, tc.tokens, tc.insecure, err)
 		}
 	}
-	err := run(context.Background(), []string{"--listen", "0.0.0.0:0", "--amqp-url=", "--log-level", "error"}, nil)
+	err := Gateway(context.Background(), []string{"--listen", "0.0.0.0:0", "--amqp-url=", "--log-level", "error"}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--insecure") {
 		t.Errorf("serving 0.0.0.0 without tokens: %v", err)
 	}

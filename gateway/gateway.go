@@ -1,6 +1,19 @@
-// Package gateway is the HTTP front of atasks: it invokes tasks for callers
-// that speak HTTP and JSON, keeps each invocation's state and outcome for a
-// while, and answers waits, long-polls and cancels on them.
+// Package gateway is the HTTP front of atasks as a library: an
+// http.Handler that invokes the tasks of a Client's namespaces for callers
+// that speak HTTP/JSON or WebSocket (curl, browsers, the Python and JS
+// clients), keeps each invocation's state and outcome for a while, and
+// answers waits, long-polls, cancels and the dashboard's feed.
+//
+//	client, _ := atasks.NewClient(atasks.Config{Namespaces: nss}) // say, amqp.Namespaces(…, "billing")
+//	_ = client.Start(ctx)
+//	gw, _ := gateway.New(gateway.Config{Client: client, Tokens: tokens})
+//	srv := &http.Server{Addr: "127.0.0.1:8080", Handler: gw}
+//	srv.RegisterOnShutdown(gw.Close)
+//
+// The routes and their answers are the contract in api/openapi.yaml
+// (served at /v1/openapi.yaml); WebSocket messages are in
+// docs/WEBSOCKET.md. cmd/gateway is this handler with flags (package cli);
+// mount it yourself to add routes or middleware of your own.
 package gateway
 
 import (

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/atasks-go/atasks/internal/demo"
-	"github.com/atasks-go/atasks/internal/gateway"
-	"github.com/atasks-go/atasks/internal/gateway/gatewaytest"
+	"github.com/atasks-go/atasks/internal/gatewaytest"
 	"go.uber.org/goleak"
 )
 

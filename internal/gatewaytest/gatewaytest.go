@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/atasks-go/atasks/internal/demo"
-	"github.com/atasks-go/atasks/internal/gateway"
 )
 
 // Server is a gateway over a loopback client whose worker serves the demo
@@ -87,7 +87,7 @@ func (s *Server) Close() error {
 	s.HTTP.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := s.worker.Stop(ctx)
+	err := errors.Join(s.worker.Stop(ctx), s.Client.Stop(ctx))
 	s.Gateway.Close()
 	return err
 }

@@ -1,6 +1,23 @@
 // Package transporttest is the conformance suite every wire.Transport must
-// pass, whatever carries its messages. A transport's tests call Run with a
-// function that makes a fresh pair of transports.
+// pass, whatever carries its messages: atasks' loopback and AMQP
+// transports pass it, and a transport of your own (NATS JetStream, Redis
+// Streams, SQS…) proves itself with one go test, calling Run with a
+// function that makes a fresh pair of transports that reach each other:
+//
+//	func TestConformance(t *testing.T) {
+//		transporttest.Run(t, func(t *testing.T) (caller, server wire.Transport) {
+//			prefix := "test-" + t.Name() // apart from other tests; delete it in t.Cleanup
+//			return nats.New(nats.Config{Prefix: prefix, Namespace: transporttest.Namespace}),
+//				nats.New(nats.Config{Prefix: prefix, Namespace: transporttest.Namespace})
+//		}, transporttest.Options{Queues: true})
+//	}
+//
+// The subtests cover round trips, concurrency, state changes before the
+// outcome, cancellation of running and queued requests, deadlines, the
+// catalog, unknown tasks, graceful Unserve and Close, and the flow control
+// that keeps nested awaits from deadlocking. Then give the transport to a
+// namespace (atasks.NamespaceConfig.Transport); docs/PROTOCOL.md is what
+// the AMQP one puts on the wire.
 package transporttest
 
 import (
@@ -57,6 +74,7 @@ func Run(t *testing.T, newPair NewPairFunc, opts Options) {
 		{"TaskNotFound", testTaskNotFound},
 		{"Catalog", testCatalog},
 		{"Close", testClose},
+		{"Unserve", testUnserve},
 		{"SuspendResume", testSuspendResume},
 	}
 	if opts.Queues {
@@ -505,6 +523,49 @@ func testCatalog(t *testing.T, newPair NewPairFunc) {
 		case <-deadline:
 			t.Fatalf("catalog %+v, want %+v", got, want)
 		}
+	}
+}
+
+// Unserve lets a running handler finish and its outcome go out, stops
+// serving, and leaves the transport carrying calls: it can still be
+// asked to cancel, and closes. A second Unserve does nothing.
+func testUnserve(t *testing.T, newPair NewPairFunc) {
+	e := open(t, newPair)
+	started, start := signal()
+	release, free := signal()
+	e.serve(func(ctx context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		start()
+		if !within(release) {
+			t.Errorf("handler never released")
+		}
+		return succeeded(req, req.Body)
+	}, "finishes")
+	req := request("finishes", "x")
+	e.send(req)
+	await(t, started, "handler start")
+	unserved := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		unserved <- e.server.Unserve(ctx)
+	}()
+	free()
+	select {
+	case err := <-unserved:
+		if err != nil {
+			t.Errorf("Unserve with its handler finishing in time: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatalf("Unserve did not return within %v", wait)
+	}
+	wantFinal(t, e.in.final(req.ID), wire.Succeeded, "")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.server.Unserve(ctx); err != nil {
+		t.Errorf("a second Unserve: %v", err)
+	}
+	if err := e.caller.Cancel(ctx, newID()); err != nil {
+		t.Errorf("Cancel after the server unserved: %v", err)
 	}
 }
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/atasks-go/atasks"
-	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/gateway"
 )
 
 // Tokens of the tests' secured gateways.

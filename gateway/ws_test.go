@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
-	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/gorilla/websocket"
 )
 

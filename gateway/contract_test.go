@@ -15,8 +15,8 @@ import (
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/api"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/atasks-go/atasks/internal/demo"
-	"github.com/atasks-go/atasks/internal/gateway"
 	"github.com/atasks-go/atasks/wire"
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/gorilla/websocket"
 )
 

@@ -8,13 +8,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/gateway"
 )
 
 // The served copy of the JS client must be the client itself.
 func TestWebClientIsCurrent(t *testing.T) {
 	t.Parallel()
-	canonical, err := os.ReadFile("../../clients/js/index.js")
+	canonical, err := os.ReadFile("../clients/js/index.js")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestWebClientIsCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(served, canonical) {
-		t.Fatal("internal/gateway/web/atasks-client.js differs from clients/js/index.js: run `go generate ./internal/gateway`")
+		t.Fatal("gateway/web/atasks-client.js differs from clients/js/index.js: run `go generate ./gateway`")
 	}
 }
 

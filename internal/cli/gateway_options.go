@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -14,8 +14,7 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
-	"github.com/atasks-go/atasks/internal/cli"
-	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,14 +22,14 @@ import (
 // variable. The tokens themselves come only from a file or the
 // environment: a command line shows in ps.
 type options struct {
-	listen, amqpURL, identity, prefix, allowedOrigins            *string
-	concurrency, maxBody, maxFinished, maxUnfinished, wsMaxCalls *int
-	wait, maxWait, retention, drain                              *time.Duration
-	tokensFile, maxBodyNS, tlsCert, tlsKey                       *string
-	insecure                                                     *bool
-	rateLimit                                                    *float64
-	rateBurst, maxInFlight                                       *int
-	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout    *time.Duration
+	listen, amqpURL, identity, prefix, allowedOrigins, namespaces *string
+	concurrency, maxBody, maxFinished, maxUnfinished, wsMaxCalls  *int
+	wait, maxWait, retention, drain                               *time.Duration
+	tokensFile, maxBodyNS, tlsCert, tlsKey                        *string
+	insecure                                                      *bool
+	rateLimit                                                     *float64
+	rateBurst, maxInFlight                                        *int
+	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout     *time.Duration
 
 	logger  func() (*slog.Logger, error)
 	tracing func() (func(context.Context) error, error)
@@ -40,12 +39,13 @@ type options struct {
 }
 
 // defineFlags defines the gateway's flags on f.
-func defineFlags(f cli.Flags) *options {
+func defineFlags(f Flags) *options {
 	o := &options{
 		listen:         f.String("listen", "ATASKS_LISTEN", "127.0.0.1:8080", "address to serve HTTP on; beyond loopback, tokens or --insecure are needed"),
 		amqpURL:        f.String("amqp-url", "ATASKS_AMQP_URL", "", "RabbitMQ URL; empty runs the demo tasks in-process (embedded mode)"),
 		identity:       f.String("identity", "ATASKS_IDENTITY", "", "stable id of this gateway on the broker: results that arrive while it is down wait for it to come back with the same id; empty is a random id"),
 		prefix:         f.String("prefix", "ATASKS_PREFIX", "atasks", "first part of every exchange and queue name on the broker"),
+		namespaces:     f.String("namespaces", "ATASKS_NAMESPACES", "", "comma-separated namespaces to front; empty fronts those this program defines tasks in (or default)"),
 		concurrency:    f.Int("concurrency", "ATASKS_CONCURRENCY", 1000, "embedded mode: how many tasks compute at once"),
 		maxBody:        f.Int("max-body", "ATASKS_MAX_BODY", 1<<20, "largest request body in bytes"),
 		wait:           f.Duration("wait", "ATASKS_WAIT", 10*time.Second, "how long an invoke waits for the outcome by default"),
@@ -107,9 +107,21 @@ func (o *options) gatewayConfig(client *atasks.Client, reg *prometheus.Registry,
 	}
 	return gateway.Config{Client: client, MaxBody: int64(*o.maxBody), DefaultWait: *o.wait, MaxWait: *o.maxWait,
 		Retention: *o.retention, MaxFinished: *o.maxFinished, MaxUnfinished: *o.maxUnfinished, DurableReplies: *o.identity != "",
-		AllowedOrigins: origins(*o.allowedOrigins), WSMaxCalls: *o.wsMaxCalls, Metrics: reg,
+		AllowedOrigins: List(*o.allowedOrigins), WSMaxCalls: *o.wsMaxCalls, Metrics: reg,
 		Tokens: tokens, RateLimit: *o.rateLimit, RateBurst: *o.rateBurst, MaxInFlight: *o.maxInFlight,
 		MaxBodyNS: bodies, WriteTimeout: *o.writeTimeout}, nil
+}
+
+// fronted returns the namespaces the gateway fronts: --namespaces, else
+// those the program defines tasks in, else the default one.
+func (o *options) fronted() []string {
+	if nss := List(*o.namespaces); len(nss) > 0 {
+		return nss
+	}
+	if nss := atasks.DefaultRegistry().Namespaces(); len(nss) > 0 {
+		return nss
+	}
+	return []string{atasks.DefaultNamespace}
 }
 
 // loadTokens reads the tokens of file, if any, and of $ATASKS_TOKENS.
@@ -185,17 +197,6 @@ func parseBodyLimits(list string) (map[string]int64, error) {
 		limits[e[:at]] = n
 	}
 	return limits, nil
-}
-
-// origins splits a comma-separated list of origins, dropping blanks.
-func origins(list string) []string {
-	var out []string
-	for o := range strings.SplitSeq(list, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			out = append(out, o)
-		}
-	}
-	return out
 }
 
 // hashToken prints the hash of the token it reads from in (one line; the

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
-	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/gateway"
 	"github.com/atasks-go/atasks/internal/metrics"
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/gateway"
 )
 
 // invoke posts body to task of ns with an Idempotency-Key, if any.

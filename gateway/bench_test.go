@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/atasks-go/atasks/internal/gateway"
+	"github.com/atasks-go/atasks/gateway"
 )
 
 // BenchmarkInvoke posts demo.add to an embedded gateway, and, as the floor

@@ -19,10 +19,10 @@ import (
 // The page at / lets a person call tasks from a browser: web/index.html
 // and its assets, served under /ui/. web/atasks-client.js is a copy of the
 // JS client, clients/js/index.js, which a go:embed cannot reach; `go
-// generate ./internal/gateway` refreshes it and TestWebClientIsCurrent
+// generate ./gateway` refreshes it and TestWebClientIsCurrent
 // fails while it is stale.
 //
-//go:generate cp ../../clients/js/index.js web/atasks-client.js
+//go:generate cp ../clients/js/index.js web/atasks-client.js
 //go:embed web
 var webFS embed.FS
 
