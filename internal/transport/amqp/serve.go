@@ -34,7 +34,6 @@ type server struct {
 	wg        sync.WaitGroup          // delivery goroutines; Add only while !stopping, under mu
 
 	unserveOnce sync.Once // see Transport.unserve
-	unserveErr  error
 }
 
 // taskQueue is one served task's queue and its consumers.

@@ -350,15 +350,14 @@ func (t *Transport) Unserve(ctx context.Context) error {
 	return t.unserve(ctx, srv)
 }
 
-// unserve does steps 2 to 5 of Close, once; later calls return what the
-// first did.
-func (t *Transport) unserve(ctx context.Context, srv *server) error {
+// unserve does steps 2 to 5 of Close, once; later calls do nothing.
+func (t *Transport) unserve(ctx context.Context, srv *server) (err error) {
 	srv.unserveOnce.Do(func() {
 		t.stopServing(srv)
-		srv.unserveErr = t.drain(ctx, srv)
+		err = t.drain(ctx, srv)
 		t.endLeases(srv)
 	})
-	return srv.unserveErr
+	return err
 }
 
 // Close stops serving and disconnects. Shutdown order:
