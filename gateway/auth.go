@@ -164,6 +164,18 @@ func parseGrants(s string) (map[string]Right, error) {
 	return grants, nil
 }
 
+// duplicateNames returns the names given to more than one token.
+func duplicateNames(tokens []Token) []string {
+	seen := map[string]int{}
+	var dups []string
+	for _, t := range tokens {
+		if seen[t.Name]++; seen[t.Name] == 2 {
+			dups = append(dups, t.Name)
+		}
+	}
+	return dups
+}
+
 // validateTokens checks that tokens are usable and distinct.
 func validateTokens(tokens []Token) error {
 	seen := map[[sha256.Size]byte]string{}
@@ -217,6 +229,7 @@ func callerOf(ctx context.Context) caller {
 type need struct {
 	right      Right // 0: any known token
 	everywhere bool  // right in every namespace served, not only in {ns}
+	anyRight   bool  // some right in {ns}: enough to learn whether it exists
 }
 
 // access says what each operation of the API document needs, by its
@@ -246,7 +259,7 @@ var (
 	errNoToken = &authFailure{`Bearer realm="atasks"`,
 		"this gateway needs a bearer token: send the header Authorization: Bearer, a space and the token"}
 	errBadHeader = &authFailure{`Bearer realm="atasks", error="invalid_request"`,
-		`the Authorization header must be "Bearer " and the token`}
+		`the Authorization header must be "Bearer ", one space, and the token, with no other white space`}
 	errBadProtocol = &authFailure{`Bearer realm="atasks", error="invalid_request"`,
 		"the bearer. subprotocol must carry the token in unpadded base64url"}
 	errUnknownToken = &authFailure{`Bearer realm="atasks", error="invalid_token"`,
@@ -292,7 +305,9 @@ func (g *Gateway) lookup(h [sha256.Size]byte) *Token {
 func credential(r *http.Request, ws bool) (string, *authFailure) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, secret, ok := strings.Cut(h, " ")
-		if secret = strings.TrimSpace(secret); !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" {
+		// A token padded with white space is not taken for the token it
+		// pads: no token has any (RFC 6750's b64token).
+		if !ok || !strings.EqualFold(scheme, "Bearer") || secret == "" || strings.TrimSpace(secret) != secret {
 			return "", errBadHeader
 		}
 		return secret, nil
@@ -329,6 +344,10 @@ func websocketProtocols(r *http.Request) []string {
 // "forbidden" error. The error is the same whether ns exists or not.
 func (g *Gateway) permit(c caller, n need, ns string) error {
 	switch {
+	case n.anyRight && c.sees(ns):
+		return nil
+	case n.anyRight:
+		return &atasks.Error{Code: codeForbidden, Message: fmt.Sprintf("this token has no right in namespace %q", ns)}
 	case n.right == 0 && (c.open || c.token != nil):
 		return nil
 	case n.everywhere && c.everywhere(n.right, g.cfg.Client.Namespaces()):

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -55,7 +56,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
 	g.extendWrite(w, max(wait, minSendWait)+wait) // sending, then waiting
 	id, replayed, err := g.start(traceOf(r), callSpec{ns: ns, task: task, input: input, timeout: timeout,
-		key: r.Header.Get("Idempotency-Key"), maxAttempts: maxAttempts}, max(wait, minSendWait))
+		key: r.Header.Get("Idempotency-Key"), maxAttempts: maxAttempts, caller: limitKey(callerOf(r.Context()), r)}, max(wait, minSendWait))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -102,6 +103,7 @@ type callSpec struct {
 	timeout     time.Duration   // the invocation's deadline from now; 0: none
 	key         string          // idempotency key; "" for none
 	maxAttempts int             // the caller's cap on attempts; 0: the task's own
+	caller      string          // who calls, for the cap per caller (limitKey)
 }
 
 // start invokes the task and records the invocation, its span a child of
@@ -139,8 +141,13 @@ func (g *Gateway) start(trace context.Context, c callSpec, sendWait time.Duratio
 		ctx, cancel = withTimeout(ctx, cancel, c.timeout)
 	}
 	began := Invocation{ID: id, NS: c.ns, Task: c.task, State: "queued", CreatedAt: time.Now().UTC()}
-	prior, priorFP, err := g.store.add(began, cancel, c.key, fp)
-	if err != nil {
+	prior, priorFP, err := g.store.add(began, cancel, c.key, fp, c.caller)
+	switch {
+	case errors.Is(err, errCallerFull):
+		cancel(nil)
+		return "", false, &atasks.Error{Code: codeTooManyRequests, Retryable: true, Message: fmt.Sprintf(
+			"this token (or client) has %d unfinished invocations, the most it may (--max-unfinished-per-caller): try again once some have finished", g.cfg.MaxUnfinishedPerCaller)}
+	case err != nil:
 		cancel(nil)
 		return "", false, &atasks.Error{Code: codeTooManyInvocations, Retryable: true, Message: fmt.Sprintf(
 			"the gateway tracks %d unfinished invocations, the most it may (--max-unfinished): try again once some have finished", g.cfg.MaxUnfinished)}

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/url"
@@ -59,6 +60,11 @@ type Config struct {
 	// new calls get 503 "too_many_invocations" (retryable). Each costs
 	// about 4 KiB of memory. Defaults to 100000.
 	MaxUnfinished int
+	// MaxUnfinishedPerCaller caps how many unfinished invocations one
+	// token (one client IP when there are no tokens) may have started;
+	// beyond it, its new calls get 429 too_many_requests with Retry-After.
+	// Defaults to 10000; negative: no cap.
+	MaxUnfinishedPerCaller int
 	// DurableReplies says that outcomes outlive the gateway process (AMQP
 	// with an identity): after a restart, an invocation started before it
 	// becomes known when its outcome arrives (see Adopt), so for the first
@@ -67,10 +73,17 @@ type Config struct {
 	// Defaults to false.
 	DurableReplies bool
 	// AllowedOrigins lists the origins (such as "https://app.example.com")
-	// whose browser pages may open WebSockets, besides pages of the
-	// gateway's own host; "*" allows any. Requests without an Origin are
-	// not from a browser and always allowed. Defaults to none.
+	// whose browser pages may open WebSockets and, on a gateway without
+	// tokens, make any request, besides pages of the gateway's own host;
+	// "*" allows any. Requests without an Origin are not from a browser and
+	// always allowed. Defaults to none.
 	AllowedOrigins []string
+	// AllowedHosts lists the Host names a gateway without tokens answers
+	// besides loopback names and addresses (localhost, 127.0.0.1, [::1]),
+	// against DNS rebinding; "*" allows any (an open gateway served beyond
+	// loopback on purpose). A gateway with tokens answers any Host.
+	// Defaults to none.
+	AllowedHosts []string
 	// WSMaxCalls caps the calls and subscriptions open at once on one
 	// WebSocket connection. Defaults to 1000.
 	WSMaxCalls int
@@ -97,6 +110,10 @@ type Config struct {
 	// MaxBodyNS overrides MaxBody for the namespaces it names, for request
 	// bodies and WebSocket calls. Defaults to none.
 	MaxBodyNS map[string]int64
+	// Logger receives the gateway's logs: every request refused with 401
+	// or 403 (naming the token by its name, never the token), warnings
+	// about its configuration. Defaults to slog.Default().
+	Logger *slog.Logger
 	// WriteTimeout is the WriteTimeout of the http.Server serving the
 	// gateway, if it has one: a request that waits (an invoke, a long-poll,
 	// a cancel) moves its write deadline to this long after its wait.
@@ -124,11 +141,17 @@ func (c Config) WithDefaults() Config {
 	if c.MaxUnfinished == 0 {
 		c.MaxUnfinished = 100_000
 	}
+	if c.MaxUnfinishedPerCaller == 0 {
+		c.MaxUnfinishedPerCaller = 10_000
+	}
 	if c.WSMaxCalls == 0 {
 		c.WSMaxCalls = 1000
 	}
 	if c.Metrics == nil {
 		c.Metrics = metrics.NewRegistry()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	if c.RateBurst == 0 && c.RateLimit > 0 {
 		c.RateBurst = int(math.Ceil(c.RateLimit))
@@ -183,11 +206,14 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished, cfg.MaxUnfinished), validator: v, limits: newLimiter(cfg)}
+	g := &Gateway{cfg: cfg, store: newStore(cfg.Retention, cfg.MaxFinished, cfg.MaxUnfinished, max(cfg.MaxUnfinishedPerCaller, 0)), validator: v, limits: newLimiter(cfg)}
 	g.metrics = metrics.NewGateway(cfg.Metrics, g.store.len)
 	g.monitor = newMonitor(g)
 	g.store.onEvict = g.metrics.Evicted
 	g.store.drained = releaseMemory
+	if dups := duplicateNames(cfg.Tokens); len(dups) > 0 {
+		cfg.Logger.Warn("several tokens have the same name: logs and refusals cannot tell them apart", "names", dups)
+	}
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.started = time.Now().UTC()
 	g.handler = g.routes()

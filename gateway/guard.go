@@ -2,20 +2,35 @@ package gateway
 
 import (
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 )
 
-// guard is the middleware in front of every route. For an operation of
-// the API document that access lists, it authenticates the caller (401),
-// takes one request from its rate (429), checks its rights (403) and
-// counts the request in flight (429), in that order; then, for any
-// operation, it checks the request against the document (413, 400).
-// Requests for paths or methods the document lacks pass on, for the
-// router's 404 or 405.
+// guard is the middleware in front of every route. A gateway without
+// tokens first refuses requests from other sites' pages (exposure.go).
+// For an operation of the API document that access lists, it
+// authenticates the caller (401), takes one request from its rate (429),
+// checks its rights (403) and counts the request in flight (429), in that
+// order; then, for any operation, it checks the request against the
+// document (413, 400). Requests for paths or methods the document lacks
+// pass on, for the router's 404 or 405 — under /v1/ only once admitted as
+// any known token (under /v1/ns/{ns}/, one with a right in ns), so that
+// they tell a stranger nothing, not even whether a namespace exists.
 func (g *Gateway) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.exposed(w, r) {
+			return
+		}
 		route, params, err := g.validator.routes.FindRoute(r)
 		if err != nil {
+			if n, ns, api := unmatched(r.URL.Path); api {
+				_, release, ok := g.admit(w, r, n, ns, false)
+				if !ok {
+					return
+				}
+				defer release()
+			}
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -36,6 +51,24 @@ func (g *Gateway) guard(next http.Handler) http.Handler {
 	})
 }
 
+// unmatched returns what a request for path, which the API document
+// lacks, needs to reach the router's 404 or 405: under /v1/ns/{ns}/, a
+// right in ns; elsewhere under /v1/, any known token. api is false for
+// paths outside the API (the pages), which pass as they are.
+func unmatched(path string) (n need, ns string, api bool) {
+	rest, ok := strings.CutPrefix(path, "/v1/")
+	if !ok {
+		return need{}, "", false
+	}
+	if rest, ok = strings.CutPrefix(rest, "ns/"); ok {
+		ns, _, _ = strings.Cut(rest, "/")
+		if ns, err := url.PathUnescape(ns); err == nil && ns != "" {
+			return need{anyRight: true}, ns, true
+		}
+	}
+	return need{}, "", true
+}
+
 // admit lets r in if its caller is known (or the gateway open), within its
 // rate, may do what n asks in namespace ns, and has room in flight; else it
 // answers r. ws says r is a WebSocket upgrade. Once r is served, release
@@ -48,10 +81,12 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, n need, ns strin
 		return c, nil, false
 	}
 	if fail != nil {
+		g.refused(r, c, http.StatusUnauthorized, fail.detail)
 		writeUnauthorized(w, fail)
 		return c, nil, false
 	}
 	if err := g.permit(c, n, ns); err != nil {
+		g.refused(r, c, http.StatusForbidden, err.Error())
 		writeError(w, err)
 		return c, nil, false
 	}

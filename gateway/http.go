@@ -50,7 +50,7 @@ func writeProblem(w http.ResponseWriter, code, detail string) {
 func writeError(w http.ResponseWriter, err error) {
 	e := asError(err)
 	status := statusOf(e.Code)
-	if status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+	if (status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests) && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", "1")
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
@@ -68,7 +68,7 @@ func statusOf(code string) int {
 		return http.StatusNotFound
 	case codeUnauthorized:
 		return http.StatusUnauthorized
-	case codeForbidden:
+	case codeForbidden, codeOriginNotAllowed, codeHostNotAllowed:
 		return http.StatusForbidden
 	case codeMethodNotAllowed:
 		return http.StatusMethodNotAllowed

@@ -68,9 +68,18 @@ func TestMetrics(t *testing.T) {
 
 // scrape reads base's /metrics into "name{k=v,…}" → value, labels sorted
 // by name; histograms give their _count.
-func scrape(t *testing.T, base string) map[string]float64 {
+func scrape(t *testing.T, base string, header ...map[string]string) map[string]float64 {
 	t.Helper()
-	res, err := http.Get(base + "/metrics")
+	req, err := http.NewRequest("GET", base+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range header {
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+	}
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

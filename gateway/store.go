@@ -41,7 +41,9 @@ type record struct {
 	key         string // idempotency key within inv.NS; "" for none
 	fingerprint string // of the request that started it, for key reuse
 
-	kids []kid // its children, as it reported them
+	kids   []kid  // its children, as it reported them
+	caller string // who started it, while it counts against the cap per caller
+	counts bool   // it counts against its caller's cap: not ended yet
 
 	sending chan struct{} // closed once it is sent, or dropped because it could not be
 }
@@ -60,16 +62,17 @@ type store struct {
 	retention     time.Duration
 	max           int
 	maxUnfinished int
-
-	mu       sync.Mutex
-	byID     shrink.Map[string, *record]
-	parentOf shrink.Map[string, *record] // children of records, by id
-	byKey    map[idemKey]*record         // records with an idempotency key
-	order    *list.List                  // finished records, oldest first
-	finished int
-	added    chan struct{} // closed and replaced whenever a record is added
-	evicted  evicted
-	onEvict  func(n int) // told how many records each expire dropped; may be nil
+	maxPerCaller  int            // unfinished invocations one caller may have; 0: no cap
+	callers       map[string]int // unfinished invocations by caller, those with any
+	mu            sync.Mutex
+	byID          shrink.Map[string, *record]
+	parentOf      shrink.Map[string, *record] // children of records, by id
+	byKey         map[idemKey]*record         // records with an idempotency key
+	order         *list.List                  // finished records, oldest first
+	finished      int
+	added         chan struct{} // closed and replaced whenever a record is added
+	evicted       evicted
+	onEvict       func(n int) // told how many records each expire dropped; may be nil
 
 	// peak and peakAll are the most unfinished records, and records in
 	// all, since memory was last given back; once either drops to a
@@ -85,33 +88,53 @@ const releaseAbove = 1000
 // idemKey is an idempotency key in a namespace.
 type idemKey struct{ ns, key string }
 
-func newStore(retention time.Duration, max, maxUnfinished int) *store {
-	return &store{retention: retention, max: max, maxUnfinished: maxUnfinished, byKey: map[idemKey]*record{},
+func newStore(retention time.Duration, max, maxUnfinished, maxPerCaller int) *store {
+	return &store{retention: retention, max: max, maxUnfinished: maxUnfinished, maxPerCaller: maxPerCaller, callers: map[string]int{}, byKey: map[idemKey]*record{},
 		order: list.New(), added: make(chan struct{}), evicted: evicted{max: max, ns: map[string]string{}}}
 }
 
-// errFull says the store keeps as many unfinished invocations as it may.
-var errFull = errors.New("too many unfinished invocations")
+// errFull says the store keeps as many unfinished invocations as it may;
+// errCallerFull, that the caller has as many as it may.
+var (
+	errFull       = errors.New("too many unfinished invocations")
+	errCallerFull = errors.New("too many unfinished invocations of this caller")
+)
 
 // add stores a new invocation in state queued under idempotency key key of
 // inv.NS ("" for none), with the fingerprint of the request. If key names
 // an invocation already, add stores nothing and returns that one's id and
 // fingerprint; if maxUnfinished are unfinished, it stores nothing and
-// returns errFull.
-func (s *store) add(inv Invocation, cancel context.CancelCauseFunc, key, fingerprint string) (priorID, priorFingerprint string, err error) {
+// returns errFull, and if caller has maxPerCaller unfinished, errCallerFull.
+func (s *store) add(inv Invocation, cancel context.CancelCauseFunc, key, fingerprint, caller string) (priorID, priorFingerprint string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if prior, ok := s.byKey[idemKey{inv.NS, key}]; ok {
 		return prior.inv.ID, prior.fingerprint, nil
 	}
 	unfinished := s.byID.Len() - s.finished
-	if unfinished >= s.maxUnfinished {
+	switch {
+	case unfinished >= s.maxUnfinished:
 		return "", "", errFull
+	case s.maxPerCaller > 0 && s.callers[caller] >= s.maxPerCaller:
+		return "", "", errCallerFull
 	}
+	s.callers[caller]++
 	s.peak = max(s.peak, unfinished+1)
 	s.peakAll = max(s.peakAll, s.byID.Len()+1)
-	s.insert(&record{inv: inv, changed: make(chan struct{}), cancel: cancel, key: key, fingerprint: fingerprint, sending: make(chan struct{})})
+	s.insert(&record{inv: inv, changed: make(chan struct{}), cancel: cancel, key: key, fingerprint: fingerprint, sending: make(chan struct{}), caller: caller, counts: true})
 	return "", "", nil
+}
+
+// release stops counting r against its caller's cap, if it still does.
+// s.mu is held.
+func (s *store) release(r *record) {
+	if !r.counts {
+		return
+	}
+	if s.callers[r.caller]--; s.callers[r.caller] <= 0 {
+		delete(s.callers, r.caller)
+	}
+	r.counts = false
 }
 
 // sent records that invocation id was sent.
@@ -158,6 +181,7 @@ func (s *store) drop(id string) {
 	if r.key != "" {
 		delete(s.byKey, idemKey{r.inv.NS, r.key})
 	}
+	s.release(r)
 	close(r.sending) // replays of its key give up
 	close(r.changed)
 }
@@ -274,6 +298,7 @@ func (s *store) update(id string, fn func(*Invocation)) bool {
 	if r.inv.State.Final() {
 		r.cancel(nil)
 		r.cancel, r.changed = noop, closed // nothing to cancel or wait for any more
+		s.release(r)
 		r.elem = s.order.PushBack(r)
 		s.finished++
 		s.expire(time.Now())

@@ -31,7 +31,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -59,14 +58,13 @@ const (
 // Codes of the WebSocket endpoint's own errors, in error messages and in
 // refused upgrades; the others are shared with REST.
 const (
-	codeBadFrame         = "bad_frame"
-	codeUnknownType      = "unknown_type"
-	codeMissingField     = "missing_field"
-	codeDuplicateRef     = "duplicate_ref"
-	codeUnknownRef       = "unknown_ref"
-	codeTooManyCalls     = "too_many_calls"
-	codeOriginNotAllowed = "origin_not_allowed"
-	codeInternal         = "internal"
+	codeBadFrame     = "bad_frame"
+	codeUnknownType  = "unknown_type"
+	codeMissingField = "missing_field"
+	codeDuplicateRef = "duplicate_ref"
+	codeUnknownRef   = "unknown_ref"
+	codeTooManyCalls = "too_many_calls"
+	codeInternal     = "internal"
 )
 
 // Types of client messages.
@@ -111,7 +109,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader answered with refuseUpgrade
 	}
 	who := callerOf(r.Context())
-	c := &wsConn{h: h, g: g, ws: ws, who: who, key: limitKey(who, r), out: make(chan []byte, wsOutBuffer), pongs: make(chan string, 1), open: map[string]*wsOp{}}
+	c := &wsConn{h: h, g: g, ws: ws, who: who, key: limitKey(who, r), req: r, out: make(chan []byte, wsOutBuffer), pongs: make(chan string, 1), open: map[string]*wsOp{}}
 	c.ctx, c.end = context.WithCancelCause(context.Background())
 	g.metrics.WSOpened()
 	defer g.metrics.WSClosed()
@@ -120,18 +118,7 @@ func (h *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // checkOrigin lets requests without an Origin (not from a browser), from
 // the gateway's own host, and from the configured origins upgrade.
-func (h *wsHandler) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	return slices.ContainsFunc(h.g.cfg.AllowedOrigins, func(o string) bool {
-		return o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin)
-	})
-}
+func (h *wsHandler) checkOrigin(r *http.Request) bool { return h.g.originAllowed(r) }
 
 // refuseUpgrade answers a request that cannot become a WebSocket with a
 // problem; the status is the upgrader's.
@@ -155,8 +142,9 @@ type wsConn struct {
 	h   *wsHandler
 	g   *Gateway
 	ws  *websocket.Conn
-	who caller // whose rights every message is checked against
-	key string // the key of who's limits
+	who caller        // whose rights every message is checked against
+	key string        // the key of who's limits
+	req *http.Request // the upgrade, for the audit of refused messages
 
 	// ctx ends when the connection starts closing; its cause, a *wsClose,
 	// says why.
@@ -349,11 +337,18 @@ func (c *wsConn) fail(ref string, e *atasks.Error) {
 	c.send(wsMessage{Type: "error", Ref: ref, Error: e})
 }
 
-// handle acts on one text frame.
+// handle acts on one text frame. Its input, if any, is checked only once
+// the frame is permitted: a refused frame costs its sender's rate and
+// nothing more.
 func (c *wsConn) handle(data []byte) {
 	m, e := decodeFrame(data)
 	if e == nil {
 		e = c.permit(m, len(data))
+	}
+	if e == nil && m.Input != nil {
+		if err := codec.CheckJSON(m.Input); err != nil {
+			e = frameError(codeBadFrame, "input: "+err.Error())
+		}
 	}
 	switch {
 	case e != nil:
@@ -370,11 +365,25 @@ func (c *wsConn) handle(data []byte) {
 }
 
 // permit returns why the connection's caller may not send m, a frame of
-// size bytes, or nil: a call needs the invoke right in its namespace and
-// fits the namespace's body limit, a subscribe needs read, a cancel by id
-// cancel (by ref, cancel checks it), a monitor read in every namespace;
-// calls, subscribes and monitors count against the caller's rate.
+// size bytes, or nil: every frame counts against the caller's rate, then a
+// call needs the invoke right in its namespace and fits the namespace's
+// body limit, a subscribe needs read, a cancel by id cancel (by ref,
+// cancel checks it), a monitor read in every namespace. A frame refused
+// for rights is audited as a 403 is.
 func (c *wsConn) permit(m clientMsg, size int) *atasks.Error {
+	if wait := c.g.limits.allow(c.key); wait > 0 {
+		return tooFast(wait)
+	}
+	e := c.rights(m, size)
+	if e != nil && e.Code == codeForbidden {
+		c.g.refused(c.req, c.who, http.StatusForbidden, m.Type+" frame: "+e.Message)
+	}
+	return e
+}
+
+// rights returns why the connection's caller may not send m, a frame of
+// size bytes, for its rights and limits, or nil.
+func (c *wsConn) rights(m clientMsg, size int) *atasks.Error {
 	switch {
 	case m.Type == typeCancel && m.Ref == "" && !c.who.may(m.NS, RightCancel):
 		return forbidden(m.NS, RightCancel)
@@ -388,9 +397,6 @@ func (c *wsConn) permit(m clientMsg, size int) *atasks.Error {
 		return forbidden(m.NS, RightRead)
 	case m.Type == typeMonitor && !c.who.everywhere(RightRead, c.g.cfg.Client.Namespaces()):
 		return forbiddenEverywhere(RightRead)
-	}
-	if wait := c.g.limits.allow(c.key); wait > 0 {
-		return tooFast(wait)
 	}
 	return nil
 }
@@ -451,7 +457,7 @@ func (c *wsConn) runCall(op *wsOp, m clientMsg) {
 		return
 	}
 	id, replayed, err := c.g.start(context.Background(), callSpec{ns: m.NS, task: m.Task, input: m.Input, timeout: m.Timeout,
-		key: m.IdempotencyKey, maxAttempts: m.MaxAttempts}, max(c.g.cfg.DefaultWait, minSendWait))
+		key: m.IdempotencyKey, maxAttempts: m.MaxAttempts, caller: c.key}, max(c.g.cfg.DefaultWait, minSendWait))
 	if err != nil {
 		c.forget(op)
 		c.fail(op.ref, asError(err))
@@ -687,12 +693,7 @@ func decodeFrame(data []byte) (clientMsg, *atasks.Error) {
 		}
 		m.Timeout = d
 	}
-	if f.Input != nil {
-		if err := codec.CheckJSON(f.Input); err != nil {
-			return m, frameError(codeBadFrame, "input: "+err.Error())
-		}
-		m.Input = f.Input
-	}
+	m.Input = f.Input // checked once the frame is permitted (handle)
 	return m, nil
 }
 

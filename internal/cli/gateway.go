@@ -73,7 +73,7 @@ func Gateway(ctx context.Context, args []string, listening func(net.Addr)) error
 	if err != nil {
 		return err
 	}
-	cfg, err := o.gatewayConfig(client, reg, tokens)
+	cfg, err := o.gatewayConfig(client, reg, tokens, log)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,8 @@ import (
 type options struct {
 	listen, amqpURL, identity, prefix, allowedOrigins, namespaces *string
 	concurrency, maxBody, maxFinished, maxUnfinished, wsMaxCalls  *int
+	maxPerCaller                                                  *int
+	allowedHosts                                                  *string
 	wait, maxWait, retention, drain                               *time.Duration
 	tokensFile, maxBodyNS, tlsCert, tlsKey                        *string
 	insecure                                                      *bool
@@ -53,6 +55,8 @@ func defineFlags(f Flags) *options {
 		retention:      f.Duration("retention", "ATASKS_RETENTION", 10*time.Minute, "how long finished invocations stay readable"),
 		maxFinished:    f.Int("max-finished", "ATASKS_MAX_FINISHED", 100_000, "how many finished invocations are kept at most, oldest evicted first"),
 		maxUnfinished:  f.Int("max-unfinished", "ATASKS_MAX_UNFINISHED", 100_000, "how many unfinished (queued or running) invocations the gateway tracks at most; beyond, new calls get 503 too_many_invocations"),
+		maxPerCaller:   f.Int("max-unfinished-per-caller", "ATASKS_MAX_UNFINISHED_PER_CALLER", 10_000, "how many unfinished invocations one token (one client IP without tokens) may have started; beyond, its calls get 429; -1 is no cap"),
+		allowedHosts:   f.String("allowed-hosts", "ATASKS_ALLOWED_HOSTS", "", "comma-separated Host names a gateway without tokens answers besides loopback ones (against DNS rebinding); * for any"),
 		allowedOrigins: f.String("allowed-origins", "ATASKS_ALLOWED_ORIGINS", "", "comma-separated origins (e.g. https://app.example.com) whose pages may open WebSockets besides the gateway's own host; * for any"),
 		wsMaxCalls:     f.Int("ws-max-calls", "ATASKS_WS_MAX_CALLS", 1000, "how many calls and subscriptions one WebSocket may have open"),
 		drain:          f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish"),
@@ -100,16 +104,26 @@ func (o *options) security() ([]gateway.Token, error) {
 }
 
 // gatewayConfig is the gateway's configuration from o.
-func (o *options) gatewayConfig(client *atasks.Client, reg *prometheus.Registry, tokens []gateway.Token) (gateway.Config, error) {
+func (o *options) gatewayConfig(client *atasks.Client, reg *prometheus.Registry, tokens []gateway.Token, log *slog.Logger) (gateway.Config, error) {
 	bodies, err := parseBodyLimits(*o.maxBodyNS)
 	if err != nil {
 		return gateway.Config{}, err
 	}
 	return gateway.Config{Client: client, MaxBody: int64(*o.maxBody), DefaultWait: *o.wait, MaxWait: *o.maxWait,
-		Retention: *o.retention, MaxFinished: *o.maxFinished, MaxUnfinished: *o.maxUnfinished, DurableReplies: *o.identity != "",
+		Retention: *o.retention, MaxFinished: *o.maxFinished, MaxUnfinished: *o.maxUnfinished, MaxUnfinishedPerCaller: *o.maxPerCaller, AllowedHosts: o.hosts(), DurableReplies: *o.identity != "",
 		AllowedOrigins: List(*o.allowedOrigins), WSMaxCalls: *o.wsMaxCalls, Metrics: reg,
 		Tokens: tokens, RateLimit: *o.rateLimit, RateBurst: *o.rateBurst, MaxInFlight: *o.maxInFlight,
-		MaxBodyNS: bodies, WriteTimeout: *o.writeTimeout}, nil
+		MaxBodyNS: bodies, WriteTimeout: *o.writeTimeout, Logger: log}, nil
+}
+
+// hosts is --allowed-hosts, with every host when --insecure opens the
+// gateway to all on purpose.
+func (o *options) hosts() []string {
+	hosts := List(*o.allowedHosts)
+	if *o.insecure {
+		hosts = append(hosts, "*")
+	}
+	return hosts
 }
 
 // fronted returns the namespaces the gateway fronts: --namespaces, else
@@ -209,6 +223,9 @@ func hashToken(in io.Reader, out io.Writer) error {
 	token := strings.TrimRight(string(b), "\r\n")
 	if token == "" || strings.ContainsAny(token, "\r\n") {
 		return errors.New("hash-token: give one token, on one line, on standard input")
+	}
+	if strings.TrimSpace(token) != token {
+		return errors.New("hash-token: the token starts or ends with white space, which no client sends: give the token alone")
 	}
 	_, err = fmt.Fprintln(out, gateway.FormatHash(gateway.HashToken(token)))
 	return err

@@ -9,6 +9,7 @@ package metrics
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -177,6 +178,7 @@ type Gateway struct {
 	wsConns  prometheus.Gauge
 	wsCalls  *prometheus.CounterVec
 	evicted  prometheus.Counter
+	refused  *prometheus.CounterVec
 	Invoking *Invocations // the invocations the gateway started
 }
 
@@ -193,9 +195,12 @@ func NewGateway(reg prometheus.Registerer, stored func() int) *Gateway {
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "atasks_gateway_results_evicted_total", Help: "Finished invocation records dropped, past the retention or over the cap.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "atasks_gateway_refused_total", Help: "Requests and WebSocket messages refused for their credentials (401) or rights (403), by status.",
+		}, []string{"status"}),
 		Invoking: NewInvocations(reg, "gateway"),
 	}
-	reg.MustRegister(m.wsConns, m.wsCalls, m.evicted, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	reg.MustRegister(m.wsConns, m.wsCalls, m.evicted, m.refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "atasks_gateway_results_stored", Help: "Invocation records kept, running and finished.",
 	}, func() float64 { return float64(stored()) }))
 	return m
@@ -227,4 +232,9 @@ func (m *Gateway) Evicted(n int) {
 	if m != nil && n > 0 {
 		m.evicted.Add(float64(n))
 	}
+}
+
+// Refused counts a request or message refused with status (401, 403).
+func (m *Gateway) Refused(status int) {
+	m.refused.WithLabelValues(strconv.Itoa(status)).Inc()
 }
