@@ -2,14 +2,17 @@ package atasks
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path"
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/atasks-go/atasks/internal/router"
+	"github.com/atasks-go/atasks/internal/schema"
 	"github.com/atasks-go/atasks/wire"
 )
 
@@ -30,6 +33,7 @@ type definition struct {
 	ns, name string
 	policy   router.Policy
 	registry *Registry
+	open     bool // the input takes fields its type lacks
 }
 
 // Name sets the task's name. It defaults to the Go package and function name,
@@ -38,6 +42,10 @@ func Name(name string) DefineOption { return func(d *definition) { d.name = name
 
 // InNamespace places the task in namespace ns. It defaults to "default".
 func InNamespace(ns string) DefineOption { return func(d *definition) { d.ns = ns } }
+
+// AllowUnknownFields makes the task take inputs with fields its input
+// type lacks (they are dropped), instead of failing them with "bad_input".
+func AllowUnknownFields() DefineOption { return func(d *definition) { d.open = true } }
 
 // InRegistry registers the task in r instead of the program's default
 // registry, for a Worker whose WorkerConfig.Registry is r: a test's fake
@@ -88,6 +96,17 @@ func Retry(p RetryPolicy) DefineOption {
 // Define registers fn as a task and returns its definition. Define it once,
 // usually in a package-level var, in every program that calls or serves it:
 // callers use the definition for its name and types, workers to run fn.
+//
+// Its input and output get JSON Schemas from their Go types, which
+// workers announce with the task and the gateway serves and checks calls
+// against: fields by their json names, required unless omitempty,
+// descriptions, enums and formats from jsonschema struct tags
+// (`jsonschema:"description=…,enum=a,enum=b,format=email"`), no fields
+// but those of the type (unless AllowUnknownFields). A worker checks every
+// input against its schema before decoding it, whoever sent it: a
+// missing field, an unknown one, a wrong type or a null in place of an
+// object fail the call with "bad_input", naming each field (Error.Details:
+// {"errors":[{"pointer":"/a","detail":"…"}]}).
 // Define panics if the registry (the program's default one, unless
 // InRegistry) has a task of that name in the namespace already, or if fn
 // is a function literal or method and no Name is given.
@@ -105,7 +124,8 @@ func Define[In, Out any](fn func(context.Context, In) (Out, error), opts ...Defi
 	if d.registry == nil {
 		d.registry = defaultRegistry
 	}
-	d.registry.add(d.ns, d.name, router.Handler{Fn: handlerOf(fn), Policy: d.policy})
+	sch := wire.Schema{Input: schema.Of(reflect.TypeFor[In](), d.open), Output: schema.Of(reflect.TypeFor[Out](), false)}
+	d.registry.add(d.ns, d.name, router.Handler{Fn: handlerOf(fn, d.name, sch.Input), Policy: d.policy, Schema: sch})
 	return &Task[In, Out]{ns: d.ns, name: d.name}
 }
 
@@ -192,9 +212,18 @@ type Event struct {
 	Attempt int
 }
 
-// handlerOf adapts a typed function to the router.
-func handlerOf[In, Out any](fn func(context.Context, In) (Out, error)) router.HandlerFunc {
+// handlerOf adapts a typed function, task name, to the router: it checks
+// the input against schema input before decoding it.
+func handlerOf[In, Out any](fn func(context.Context, In) (Out, error), name string, input json.RawMessage) router.HandlerFunc {
+	check := sync.OnceValues(func() (*schema.Schema, error) { return schema.Compile(input) })
 	return func(ctx context.Context, c wire.Codec, body []byte) ([]byte, error) {
+		sch, err := check()
+		if err != nil {
+			return nil, fmt.Errorf("atasks: the input schema of %s: %w", name, err)
+		}
+		if err := fits(sch, c, body, name); err != nil {
+			return nil, err
+		}
 		var in In
 		if err := c.Unmarshal(body, &in); err != nil {
 			return nil, &Error{Code: wire.CodeBadInput, Message: err.Error()}
@@ -205,6 +234,26 @@ func handlerOf[In, Out any](fn func(context.Context, In) (Out, error)) router.Ha
 		}
 		return c.Marshal(out)
 	}
+}
+
+// fits returns a "bad_input" error naming each way body, encoded with c,
+// does not fit sch, the input schema of task; nil if it fits.
+func fits(sch *schema.Schema, c wire.Codec, body []byte, task string) error {
+	value := body
+	if c.Name() != "json" { // check what the codec decodes, as JSON
+		var v any
+		if err := c.Unmarshal(body, &v); err != nil {
+			return &Error{Code: wire.CodeBadInput, Message: err.Error()}
+		}
+		var err error
+		if value, err = json.Marshal(v); err != nil {
+			return &Error{Code: wire.CodeBadInput, Message: err.Error()}
+		}
+	}
+	if v := sch.Check(value); len(v) > 0 {
+		return schema.Error(task, v)
+	}
+	return nil
 }
 
 // funcName derives a task name from fn: its package's last path element and

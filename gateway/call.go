@@ -124,12 +124,15 @@ func (g *Gateway) start(trace context.Context, c callSpec, sendWait time.Duratio
 	if c.input == nil {
 		c.input = json.RawMessage("null")
 	}
+	if g.life.Err() != nil {
+		return "", false, &atasks.Error{Code: codeShuttingDown, Message: "the gateway is shutting down", Retryable: true}
+	}
+	if err := g.check(c.ns, c.task, c.input); err != nil {
+		return "", false, err
+	}
 	body, err := encodeInput(nsCodec, c.input)
 	if err != nil {
 		return "", false, err
-	}
-	if g.life.Err() != nil {
-		return "", false, &atasks.Error{Code: codeShuttingDown, Message: "the gateway is shutting down", Retryable: true}
 	}
 	var fp string
 	if c.key != "" {

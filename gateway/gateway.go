@@ -182,6 +182,7 @@ type Gateway struct {
 	cfg       Config
 	store     *store
 	validator *validator
+	schemas   schemas // the tasks' input schemas, for checking calls
 	handler   http.Handler
 	metrics   *metrics.Gateway
 	monitor   *monitor // the dashboard's feed
@@ -329,13 +330,14 @@ func (g *Gateway) listTasks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	type taskInfo struct {
-		Name    string `json:"name"`
-		Codec   string `json:"codec"`
-		Servers int    `json:"servers"`
+		Name    string      `json:"name"`
+		Codec   string      `json:"codec"`
+		Servers int         `json:"servers"`
+		Schema  wire.Schema `json:"schema"`
 	}
 	infos := make([]taskInfo, len(tasks))
 	for i, t := range tasks {
-		infos[i] = taskInfo{t.Name, c.Name(), t.Servers}
+		infos[i] = taskInfo{t.Name, c.Name(), t.Servers, t.Schema}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ns": ns, "tasks": infos})
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -116,7 +117,6 @@ func TestFailuresAreInvocations(t *testing.T) {
 		{"demo.fail", `{"code":"c","message":"m"}`, "c"},
 		{"demo.fail", `{"code":"task_not_found","message":"a task's own code"}`, "task_not_found"},
 		{"demo.panic", ``, "panic"},
-		{"demo.add", `{"a":"x"}`, "bad_input"},
 	} {
 		r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/"+tc.task, tc.in)
 		e, _ := r.body["error"].(map[string]any)
@@ -138,6 +138,11 @@ func TestBadInputGetsProblem(t *testing.T) {
 		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":1} {"b":2}`, 400, "malformed_json"},
 		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":1,"b":2}]`, 400, "malformed_json"},
 		{"POST", "/v1/ns/default/tasks/demo.echo", `1e400`, 400, "malformed_json"},
+		{"POST", "/v1/ns/default/tasks/demo.add", ``, 400, "bad_input"},
+		{"POST", "/v1/ns/default/tasks/demo.add", `null`, 400, "bad_input"},
+		{"POST", "/v1/ns/default/tasks/demo.add", `{}`, 400, "bad_input"},
+		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":1,"b":2,"c":3}`, 400, "bad_input"},
+		{"POST", "/v1/ns/default/tasks/demo.add", `{"a":"x","b":2}`, 400, "bad_input"},
 		{"POST", "/v1/ns/default/tasks/nope?wait=0s", `{}`, 404, "task_not_found"},
 		{"POST", "/v1/ns/default/tasks/demo.echo", `"` + strings.Repeat("x", 100) + `"`, 413, "body_too_large"},
 		{"POST", "/v1/ns/default/tasks/nope", `{}`, 404, "task_not_found"},
@@ -220,7 +225,7 @@ func TestCatalogAndNamespaces(t *testing.T) {
 		t.Errorf("namespaces: %s", got)
 	}
 	r = do(t, "GET", srv.URL+"/v1/ns/seed/tasks", "")
-	if got, _ := json.Marshal(r.body["tasks"]); !strings.Contains(string(got), `{"codec":"json","name":"request_parallel","servers":1}`) {
+	if got, _ := json.Marshal(r.body["tasks"]); !strings.Contains(string(got), `{"codec":"json","name":"request_parallel","schema":{"input":{},"output":{"items":{"type":"integer"},"type":"array"}},"servers":1}`) {
 		t.Errorf("seed tasks: %s", got)
 	}
 }
@@ -299,5 +304,38 @@ func TestChildrenAreReadable(t *testing.T) {
 	}
 	if u := do(t, "GET", srv.URL+"/v1/ns/default/invocations/nosuch", ""); u.status != 404 || !strings.Contains(u.body["detail"].(string), "has not known it") {
 		t.Errorf("never known: %d %s", u.status, u.raw)
+	}
+}
+
+// An input that does not fit the task's schema is refused before anything
+// is queued: 400 bad_input, a JSON pointer to each field at fault.
+func TestInputsAreChecked(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	for _, tc := range []struct {
+		body     string
+		pointers []string
+	}{
+		{``, []string{""}},
+		{`null`, []string{""}},
+		{`{}`, []string{"/a", "/b"}},
+		{`{"a":1,"b":2,"c":3}`, []string{"/c"}},
+		{`{"a":"1","b":2.5}`, []string{"/a", "/b"}},
+	} {
+		r := do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.add", tc.body)
+		var pointers []string
+		errs, _ := r.body["errors"].([]any)
+		for _, e := range errs {
+			pointers = append(pointers, e.(map[string]any)["pointer"].(string))
+		}
+		if r.status != 400 || r.body["code"] != "bad_input" || !slices.Equal(pointers, tc.pointers) {
+			t.Errorf("demo.add %q: %d %s; want bad_input at %q", tc.body, r.status, r.raw, tc.pointers)
+		}
+	}
+	if list := do(t, "GET", srv.URL+"/v1/ns/default/tasks", ""); !strings.Contains(string(list.raw), `"required":["a","b"]`) {
+		t.Errorf("the catalog shows no input schema of demo.add: %s", list.raw)
+	}
+	if r := do(t, "GET", srv.URL+"/v1/ns/default/invocations/"+do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.sleep?wait=0s", `{"ms":1}`).body["id"].(string)+"?wait=5s", ""); r.body["state"] != "succeeded" {
+		t.Errorf("an optional field left out: %s", r.raw)
 	}
 }

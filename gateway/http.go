@@ -23,6 +23,9 @@ type Problem struct {
 	Detail    string `json:"detail"`
 	Code      string `json:"code"`
 	Retryable bool   `json:"retryable"` // the same request may succeed later
+	// Errors are, with code bad_input, each way the input does not fit the
+	// task: a JSON pointer into it and what is wrong there.
+	Errors []wire.Violation `json:"errors,omitempty"`
 }
 
 // Codes of the gateway's own errors; the others are the wire's.
@@ -55,8 +58,15 @@ func writeError(w http.ResponseWriter, err error) {
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(Problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
-		Detail: e.Message, Code: e.Code, Retryable: e.Retryable || status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable})
+	p := Problem{Type: "about:blank", Title: http.StatusText(status), Status: status,
+		Detail: e.Message, Code: e.Code, Retryable: e.Retryable || status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable}
+	if e.Code == wire.CodeBadInput && len(e.Details) > 0 {
+		var d struct{ Errors []wire.Violation }
+		if json.Unmarshal(e.Details, &d) == nil {
+			p.Errors = d.Errors
+		}
+	}
+	_ = json.NewEncoder(w).Encode(p)
 }
 
 // statusOf maps an error code to the HTTP status of a problem: the one table.

@@ -24,6 +24,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -499,12 +500,28 @@ func testTaskNotFound(t *testing.T, newPair NewPairFunc) {
 	}
 }
 
+// described is a handler that knows its tasks' schemas (wire.Describer).
+type described struct {
+	handlerFunc
+	schemas map[string]wire.Schema
+}
+
+func (d described) Describe(task string) wire.Schema { return d.schemas[task] }
+
+// The catalog lists the served tasks, each with its server count and the
+// schemas its handler describes.
 func testCatalog(t *testing.T, newPair NewPairFunc) {
 	e := open(t, newPair)
-	e.serve(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+	integer := wire.Schema{Input: json.RawMessage(`{"type":"integer"}`), Output: json.RawMessage(`{"type":"string"}`)}
+	h := described{func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
 		return succeeded(req, req.Body)
-	}, "cat-b", "cat-a")
-	want := []wire.TaskInfo{{Name: "cat-a", Servers: 1}, {Name: "cat-b", Servers: 1}}
+	}, map[string]wire.Schema{"cat-a": integer}}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.server.Serve(ctx, []string{"cat-b", "cat-a"}, h); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	want := []wire.TaskInfo{{Name: "cat-a", Servers: 1, Schema: integer}, {Name: "cat-b", Servers: 1}}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(wait)
@@ -515,7 +532,9 @@ func testCatalog(t *testing.T, newPair NewPairFunc) {
 		if err != nil {
 			t.Fatalf("catalog: %v", err)
 		}
-		if slices.Equal(got, want) {
+		if slices.EqualFunc(got, want, func(a, b wire.TaskInfo) bool {
+			return a.Name == b.Name && a.Servers == b.Servers && string(a.Schema.Input) == string(b.Schema.Input) && string(a.Schema.Output) == string(b.Schema.Output)
+		}) {
 			return
 		}
 		select {

@@ -53,6 +53,14 @@ var (
 // not confirm it. The caller that gives up on it should cancel it.
 var ErrMaybeSent = errors.New("the request may have reached the broker")
 
+// Violation is one way a task's input does not fit the task: a "bad_input"
+// error lists them in its Details, {"errors":[…]}, and the gateway in its
+// problem's errors.
+type Violation struct {
+	Pointer string `json:"pointer"` // RFC 6901, into the input: "" for the whole, "/a/0"
+	Detail  string `json:"detail"`
+}
+
 // DeadlinePassed returns the error of an invocation whose deadline, set by
 // its caller (a context deadline, ?timeout=), passed.
 func DeadlinePassed() *Error {

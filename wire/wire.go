@@ -9,6 +9,7 @@ package wire
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 )
 
@@ -120,6 +121,21 @@ type Delivery interface {
 type TaskInfo struct {
 	Name    string `json:"name"`
 	Servers int    `json:"servers"` // how many processes serve it now
+	Schema  Schema `json:"schema"`  // as its servers announce it
+}
+
+// Schema gives the JSON Schemas (draft 2020-12) of a task's input and
+// output; either is empty when unknown.
+type Schema struct {
+	Input  json.RawMessage `json:"input,omitempty"`
+	Output json.RawMessage `json:"output,omitempty"`
+}
+
+// Describer is implemented by handlers that know the schemas of the
+// tasks they serve, which serving transports announce with the tasks.
+type Describer interface {
+	// Describe returns the schema of task; empty when unknown.
+	Describe(task string) Schema
 }
 
 // Transport carries requests from callers to servers and replies back.

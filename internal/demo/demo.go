@@ -18,8 +18,8 @@ func echo(_ context.Context, in any) (any, error) { return in, nil }
 
 // AddIn is the input of Add.
 type AddIn struct {
-	A int64 `json:"a"`
-	B int64 `json:"b"`
+	A int64 `json:"a" jsonschema:"description=the first term"`
+	B int64 `json:"b" jsonschema:"description=the second term"`
 }
 
 // Add returns a+b.
@@ -29,8 +29,8 @@ func add(_ context.Context, in AddIn) (int64, error) { return in.A + in.B, nil }
 
 // SleepIn is the input of Sleep.
 type SleepIn struct {
-	MS    int64 `json:"ms"`
-	Value any   `json:"value"`
+	MS    int64 `json:"ms" jsonschema:"description=how long to sleep, in milliseconds"`
+	Value any   `json:"value,omitempty" jsonschema:"description=what to return; null if absent"`
 }
 
 // Sleep waits MS milliseconds, then returns Value; it returns early with
@@ -43,7 +43,7 @@ func sleep(ctx context.Context, in SleepIn) (any, error) {
 
 // FibIn is the input of Fib.
 type FibIn struct {
-	N int `json:"n"`
+	N int `json:"n" jsonschema:"description=which Fibonacci number,minimum=0,maximum=40"`
 }
 
 // Fib returns the Nth Fibonacci number, awaiting Fib(N-1) and Fib(N-2) in
@@ -64,8 +64,8 @@ func fib(ctx context.Context, in FibIn) (int64, error) {
 
 // GatherIn is the input of Gather.
 type GatherIn struct {
-	N  int   `json:"n"`
-	MS int64 `json:"ms"`
+	N  int   `json:"n" jsonschema:"description=how many sleeps to await,minimum=0,maximum=1000"`
+	MS int64 `json:"ms" jsonschema:"description=how long each sleeps, in milliseconds"`
 }
 
 // Gather awaits N Sleep calls of MS milliseconds in parallel, the i-th
@@ -85,8 +85,8 @@ var sleepInt = atasks.Ref[SleepIn, int64](atasks.DefaultNamespace, Sleep.Name())
 
 // FailIn is the input of Fail.
 type FailIn struct {
-	Code      string `json:"code"`
-	Message   string `json:"message"`
+	Code      string `json:"code" jsonschema:"description=the error's code"`
+	Message   string `json:"message,omitempty" jsonschema:"description=the error's message"`
 	Details   any    `json:"details,omitempty"`
 	Retryable bool   `json:"retryable,omitempty"`
 }
@@ -103,9 +103,9 @@ func fail(_ context.Context, in FailIn) (any, error) {
 
 // FlakyIn is the input of Flaky.
 type FlakyIn struct {
-	Fail      int  `json:"fail"`      // how many first attempts fail
-	Permanent bool `json:"permanent"` // fail with a non-retryable error: no retry
-	Value     any  `json:"value"`
+	Fail      int  `json:"fail,omitempty" jsonschema:"description=how many first attempts fail"`
+	Permanent bool `json:"permanent,omitempty" jsonschema:"description=fail with a non-retryable error: no retry"`
+	Value     any  `json:"value,omitempty" jsonschema:"description=what to return once it succeeds"`
 }
 
 // Flaky fails its first Fail attempts with a retryable error ("flaky"), or

@@ -80,6 +80,9 @@ type system struct {
 	t      *testing.T
 	url    string
 	prefix string
+	// extra names, by namespace, tasks that binaries built outside this
+	// module serve (examples/): deleteTopology deletes their objects too.
+	extra map[string][]string
 }
 
 func newSystem(t *testing.T) *system {
@@ -107,10 +110,14 @@ func (s *system) deleteTopology() {
 	if out, err := exec.CommandContext(ctx, "rabbitmqctl", "-q", "list_queues", "name").Output(); err == nil {
 		queues = strings.Fields(string(out))
 	}
-	for _, ns := range []string{"default", "seed"} {
+	namespaces := []string{"default", "seed"}
+	for ns := range s.extra {
+		namespaces = append(namespaces, ns)
+	}
+	for _, ns := range namespaces {
 		b := s.prefix + "." + ns
 		queues = append(queues, b+".dead", b+".lease")
-		for _, task := range append(atasks.Defined(ns), "test.crash", "test.fib_all") {
+		for _, task := range append(append(atasks.Defined(ns), s.extra[ns]...), "test.crash", "test.fib_all") {
 			queues = append(queues, b+".task."+task)
 		}
 	}
@@ -123,7 +130,7 @@ func (s *system) deleteTopology() {
 			ch.Close()
 		}
 	}
-	for _, ns := range []string{"default", "seed"} {
+	for _, ns := range namespaces {
 		for _, x := range []string{"tasks", "control", "dlx", "lease", "activity"} {
 			if ch, err := conn.Channel(); err == nil {
 				_ = ch.ExchangeDelete(s.prefix+"."+ns+"."+x, false, false)

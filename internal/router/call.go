@@ -304,15 +304,15 @@ func (p *Pending) finish(rep *wire.Reply, stop func() bool) {
 	if stop != nil {
 		stop()
 	}
+	if p.parent != nil { // before the parent can hear of it and end
+		p.parent.childEnded(p.id, rep)
+	}
 	p.doneMu.Lock()
 	p.outcome = rep
 	close(p.closed)
 	fn := p.onDone
 	p.doneMu.Unlock()
 	endSpan(p.span, rep)
-	if p.parent != nil {
-		p.parent.childEnded(p.id, rep)
-	}
 	if fn != nil {
 		fn(rep)
 	}

@@ -8,10 +8,12 @@ import (
 	"github.com/atasks-go/atasks/wire"
 )
 
-// Handler is a served task: its function and its policy.
+// Handler is a served task: its function, its policy and the schemas of
+// its input and output.
 type Handler struct {
 	Fn     HandlerFunc
 	Policy Policy
+	Schema wire.Schema
 }
 
 // Policy is how a task is run: how long each attempt may take, and which

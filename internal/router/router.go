@@ -134,6 +134,9 @@ func (r *Router) Serve(ctx context.Context, handlers map[string]Handler, slots *
 	return r.cfg.Transport.Serve(ctx, names, r)
 }
 
+// Describe implements wire.Describer: the schema of a served task.
+func (r *Router) Describe(task string) wire.Schema { return r.handlers[task].Schema }
+
 // Unserve stops serving; see wire.Transport.Unserve.
 func (r *Router) Unserve(ctx context.Context) error {
 	return r.cfg.Transport.Unserve(ctx)

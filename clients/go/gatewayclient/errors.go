@@ -35,9 +35,10 @@ func (e *ProblemError) Unwrap() error { return e.Err }
 // problemError turns an HTTP error answer into a *ProblemError.
 func problemError(status int, body []byte) error {
 	var p struct {
-		Code      string `json:"code"`
-		Detail    string `json:"detail"`
-		Retryable *bool  `json:"retryable"`
+		Code      string          `json:"code"`
+		Detail    string          `json:"detail"`
+		Retryable *bool           `json:"retryable"`
+		Errors    json.RawMessage `json:"errors"` // with bad_input: the fields at fault
 	}
 	if json.Unmarshal(body, &p) != nil || p.Code == "" {
 		p.Code, p.Detail, p.Retryable = fmt.Sprintf("http_%d", status), http.StatusText(status), nil
@@ -46,7 +47,11 @@ func problemError(status int, body []byte) error {
 	if p.Retryable != nil {
 		retryable = *p.Retryable
 	}
-	return &ProblemError{Status: status, Err: &wire.Error{Code: p.Code, Message: p.Detail, Retryable: retryable}}
+	e := &wire.Error{Code: p.Code, Message: p.Detail, Retryable: retryable}
+	if len(p.Errors) > 0 { // as a task's error carries them: {"errors":[…]}
+		e.Details, _ = json.Marshal(map[string]json.RawMessage{"errors": p.Errors})
+	}
+	return &ProblemError{Status: status, Err: e}
 }
 
 // transportError is a request that got no answer: the context's error if it

@@ -18,7 +18,9 @@ type Invocation struct {
 	StartedAt  *time.Time      `json:"started_at,omitempty"`  // when a worker first reported it running
 	FinishedAt *time.Time      `json:"finished_at,omitempty"` // when it became final
 	Worker     string          `json:"worker,omitempty"`      // the worker that runs or ran it
-	Children   []string        `json:"children,omitempty"`    // ids of the invocations it awaited
+	Attempt    int             `json:"attempt,omitempty"`     // its runs so far, from 1: retries, runs cut short by a crash or a drain
+	Parent     string          `json:"parent,omitempty"`      // for a child: the invocation that called it
+	Children   []string        `json:"children,omitempty"`    // ids of the invocations it called
 	Result     json.RawMessage `json:"result,omitempty"`      // the task's output when State is succeeded
 	Error      *wire.Error     `json:"error,omitempty"`       // why it failed, was cancelled or timed out
 }

@@ -17,6 +17,7 @@ type catalog struct {
 	mu        sync.Mutex
 	servers   map[string]catalogEntry // by server id
 	known     map[string]bool         // every task ever announced
+	schemas   map[string]wire.Schema  // of tasks, as last announced
 	changed   chan struct{}           // closed and replaced on every change
 	queriedAt time.Time               // when this process last asked servers to announce
 }
@@ -28,7 +29,7 @@ type catalogEntry struct {
 }
 
 func newCatalog() *catalog {
-	return &catalog{servers: map[string]catalogEntry{}, known: map[string]bool{}, changed: make(chan struct{})}
+	return &catalog{servers: map[string]catalogEntry{}, known: map[string]bool{}, schemas: map[string]wire.Schema{}, changed: make(chan struct{})}
 }
 
 // notifyLocked wakes everyone waiting for a change. c.mu must be held.
@@ -45,6 +46,9 @@ func (c *catalog) announce(a announcement, now time.Time) {
 		info: wire.ServerInfo{ID: a.Server, Worker: a.Worker, Tasks: a.Tasks, Busy: a.Busy, Size: a.Size}}
 	for _, task := range a.Tasks {
 		c.known[task] = true
+	}
+	for task, s := range a.Schemas {
+		c.schemas[task] = s
 	}
 	c.notifyLocked()
 }
@@ -124,7 +128,7 @@ func (c *catalog) list(now time.Time) []wire.TaskInfo {
 	}
 	infos := make([]wire.TaskInfo, 0, len(counts))
 	for name, n := range counts {
-		infos = append(infos, wire.TaskInfo{Name: name, Servers: n})
+		infos = append(infos, wire.TaskInfo{Name: name, Servers: n, Schema: c.schemas[name]})
 	}
 	slices.SortFunc(infos, func(a, b wire.TaskInfo) int {
 		switch {

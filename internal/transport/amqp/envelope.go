@@ -413,13 +413,14 @@ func failure(id, task, codec string, err *wire.Error) *wire.Reply {
 
 // announcement is the body of announce and leave messages.
 type announcement struct {
-	Server   string   `json:"server"`
-	Identity string   `json:"identity,omitempty"`
-	Tasks    []string `json:"tasks,omitempty"`
-	TTLMs    int64    `json:"ttl_ms,omitempty"`
-	Worker   string   `json:"worker,omitempty"`
-	Busy     int      `json:"busy,omitempty"`
-	Size     int      `json:"size,omitempty"`
+	Server   string                 `json:"server"`
+	Identity string                 `json:"identity,omitempty"`
+	Tasks    []string               `json:"tasks,omitempty"`
+	Schemas  map[string]wire.Schema `json:"schemas,omitempty"` // of the tasks, those the server knows
+	TTLMs    int64                  `json:"ttl_ms,omitempty"`
+	Worker   string                 `json:"worker,omitempty"`
+	Busy     int                    `json:"busy,omitempty"`
+	Size     int                    `json:"size,omitempty"`
 }
 
 // cancelRequest is the body of cancel messages.

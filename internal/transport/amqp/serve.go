@@ -757,6 +757,14 @@ func (g *generation) announce(srv *server) {
 	if l, ok := srv.h.(wire.Loader); ok {
 		a.Worker, a.Busy, a.Size = l.Load()
 	}
+	if d, ok := srv.h.(wire.Describer); ok {
+		a.Schemas = map[string]wire.Schema{}
+		for _, task := range tasks {
+			if s := d.Describe(task); len(s.Input) > 0 || len(s.Output) > 0 {
+				a.Schemas[task] = s
+			}
+		}
+	}
 	g.control(typeAnnounce, a)
 }
 

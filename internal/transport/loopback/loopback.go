@@ -118,8 +118,13 @@ func (t *Transport) Catalog(context.Context) ([]wire.TaskInfo, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	infos := make([]wire.TaskInfo, 0, len(t.tasks))
+	d, _ := t.handler.(wire.Describer)
 	for name := range t.tasks {
-		infos = append(infos, wire.TaskInfo{Name: name, Servers: 1})
+		info := wire.TaskInfo{Name: name, Servers: 1}
+		if d != nil {
+			info.Schema = d.Describe(name)
+		}
+		infos = append(infos, info)
 	}
 	sort.Slice(infos, func(i, j int) bool { return infos[i].Name < infos[j].Name })
 	return infos, nil
