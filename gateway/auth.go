@@ -240,6 +240,8 @@ var access = map[string]need{
 	"getInvocation":    {right: RightRead},
 	"cancelInvocation": {right: RightCancel},
 	"listTasks":        {right: RightRead},
+	"getTask":          {right: RightRead},
+	"tasksOpenAPI":     {right: RightRead},
 	"listNamespaces":   {}, // lists only those the token sees
 	"webSocket":        {}, // each message is checked (ws.go)
 	"metrics":          {right: RightAdmin, everywhere: true},

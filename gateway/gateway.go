@@ -276,6 +276,8 @@ func (g *Gateway) routes() http.Handler {
 	r.Route("/v1/ns/{ns}", func(r chi.Router) {
 		r.Use(g.knownNamespace)
 		r.Get("/tasks", g.listTasks)
+		r.Get("/tasks/{task}", g.getTask)
+		r.Get("/openapi.json", g.tasksOpenAPI)
 		r.Post("/tasks/{task}", g.invoke)
 		r.Get("/invocations/{id}", g.getInvocation)
 		r.Delete("/invocations/{id}", g.cancelInvocation)
@@ -317,30 +319,6 @@ func (g *Gateway) listNamespaces(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string][]string{"namespaces": nss})
 }
 
-func (g *Gateway) listTasks(w http.ResponseWriter, r *http.Request) {
-	ns := chi.URLParam(r, "ns")
-	tasks, err := g.cfg.Client.Catalog(r.Context(), ns)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	c, err := g.cfg.Client.Codec(ns)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	type taskInfo struct {
-		Name    string      `json:"name"`
-		Codec   string      `json:"codec"`
-		Servers int         `json:"servers"`
-		Schema  wire.Schema `json:"schema"`
-	}
-	infos := make([]taskInfo, len(tasks))
-	for i, t := range tasks {
-		infos[i] = taskInfo{t.Name, c.Name(), t.Servers, t.Schema}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"ns": ns, "tasks": infos})
-}
 
 // releaseMemory gives the memory a drained backlog of invocations took
 // back to the system (a full collection) a moment after it is asked to,

@@ -339,3 +339,39 @@ func TestInputsAreChecked(t *testing.T) {
 		t.Errorf("an optional field left out: %s", r.raw)
 	}
 }
+
+// One task of the catalog, with its schemas; and an OpenAPI document of a
+// namespace's tasks, their inputs as bodies and outputs as results.
+func TestTaskSchemasAndOpenAPI(t *testing.T) {
+	t.Parallel()
+	srv := setup(t, gateway.Config{})
+	r := do(t, "GET", srv.URL+"/v1/ns/default/tasks/demo.add", "")
+	input, _ := json.Marshal(r.body["schema"].(map[string]any)["input"])
+	if r.status != 200 || r.body["name"] != "demo.add" || !strings.Contains(string(input), `"required":["a","b"]`) {
+		t.Errorf("demo.add: %d %s", r.status, r.raw)
+	}
+	if r := do(t, "GET", srv.URL+"/v1/ns/default/tasks/demo.ad", ""); r.status != 404 || !strings.Contains(r.body["detail"].(string), "did you mean demo.add") {
+		t.Errorf("a misspelled task: %d %s", r.status, r.raw)
+	}
+	doc := do(t, "GET", srv.URL+"/v1/ns/default/openapi.json", "")
+	var d struct {
+		OpenAPI string `json:"openapi"`
+		Paths   map[string]struct {
+			Post struct {
+				RequestBody struct {
+					Content map[string]struct{ Schema map[string]any }
+				} `json:"requestBody"`
+			}
+		}
+	}
+	if err := json.Unmarshal(doc.raw, &d); err != nil || d.OpenAPI != "3.1.0" {
+		t.Fatalf("the document: %v %s", err, doc.raw)
+	}
+	add := d.Paths["/v1/ns/default/tasks/demo.add"].Post.RequestBody.Content["application/json"].Schema
+	if req, _ := json.Marshal(add["required"]); string(req) != `["a","b"]` {
+		t.Errorf("demo.add's body in the document: %v", add)
+	}
+	if _, ok := d.Paths["/v1/ns/default/tasks/demo.fib"]; !ok || len(d.Paths) < 9 {
+		t.Errorf("the document's paths: %d", len(d.Paths))
+	}
+}
