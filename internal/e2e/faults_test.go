@@ -161,7 +161,7 @@ func TestQueuedCallsMemoryIsBoundedAndReturned(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t)
 	w, _ := s.observed("worker")
-	gwp, gw := s.gatewayBinary("gateway-plain", "--max-unfinished", "20000", "--retention", "5s", "--max-in-flight", "0")
+	gwp, gw := s.gatewayBinary("gateway-plain", "--max-unfinished", "20000", "--max-unfinished-per-caller", "-1", "--retention", "5s", "--max-in-flight", "0")
 	waitServed(t, gw, "default", "demo.add")
 	for range 50 { // warm up
 		call(t, gw, "default", "demo.add", `{"a":1,"b":2}`, "?wait=10s")
