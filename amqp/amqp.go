@@ -51,8 +51,9 @@ type Config struct {
 	// Identity names this process among the namespace's callers for good:
 	// outcomes of its calls that arrive while it is down wait in a durable
 	// queue for the next process with the same Identity (at most one runs
-	// at a time). Defaults to "": a random name, whose queue goes a minute
-	// after the process.
+	// at a time). Defaults to "": a random name, whose queue is transient:
+	// it goes a minute after the process, and with a broker restart (the
+	// calls waiting then fail with a retryable "unavailable").
 	Identity string
 	// Slots is how many requests of each served task the transport holds
 	// computing at once; a request awaiting other tasks does not count.

@@ -3,6 +3,7 @@ package amqp
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -14,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/atasks-go/atasks/internal/router"
 	"github.com/atasks-go/atasks/transporttest"
 	"github.com/atasks-go/atasks/wire"
 )
@@ -710,4 +714,162 @@ func TestSeveralURLs(t *testing.T) {
 	if err := caller.Check(context.Background()); err != nil {
 		t.Fatalf("connected through the second URL, yet: %v", err)
 	}
+}
+
+// A peer written from docs/PROTOCOL.md alone publishes requests as its
+// client library writes them: content types with parameters or none,
+// integer headers of other widths or as decimal strings. A server behind
+// the router (which checks codecs) answers them all; the replies it makes
+// up without running the task carry the task and no worker or attempt
+// (a final reply with either says an attempt ran, §5), and the checks
+// come in §4's order: the deadline before the codec.
+func TestWireRequestsFromOtherClients(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	tr := f.transport(Config{}, "server")
+	r, err := router.New(router.Config{NS: "default", Transport: tr, Worker: "w1", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := r.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		_ = r.Close(ctx)
+	})
+	echo := router.Handler{Fn: func(_ context.Context, _ wire.Codec, body []byte) ([]byte, error) { return body, nil }}
+	if err := r.Serve(ctx, map[string]router.Handler{"echo": echo}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	ch := f.channel()
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replies, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano)
+	cancelledID := randomID()
+	note, err := controlPublishing(typeCancel, cancelRequest{ID: cancelledID}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.PublishWithContext(ctx, tr.topo.control(), "", false, false, note); err != nil {
+		t.Fatal(err)
+	}
+	srv := tr.serving()
+	for heard := false; !heard; {
+		srv.mu.Lock()
+		heard = srv.cancelled.has(cancelledID, time.Now())
+		srv.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			t.Fatal("the server did not hear the cancel")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	type want struct {
+		state, code string
+		attempt     int // 0: the reply must have no attempt and no worker
+	}
+	tests := []struct {
+		name, contentType string
+		headers           amqp.Table
+		id                string
+		want              want
+	}{
+		{"charset parameter", "application/json; charset=utf-8", nil, "", want{"succeeded", "", 1}},
+		{"no content type", "", nil, "", want{"succeeded", "", 1}},
+		{"upper case", "Application/JSON", nil, "", want{"succeeded", "", 1}},
+		{"32-bit attempt (pika)", "application/json", amqp.Table{headerAttempt: int32(2)}, "", want{"succeeded", "", 2}},
+		{"decimal string attempt", "application/json", amqp.Table{headerAttempt: "3"}, "", want{"succeeded", "", 3}},
+		{"unknown codec", "application/msgpack", nil, "", want{"failed", wire.CodeUnknownCodec, 0}},
+		{"deadline passed, unknown codec", "application/msgpack", amqp.Table{headerDeadline: past}, "", want{"timed_out", wire.CodeTimeout, 0}},
+		{"bad deadline", "application/json", amqp.Table{headerDeadline: "tomorrow"}, "", want{"failed", wire.CodeBadInput, 0}},
+		{"poison copy", "application/json", amqp.Table{headerAttempt: uint8(tr.cfg.DeliveryLimit + 1)}, "", want{"failed", wire.CodePoison, 0}},
+		{"cancelled", "application/json", nil, cancelledID, want{"cancelled", wire.CodeCancelled, 0}},
+	}
+	byID := map[string]int{}
+	for i, tt := range tests {
+		id := tt.id
+		if id == "" {
+			id = randomID()
+		}
+		byID[id] = i
+		err := ch.PublishWithContext(ctx, tr.topo.tasks(), "echo", false, false, amqp.Publishing{
+			ContentType: tt.contentType, MessageId: id, ReplyTo: q.Name, Headers: tt.headers, Body: []byte(`"hi"`),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range tests {
+		var m amqp.Delivery
+		for {
+			select {
+			case m = <-replies:
+			case <-ctx.Done():
+				t.Fatalf("not every request was answered within %v", wait)
+			}
+			if strings.Contains(string(m.Body), `"state":"running"`) {
+				continue
+			}
+			break
+		}
+		i, ok := byID[m.CorrelationId]
+		if !ok {
+			t.Fatalf("reply for no request: %s", m.Body)
+		}
+		delete(byID, m.CorrelationId)
+		tt := tests[i]
+		var env struct {
+			ID, Task, State, Worker, Codec string
+			Attempt                        int
+			Body                           []byte
+			Error                          *wire.Error
+		}
+		if err := json.Unmarshal(m.Body, &env); err != nil {
+			t.Fatalf("%s: reply %s: %v", tt.name, m.Body, err)
+		}
+		var code string
+		if env.Error != nil {
+			code = env.Error.Code
+		}
+		if m.Type != typeReply || env.ID != m.CorrelationId || env.Task != "echo" || env.State != tt.want.state || code != tt.want.code {
+			t.Errorf("%s: reply %s (type %q); want id, task echo, state %s, code %q", tt.name, m.Body, m.Type, tt.want.state, tt.want.code)
+		}
+		ran := tt.want.attempt > 0
+		if ran && (env.Worker != "w1" || env.Attempt != tt.want.attempt || env.Codec != "json" || string(env.Body) != `"hi"`) {
+			t.Errorf("%s: reply %s; want worker w1, attempt %d, codec json, body \"hi\"", tt.name, m.Body, tt.want.attempt)
+		}
+		if !ran && (env.Worker != "" || env.Attempt != 0) {
+			t.Errorf("%s: reply %s made up without running, yet with a worker or an attempt", tt.name, m.Body)
+		}
+	}
+}
+
+// A server written from docs/PROTOCOL.md may announce fields atasks'
+// servers do not send (codecs) or leave out those it need not: the
+// catalog lists its tasks all the same.
+func TestAnnounceFromOtherServers(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	caller := f.open(Config{}, "caller", ignore)
+	ch := f.channel()
+	msg := amqp.Publishing{
+		ContentType: "application/json; charset=utf-8", Type: typeAnnounce,
+		Body: []byte(`{"server":"py-1","tasks":["py.upper"],"ttl_ms":15000,"codecs":["json"],"language":"python"}`),
+	}
+	if err := ch.PublishWithContext(context.Background(), caller.topo.control(), "", false, false, msg); err != nil {
+		t.Fatal(err)
+	}
+	waitForTask(t, caller, "py.upper")
 }

@@ -48,8 +48,9 @@ type Config struct {
 	// process that opens with the same Identity, so results survive a
 	// restart. At most one live process may use an Identity at a time. It
 	// must not contain '.' or white space.
-	// Defaults to "", which means a random id and a reply queue that the
-	// broker deletes a minute after the process stops consuming from it.
+	// Defaults to "", which means a random id and a transient reply queue
+	// that the broker deletes a minute after the process stops consuming
+	// from it, or when it restarts.
 	Identity string
 
 	// Slots is how many requests of each served task this transport holds

@@ -3,6 +3,7 @@ package amqp
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +49,7 @@ const (
 const (
 	appID           = "atasks"
 	jsonContentType = "application/json"
+	jsonCodec       = "json" // the codec of requests without a content type, and of reply bodies without a codec
 )
 
 // topology names the broker objects of one prefix and namespace.
@@ -125,13 +127,22 @@ func contentType(codec string) string {
 	return "application/" + codec
 }
 
-// codecOf is the inverse of contentType. A content type of another shape is
-// returned whole, so that the router reports it as an unknown codec.
+// codecOf is the codec a message with content type ct is encoded with
+// (docs/PROTOCOL.md §2): the subtype of an "application/…" media type. The
+// media type is case-insensitive and its parameters are ignored, so
+// "application/json; charset=utf-8" is "json"; no content type at all
+// means JSON. A media type of another shape is returned whole (lowercased,
+// without parameters), so that the router reports it as an unknown codec.
 func codecOf(ct string) string {
-	if c, ok := strings.CutPrefix(ct, "application/"); ok {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	if mt == "" {
+		return jsonCodec
+	}
+	if c, ok := strings.CutPrefix(mt, "application/"); ok && c != "" {
 		return c
 	}
-	return ct
+	return mt
 }
 
 // expiration is the per-message TTL for a request with deadline d.
@@ -268,27 +279,60 @@ func attempt(h amqp.Table) int {
 	return max(headerInt(h, headerAttempt), 1) + max(headerInt(h, headerDeliveryCount), 0)
 }
 
-// headerInt reads an integer header; 0 when absent or not an integer.
+// headerInt reads a count from an integer header (docs/PROTOCOL.md §2):
+// any AMQP integer type, signed or unsigned, 8 to 64 bits, or a string of
+// decimal digits (a long string or bytes), as peers such as pika (32-bit
+// ints) or string-only clients send them. It is 0 when absent, negative,
+// beyond int, or anything else.
 func headerInt(h amqp.Table, k string) int {
+	var n int64
 	switch v := h[k].(type) {
-	case int64:
-		return int(v)
-	case int32:
-		return int(v)
-	case int16:
-		return int(v)
 	case int8:
-		return int(v)
+		n = int64(v)
+	case int16:
+		n = int64(v)
+	case int32:
+		n = int64(v)
+	case int64:
+		n = v
 	case int:
-		return v
+		n = int64(v)
 	case uint8:
-		return int(v)
+		n = int64(v)
 	case uint16:
-		return int(v)
+		n = int64(v)
 	case uint32:
-		return int(v)
+		n = int64(v)
+	case uint64:
+		n = unsigned(v)
+	case uint:
+		n = unsigned(uint64(v))
+	case string:
+		n = decimal(v)
+	case []byte:
+		n = decimal(string(v))
 	}
-	return 0
+	if n < 0 || int64(int(n)) != n {
+		return 0
+	}
+	return int(n)
+}
+
+// unsigned is v; -1 if v is beyond int64.
+func unsigned(v uint64) int64 {
+	if v > math.MaxInt64 {
+		return -1
+	}
+	return int64(v)
+}
+
+// decimal is the value of s, a decimal integer; -1 if s is not one.
+func decimal(s string) int64 {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 // lastDeath returns the reason and queue of the most recent dead-lettering
@@ -396,6 +440,9 @@ func decodeReply(body []byte) (*wire.Reply, error) {
 	}
 	if len(e.Body) == 0 {
 		e.Body = nil
+	}
+	if e.Codec == "" && e.Body != nil {
+		e.Codec = jsonCodec // a body without a codec is JSON, as a request without a content type
 	}
 	if e.State.Final() && e.State != wire.Succeeded && e.Error == nil {
 		return nil, fmt.Errorf("amqp: decode reply %s: state %s without error", e.ID, e.State)

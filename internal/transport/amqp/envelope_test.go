@@ -67,8 +67,54 @@ func TestCodecContentType(t *testing.T) {
 			t.Errorf("codecOf(contentType(%q)) = %q", c, got)
 		}
 	}
-	if got := codecOf("text/plain"); got != "text/plain" {
-		t.Errorf("codecOf(text/plain) = %q, want it whole", got)
+	tests := []struct{ ct, want string }{
+		{"application/json", "json"},
+		{"application/json; charset=utf-8", "json"},
+		{"Application/JSON;charset=UTF-8", "json"},
+		{" application/cbor ; x=y", "cbor"},
+		{"", "json"},       // no content type: JSON
+		{" ; q=1", "json"}, // parameters only: no media type either
+		{"text/plain", "text/plain"},
+		{"text/plain; charset=utf-8", "text/plain"},
+		{"application/", "application/"},
+	}
+	for _, tt := range tests {
+		if got := codecOf(tt.ct); got != tt.want {
+			t.Errorf("codecOf(%q) = %q, want %q", tt.ct, got, tt.want)
+		}
+	}
+}
+
+func TestHeaderInt(t *testing.T) {
+	tests := []struct {
+		v    any
+		want int
+	}{
+		{nil, 0},
+		{int8(3), 3},
+		{uint8(3), 3},
+		{int16(3), 3},
+		{uint16(3), 3},
+		{int32(3), 3}, // pika's Python int
+		{uint32(3), 3},
+		{int64(3), 3},
+		{uint64(3), 3},
+		{3, 3},
+		{"3", 3},
+		{" 12 ", 12},
+		{[]byte("7"), 7},
+		{int64(-2), 0},
+		{"-2", 0},
+		{"3.0", 0},
+		{"x", 0},
+		{3.0, 0},
+		{true, 0},
+		{uint64(1 << 63), 0},
+	}
+	for _, tt := range tests {
+		if got := headerInt(amqp.Table{"k": tt.v}, "k"); got != tt.want {
+			t.Errorf("headerInt(%T %v) = %d, want %d", tt.v, tt.v, got, tt.want)
+		}
 	}
 }
 
@@ -151,6 +197,25 @@ func TestReplyCarriesTask(t *testing.T) {
 	p, _ = replyPublishing(&wire.Reply{ID: "a", State: wire.Running}, time.Now())
 	if strings.Contains(string(p.Body), `"task"`) {
 		t.Errorf("envelope without a task: %s, want no task field", p.Body)
+	}
+}
+
+// A reply's body without a codec is JSON; a reply without a body keeps
+// its codec as sent.
+func TestReplyCodecDefaultsToJSON(t *testing.T) {
+	tests := []struct{ body, want string }{
+		{`{"id":"a","state":"succeeded","body":"MQ=="}`, "json"},
+		{`{"id":"a","state":"succeeded","codec":"cbor","body":"AQ=="}`, "cbor"},
+		{`{"id":"a","state":"failed","error":{"code":"poison","message":"m","retryable":false}}`, ""},
+	}
+	for _, tt := range tests {
+		r, err := decodeReply([]byte(tt.body))
+		if err != nil {
+			t.Fatalf("decodeReply(%s): %v", tt.body, err)
+		}
+		if r.Codec != tt.want {
+			t.Errorf("decodeReply(%s): codec %q, want %q", tt.body, r.Codec, tt.want)
+		}
 	}
 }
 

@@ -352,11 +352,17 @@ func (g *generation) declareCommon() error {
 	if err := ch.QueueBind(lease, "", lease, false, nil); err != nil {
 		return fmt.Errorf("amqp: bind %s: %w", lease, err)
 	}
+	// With an Identity, replies outlive this process and the broker: a
+	// durable quorum queue. Without, nobody reads them after this process
+	// anyway: a transient classic queue, one write fewer per call (a
+	// broker restart loses it, and the calls waiting for it fail, retryable).
 	args := amqp.Table{"x-queue-type": "quorum"}
+	durable := true
 	if t.cfg.Identity == "" {
-		args["x-expires"] = ephemeralExpiry.Milliseconds()
+		args = amqp.Table{"x-queue-type": "classic", "x-expires": ephemeralExpiry.Milliseconds()}
+		durable = false
 	}
-	if _, err := ch.QueueDeclare(t.replyQ, true, false, false, false, args); err != nil {
+	if _, err := ch.QueueDeclare(t.replyQ, durable, false, false, false, args); err != nil {
 		return fmt.Errorf("amqp: declare %s: %w", t.replyQ, err)
 	}
 	return nil
@@ -417,18 +423,45 @@ func (g *generation) control(typ string, v any) {
 	}
 }
 
-// consumeReplies passes replies to the router and acks them.
+// replyAckBatch is the most replies consumeReplies hands over before it
+// acks them, well below the reply prefetch.
+const replyAckBatch = 64
+
+// consumeReplies passes replies to the router and acks them in batches
+// (multiple=true): after replyAckBatch of them, or as soon as no more are
+// waiting. A reply whose ack the connection took with it is delivered
+// again on the next one; callers keep the first final reply of an id.
 func (g *generation) consumeReplies(deliveries <-chan amqp.Delivery) {
 	defer g.wg.Done()
-	for m := range deliveries {
+	var last amqp.Delivery
+	pending := 0
+	ack := func() {
+		if pending > 0 && !g.isDone() {
+			_ = last.Ack(true)
+		}
+		pending = 0
+	}
+	for {
+		var m amqp.Delivery
+		var ok bool
+		select {
+		case m, ok = <-deliveries:
+		default:
+			ack() // nothing more waiting: settle what was handed over
+			m, ok = <-deliveries
+		}
+		if !ok {
+			return
+		}
 		r, err := decodeReply(m.Body)
 		if err != nil {
 			g.t.log.Warn("amqp: dropped undecodable reply", "err", err, "correlation_id", m.CorrelationId)
 		} else {
 			g.t.received(r)
 		}
-		if !g.isDone() {
-			_ = m.Ack(false)
+		last, pending = m, pending+1
+		if pending >= replyAckBatch {
+			ack()
 		}
 	}
 }
