@@ -221,8 +221,10 @@ func handlerOf[In, Out any](fn func(context.Context, In) (Out, error), name stri
 		if err != nil {
 			return nil, fmt.Errorf("atasks: the input schema of %s: %w", name, err)
 		}
-		if err := fits(sch, c, body, name); err != nil {
-			return nil, err
+		if sch != nil {
+			if err := fits(sch, c, body, name); err != nil {
+				return nil, err
+			}
 		}
 		var in In
 		if err := c.Unmarshal(body, &in); err != nil {

@@ -30,6 +30,7 @@ func TestMetrics(t *testing.T) {
 	do(t, "POST", srv.URL+"/v1/ns/default/tasks/demo.fail", `{"code":"nope","message":"no"}`)
 	c := wsDial(t, srv.HTTP)
 	wsCall(t, c, "1", "demo.echo", `"x"`)
+	wsUntil(t, c, "1", "result") // its outcome is counted
 
 	got := scrape(t, srv.URL)
 	for _, want := range []struct {

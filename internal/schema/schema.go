@@ -39,13 +39,15 @@ func Of(t reflect.Type, open bool) json.RawMessage {
 // Violation is one way a value does not fit its schema.
 type Violation = wire.Violation
 
-// Schema is a compiled schema.
+// Schema is a compiled schema; nil accepts everything.
 type Schema struct{ s *jsonschema.Schema }
 
-// Compile compiles raw, a JSON Schema; an empty raw accepts everything.
+// Compile compiles raw, a JSON Schema. One that accepts everything (empty,
+// {} or true) compiles to nil, which checks nothing, at no cost.
 func Compile(raw json.RawMessage) (*Schema, error) {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		raw = json.RawMessage("true")
+	switch string(bytes.TrimSpace(raw)) {
+	case "", "{}", "true":
+		return nil, nil
 	}
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 	if err != nil {
@@ -66,6 +68,9 @@ func Compile(raw json.RawMessage) (*Schema, error) {
 // Check returns how value, one JSON document, does not fit s: nothing if
 // it fits. A value that is not JSON is one violation at "".
 func (s *Schema) Check(value []byte) []Violation {
+	if s == nil {
+		return nil
+	}
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(value))
 	if err != nil {
 		return []Violation{{Pointer: "", Detail: "not one JSON value: " + err.Error()}}
@@ -76,6 +81,9 @@ func (s *Schema) Check(value []byte) []Violation {
 // CheckValue is Check of an already decoded value: nil, bool, string,
 // json.Number or float64, []any, map[string]any.
 func (s *Schema) CheckValue(v any) []Violation {
+	if s == nil {
+		return nil
+	}
 	err := s.s.Validate(v)
 	var ve *jsonschema.ValidationError
 	if !errors.As(err, &ve) {
