@@ -319,7 +319,6 @@ func (g *Gateway) listNamespaces(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string][]string{"namespaces": nss})
 }
 
-
 // releaseMemory gives the memory a drained backlog of invocations took
 // back to the system (a full collection) a moment after it is asked to,
 // once for all the asks meanwhile: the runtime would keep it for minutes.
