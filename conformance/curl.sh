@@ -42,7 +42,9 @@ problems() {
       unknown($where; ["name", "ns", "task", "input", "input_repeat", "wait", "timeout", "cancel_after_ms", "idempotency_key", "parallel", "expect"]),
       (.input_repeat // {} | unknown("\($where).input_repeat"; ["text", "times"])),
       (.expect | unknown("\($where).expect"; ["result", "echo", "error"])),
-      (.expect.error // {} | unknown("\($where).expect.error"; ["code", "message", "details", "retryable"])),
+      (.expect.error // {} | unknown("\($where).expect.error"; ["code", "message", "details", "retryable", "pointers"])),
+      (select(.expect.error.pointers | . != null and (type != "array" or any(.[]; type != "string")))
+        | "\($where): expect.error.pointers: want a list of strings"),
       (select((.name | type) != "string" or (.task | type) != "string") | "\($where): name and task are required"),
       (select(has("input") and has("input_repeat")) | "\($where): both input and input_repeat"),
       (select([.expect | has("result"), .echo == true, has("error")] | map(select(.)) | length != 1)
@@ -72,11 +74,14 @@ is_final() {
 }
 
 # as_outcome STATUS FILE: turns the answer in FILE into an outcome: an
-# invocation stays; a problem+json becomes {"error": {code, message, retryable}}.
+# invocation stays; a problem+json becomes {"error": {code, message,
+# retryable}}, with details {"errors": […]} when it has errors (bad_input),
+# as an error frame carries them.
 as_outcome() {
   local status=$1 file=$2
   case $status in 200 | 202) return 0 ;; esac
-  if ! jq --argjson s "$status" '{error: {code: (.code // "http_\($s)"), message: .detail, retryable: ($s == 502 or $s == 503 or $s == 504)}}' \
+  if ! jq --argjson s "$status" '{error: ({code: (.code // "http_\($s)"), message: .detail, retryable: ($s == 502 or $s == 503 or $s == 504)}
+    + if (.errors | type) == "array" then {details: {errors: .errors}} else {} end)}' \
     "$file" >"$file.problem" 2>/dev/null; then
     echo "HTTP $status: $(head -c 200 "$file")"
     return 1
@@ -84,11 +89,13 @@ as_outcome() {
   mv "$file.problem" "$file"
 }
 
-# call OUT [KEY]: calls the case's task once, with Idempotency-Key KEY if
-# given, cancelling it after cancel_ms if set, and writes its outcome to OUT.
+# call OUT [KEY]: calls the case's task once (a case without an input
+# posts no body), with Idempotency-Key KEY if given, cancelling it after
+# cancel_ms if set, and writes its outcome to OUT.
 call() {
   local out=$1 key=${2:-} status location
-  local query="wait=${first_wait:-10s}" args=(-H 'Content-Type: application/json' --data-binary "@$dir/input.json")
+  local query="wait=${first_wait:-10s}" args=(-H 'Content-Type: application/json')
+  [ "$has_input" = false ] || args+=(--data-binary "@$dir/input.json")
   [ -z "$cancel_ms" ] || query="wait=0s" # the answer names the invocation to cancel
   [ -z "$timeout" ] || query+="&timeout=$timeout"
   [ -z "$key" ] || args+=(-H "Idempotency-Key: $key")
@@ -114,10 +121,15 @@ call() {
 check() {
   jq -nr --slurpfile c "$dir/case.json" --slurpfile o "$1" --slurpfile in "$dir/input.json" '
     def short: tojson | if length > 200 then .[:200] + "…" else . end;
+    # the pointers of a bad_input error'"'"'s details.errors; null when they are not that
+    def pointers: .details | if type == "object" then .errors else null end
+      | if type == "array" and all(.[]; type == "object" and (.pointer | type) == "string") then map(.pointer) else null end;
     $c[0].expect as $e | $o[0] as $o |
     if $e | has("error") then
       if $o.error == null then "want error \($e.error.code | tojson), got result \($o.result | short)"
-      else [$e.error | to_entries[] | select(.value != $o.error[.key]) | "\(.key) \($o.error[.key] | short), want \(.value | short)"]
+      else [($e.error | del(.pointers) | to_entries[] | select(.value != $o.error[.key]) | "\(.key) \($o.error[.key] | short), want \(.value | short)"),
+          ($o.error | pointers) as $got | ($e.error.pointers | select(. != null and ($got == null or ($got | sort) != sort))
+            | "pointers \($got | short), want \(short)")]
         | select(length > 0) | "error \($o.error | short): \(join(", "))"
       end
     elif $o.error != null then "want a result, got error \($o.error | short)"
@@ -145,14 +157,16 @@ call_and_check() {
 
 # run_case I: runs case I, its calls in parallel, and prints its line. It
 # runs in a subshell of its own: the globals it sets (dir, ns, task,
-# first_wait, timeout, cancel_ms, idem_key, deadline) are this case's.
+# first_wait, timeout, cancel_ms, idem_key, has_input, deadline) are this
+# case's.
 run_case() {
   dir="$work/$1"
   mkdir -p "$dir"
   jq ".cases[$1]" "$cases" >"$dir/case.json"
   local name parallel i why=""
-  IFS=$'\x1f' read -r name ns task first_wait timeout cancel_ms idem_key parallel < <(jq -r '[.name, (.ns // "default" | @uri),
-    (.task | @uri), .wait, .timeout, .cancel_after_ms, .idempotency_key, .parallel] | map(. // "") | join("\u001f")' "$dir/case.json")
+  IFS=$'\x1f' read -r name ns task first_wait timeout cancel_ms idem_key parallel has_input < <(jq -r '[.name, (.ns // "default" | @uri),
+    (.task | @uri), .wait, .timeout, .cancel_after_ms, .idempotency_key, .parallel, (has("input") or has("input_repeat") | tostring)]
+    | map(. // "") | join("\u001f")' "$dir/case.json")
   deadline=$((SECONDS + case_seconds))
   jq -c 'if has("input_repeat") then .input_repeat | .text * .times else .input end' "$dir/case.json" >"$dir/input.json"
   for ((i = 1; i <= ${parallel:-1}; i++)); do

@@ -28,7 +28,7 @@ const CASE_FIELDS = new Set([
   "expect",
 ]);
 const EXPECT_FIELDS = new Set(["result", "echo", "error"]);
-const ERROR_FIELDS = new Set(["code", "message", "details", "retryable"]);
+const ERROR_FIELDS = new Set(["code", "message", "details", "retryable", "pointers"]);
 
 /** Unusable is a reason the runner cannot run at all (exit 2). */
 class Unusable extends Error {}
@@ -38,7 +38,7 @@ class Unusable extends Error {}
  *   name: string, ns?: string, task: string, input?: unknown,
  *   input_repeat?: {text: string, times: number}, wait?: string, timeout?: string,
  *   cancel_after_ms?: number, idempotency_key?: string, parallel?: number,
- *   expect: {result?: unknown, echo?: boolean, error?: {code: string, message?: string, details?: unknown, retryable?: boolean}}
+ *   expect: {result?: unknown, echo?: boolean, error?: {code: string, message?: string, details?: unknown, retryable?: boolean, pointers?: string[]}}
  * }} Case
  */
 
@@ -112,12 +112,16 @@ function checkCase(c, where) {
     if (typeof x.code !== "string" || x.code === "") throw bad("expect.error.code: want a non-empty string");
     if (x.message !== undefined && typeof x.message !== "string") throw bad("expect.error.message: want a string");
     if (x.retryable !== undefined && typeof x.retryable !== "boolean") throw bad("expect.error.retryable: want a boolean");
+    if (x.pointers !== undefined && !(Array.isArray(x.pointers) && x.pointers.every((p) => typeof p === "string"))) {
+      throw bad("expect.error.pointers: want a list of strings");
+    }
   }
 }
 
 /**
- * attempt makes one call of case c and returns its outcome:
- * {value} or {error}, with the invocation id when it was accepted.
+ * attempt makes one call of case c with input (undefined: without one) and
+ * returns its outcome: {value} or {error}, with the invocation id when it
+ * was accepted.
  * @param {AtasksClient} client
  * @param {Case} c
  * @param {"ws"|"rest"} transport
@@ -154,7 +158,9 @@ async function attempt(client, c, input, transport, run) {
  * @param {"ws"|"rest"} transport
  */
 async function runCase(c, transport, { url, run, shared }) {
-  const input = c.input_repeat ? c.input_repeat.text.repeat(c.input_repeat.times) : c.input === undefined ? null : c.input;
+  // A case without an input makes its call without one; its echo is null.
+  const sent = c.input_repeat ? c.input_repeat.text.repeat(c.input_repeat.times) : c.input;
+  const input = sent === undefined ? null : sent;
   // A case's wait is how long its first REST request waits: the client's
   // pollWait (which its long-polls then use too). WebSocket has none.
   const client = c.wait && transport === "rest" ? new AtasksClient({ baseUrl: url, transport, pollWait: c.wait }) : shared;
@@ -163,7 +169,7 @@ async function runCase(c, transport, { url, run, shared }) {
     const rounds = c.idempotency_key === undefined ? 1 : 2;
     const ids = [];
     for (let round = 0; round < rounds; round++) {
-      const outs = await Promise.all(Array.from({ length: n }, () => attempt(client, c, input, transport, run)));
+      const outs = await Promise.all(Array.from({ length: n }, () => attempt(client, c, sent, transport, run)));
       for (const [i, out] of outs.entries()) {
         const which = [rounds > 1 ? `call ${round + 1}` : "", n > 1 ? `parallel call ${i + 1}` : ""].filter(Boolean).join(", ");
         const why = judge(c, input, out) || (await cancelledAtGateway(c, client, out));
@@ -190,6 +196,13 @@ function judge(c, input, out) {
         return `error ${k} ${show(err[k])}, want ${show(e.error[k])} (error ${err.code}: ${err.message})`;
       }
     }
+    if (e.error.pointers !== undefined) {
+      const got = pointers(err.details);
+      const sorted = (ps) => JSON.stringify([...ps].sort());
+      if (!got || sorted(got) !== sorted(e.error.pointers)) {
+        return `error details ${show(err.details)}: pointers ${show(got)}, want ${show(e.error.pointers)}`;
+      }
+    }
     return "";
   }
   if ("error" in out) {
@@ -213,6 +226,17 @@ async function cancelledAtGateway(c, client, out) {
     return `the call was aborted but invocation ${out.id} ended ${inv.state}${inv.error ? ` (${inv.error.code})` : ""}, want error ${want}`;
   }
   return "";
+}
+
+/**
+ * pointers lists the pointers of a bad_input's details, {errors: [{pointer}]};
+ * undefined when they are not that.
+ * @returns {string[]|undefined}
+ */
+function pointers(details) {
+  const errors = isObject(details) ? details.errors : undefined;
+  if (!Array.isArray(errors) || !errors.every((e) => isObject(e) && typeof e.pointer === "string")) return undefined;
+  return errors.map((e) => e.pointer);
 }
 
 /** jsonEqual compares two JSON values: numbers by value, objects whatever their key order. */

@@ -41,8 +41,26 @@ export interface Invocation<R = unknown> {
 /** A task the gateway can reach: GET /v1/ns/{ns}/tasks. */
 export interface TaskInfo {
   name: string;
+  /** How the gateway encodes the task's input: "json", "cbor", … */
+  codec?: string;
   /** How many servers serve it. */
   servers: number;
+  /** The JSON Schemas of the task's input and result, derived from its Go types; the gateway checks every input against `input` (bad_input). */
+  schema?: { input: JSONSchema; output: JSONSchema };
+}
+
+/** A JSON Schema (draft 2020-12): an object, or true/false. */
+export type JSONSchema = boolean | { [keyword: string]: unknown };
+
+/** One way an input does not fit its task: where (an RFC 6901 pointer into the input, "" for the whole of it) and what is wrong there. */
+export interface InputViolation {
+  pointer: string;
+  detail: string;
+}
+
+/** The details of a bad_input error, whichever transport brought it and whoever (the gateway or a worker) found it. */
+export interface BadInputDetails {
+  errors: InputViolation[];
 }
 
 /**
@@ -104,9 +122,10 @@ export interface ClientOptions {
 }
 
 /**
- * Per-call options. An invalid timeout, idempotencyKey or transport, or an
- * input JSON cannot encode, rejects with code "bad_request" before anything
- * is sent, whatever the transport.
+ * Per-call options. An invalid timeout, idempotencyKey or transport rejects
+ * with code "bad_request", and an input JSON.stringify cannot encode (a
+ * BigInt, a cycle, a function or symbol as the input itself) with code
+ * "bad_input", before anything is sent, whatever the transport.
  */
 export interface CallOptions {
   /** Aborting cancels the invocation (and its children) and rejects at once with an AbortError-like AtasksError, code "cancelled". */
@@ -146,11 +165,13 @@ export interface CallHandle<R = unknown> {
 /**
  * Every failure: a failed/cancelled/timed-out invocation (`invocation` set;
  * the task's code, message, details and retryable), an error of the gateway
- * (problem+json or WebSocket error frame: the same code, message and
- * retryable either way, plus `status` on REST), "bad_request" for options
- * refused before sending, or "unavailable" (retryable) when the gateway
- * cannot be reached. An aborted call's error has name "AbortError" and code
- * "cancelled".
+ * (problem+json or WebSocket error frame: the same code, message, details
+ * and retryable either way, plus `status` on REST), "bad_request" for
+ * options refused before sending, or "unavailable" (retryable) when the
+ * gateway cannot be reached. An input that does not fit the task's schema
+ * is "bad_input" with `details` a {@link BadInputDetails}, `{errors: [{pointer, detail}]}`
+ * (none for an input the client could not encode). An aborted call's error
+ * has name "AbortError" and code "cancelled".
  */
 export declare class AtasksError extends Error {
   constructor(

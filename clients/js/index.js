@@ -71,6 +71,21 @@ function badRequest(message) {
   return new AtasksError("bad_request", message);
 }
 
+// encodeInput encodes a call's input as JSON.stringify does (absent is
+// null). An input it cannot encode throws a bad_input AtasksError, the
+// code of an input that does not fit the task: one that makes it throw (a
+// BigInt, a cycle) or that it turns into nothing (a function, a symbol).
+function encodeInput(input) {
+  let body;
+  try {
+    body = JSON.stringify(input === undefined ? null : input);
+  } catch (err) {
+    throw new AtasksError("bad_input", `the input cannot be encoded as JSON: ${err.message}`, { cause: err });
+  }
+  if (body === undefined) throw new AtasksError("bad_input", `the input cannot be encoded as JSON: JSON.stringify encodes this ${typeof input} as nothing`);
+  return body;
+}
+
 // A Go duration (time.ParseDuration): "300ms", "1.5s", "1h2m", "0".
 const GO_DURATION = /^[-+]?(?:0|(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$/;
 
@@ -522,9 +537,9 @@ export class AtasksClient {
     try {
       timeout = duration("timeout", opts.timeout);
       key = idempotencyKey(opts.idempotencyKey);
-      body = JSON.stringify(input === undefined ? null : input) ?? "null";
+      body = encodeInput(input);
     } catch (err) {
-      op.fail(err instanceof AtasksError ? err : badRequest(`input: cannot be sent as JSON: ${err.message}`));
+      op.fail(err instanceof AtasksError ? err : badRequest(`options: ${err.message}`));
       return op;
     }
     const signal = opts.signal;
@@ -713,13 +728,15 @@ export class AtasksClient {
       parsed = undefined;
     }
     if (!res.ok) {
-      // A problem+json: the same code, message and retryable as the
-      // gateway's error frame for the same failure over WebSocket.
+      // A problem+json: the same code, message, details and retryable as
+      // the gateway's error frame for the same failure over WebSocket. A
+      // bad_input's errors (each field at fault) are the frame's details
+      // {errors}, as a task's own bad_input carries them.
       const p = parsed && typeof parsed === "object" ? parsed : {};
       throw new AtasksError(p.code ?? `http_${res.status}`, p.detail ?? p.title ?? `${res.status} ${res.statusText}`, {
         status: res.status,
         retryable: typeof p.retryable === "boolean" ? p.retryable : res.status === 503,
-        details: p.details,
+        details: Array.isArray(p.errors) ? { errors: p.errors } : p.details,
       });
     }
     if (parsed === undefined) throw new AtasksError("bad_response", `${method} ${path}: the gateway's answer is not JSON`);

@@ -1,7 +1,7 @@
 // Compiled by `npm run typecheck` (tsc --noEmit), never run: index.d.ts as a
 // user writes against it. A line marked @ts-expect-error must not compile.
 import { AtasksClient, AtasksError, FINAL_STATES, isFinal } from "@atasks/client";
-import type { CallEvent, CallHandle, ClientOptions, FinalState, Invocation, State, TaskInfo } from "@atasks/client";
+import type { BadInputDetails, CallEvent, CallHandle, ClientOptions, FinalState, InputViolation, Invocation, JSONSchema, State, TaskInfo } from "@atasks/client";
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 function expectType<T extends true>(_: T) {}
@@ -48,6 +48,10 @@ async function usage(signal: AbortSignal) {
   const ns: string[] = await client.namespaces({ signal });
   const tasks: TaskInfo[] = await client.tasks("default");
   const servers: number = tasks[0].servers;
+  const input: JSONSchema | undefined = tasks[0].schema?.input;
+  const required: unknown = typeof input === "object" ? input.required : undefined;
+  // @ts-expect-error: a schema is an object or a boolean
+  const notSchema: JSONSchema = "integer";
   const inv = await client.get<number>("default", id, { wait: "10s" });
   if (isFinal(inv.state)) {
     expectType<Equal<typeof inv.state, FinalState>>(true);
@@ -69,6 +73,11 @@ async function usage(signal: AbortSignal) {
         err.invocation,
       ];
       const name: "AtasksError" | "AbortError" = err.name;
+      if (err.code === "bad_input") {
+        const violations: InputViolation[] = (err.details as BadInputDetails | undefined)?.errors ?? [];
+        const pointers: string[] = violations.map((v) => v.pointer + ": " + v.detail);
+        return [fields, name, pointers, required, notSchema];
+      }
       const e2: Error = AtasksError.fromInvocation(err.invocation ?? inv);
       return [fields, name, e2];
     }

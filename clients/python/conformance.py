@@ -44,7 +44,7 @@ CASE_FIELDS = {
     "expect",
 }
 EXPECT_FIELDS = {"result", "echo", "error"}
-ERROR_FIELDS = {"code", "message", "details", "retryable"}
+ERROR_FIELDS = {"code", "message", "details", "retryable", "pointers"}
 REPEAT_FIELDS = {"text", "times"}
 TOP_FIELDS = {"version", "cases"}
 
@@ -59,6 +59,7 @@ class Case:
     ns: str
     task: str
     input: Any
+    has_input: bool  # else the call is made without an input
     wait: str | None
     timeout: str | None
     cancel_after_ms: float | None
@@ -127,12 +128,15 @@ def parse_cases(doc: Any) -> list[Case]:
             _want(isinstance(e.get("code"), str), where, "expect.error.code: want a string")
             _want("message" not in e or isinstance(e["message"], str), where, "expect.error.message: want a string")
             _want("retryable" not in e or isinstance(e["retryable"], bool), where, "expect.error.retryable: want true or false")
+            ptrs = e.get("pointers", [])
+            _want(isinstance(ptrs, list) and all(isinstance(p, str) for p in ptrs), where, "expect.error.pointers: want a list of strings")
         cases.append(
             Case(
                 name=name,
                 ns=ns,
                 task=c["task"],
                 input=value,
+                has_input="input" in c or "input_repeat" in c,
                 wait=c.get("wait"),
                 timeout=c.get("timeout"),
                 cancel_after_ms=cancel,
@@ -179,13 +183,14 @@ class Outcome:
 async def run_once(client: AtasksClient, case: Case, key: str | None) -> Outcome:
     """One call of the case, cancelled after cancel_after_ms if it says so."""
     opts: dict[str, Any] = {"timeout": case.timeout, "wait": case.wait, "idempotency_key": key}
+    args = (case.input,) if case.has_input else ()
     if case.cancel_after_ms is None and key is None:
         try:
-            return Outcome(None, result=await client.call(case.ns, case.task, case.input, **opts))
+            return Outcome(None, result=await client.call(case.ns, case.task, *args, **opts))
         except AtasksError as err:
             return Outcome(None, error=err)
     try:
-        handle = await client.start(case.ns, case.task, case.input, **opts)
+        handle = await client.start(case.ns, case.task, *args, **opts)
     except AtasksError as err:
         return Outcome(None, error=err)
     if case.cancel_after_ms is not None:
@@ -219,7 +224,20 @@ def check(case: Case, out: Outcome) -> str | None:
         return f"error details {short(err.details)}, want {short(want_err['details'])}"
     if "retryable" in want_err and err.retryable != want_err["retryable"]:
         return f"error retryable {err.retryable}, want {want_err['retryable']}"
+    if "pointers" in want_err:
+        got = pointers(err.details)
+        if got is None or sorted(got) != sorted(want_err["pointers"]):
+            return f"error details {short(err.details)}: pointers {got!r}, want {want_err['pointers']!r}"
     return None
+
+
+def pointers(details: Any) -> list[str] | None:
+    """The pointers of a bad_input's details, ``{"errors": [{"pointer": …}]}``;
+    None when they are not that."""
+    errors = details.get("errors") if isinstance(details, dict) else None
+    if not isinstance(errors, list) or not all(isinstance(e, dict) and isinstance(e.get("pointer"), str) for e in errors):
+        return None
+    return [e["pointer"] for e in errors]
 
 
 async def run_case(client: AtasksClient, case: Case, run_id: str) -> str | None:

@@ -1,15 +1,18 @@
 // The gateway's dashboard: one WebSocket to /v1/ws subscribed with
 // {"type":"monitor"} (docs/WEBSOCKET.md, "Monitoring"), rendered live:
 // recent calls, each a row with its children collapsed under it, the call
-// tree of the one clicked, the workers' slots and per-task counts. It
-// reconnects with backoff when the socket closes.
+// tree of the one clicked, the workers' slots and per-task counts with
+// each task's input schema. It reconnects with backoff when the socket
+// closes.
 //
 // Data flow: the feed's messages update the model (records, servers,
 // tasks) and mark what changed; render() redraws at most every
 // RENDER_EVERY ms; tick() only rewrites the durations of running
 // invocations. The feed's snapshot merges in the gateway's own records,
 // and says "unknown" of what may have ended unseen: this page shows
-// states as the feed says them.
+// states as the feed says them. The tasks' schemas come from the catalog
+// (GET /v1/ns, GET /v1/ns/{ns}/tasks), read at each snapshot and whenever
+// the workers serve other tasks.
 
 const REF = "m";
 const MAX_ROWS = 200; // rows of the invocations table, newest first
@@ -41,6 +44,10 @@ const records = new Map();
 const kids = new Map();
 let servers = [];
 let taskLines = [];
+// catalog is the tasks the gateway serves, by ns + "\0" + name: {ns, name,
+// schema: {input, output}}, as GET /v1/ns/{ns}/tasks lists them.
+let catalog = new Map();
+const openSchemas = new Set(); // tasks (ns + "\0" + name) whose schemas are shown whole
 let selected = hashID();
 const expanded = new Set(); // tree nodes opened by the user
 const opened = new Set(); // rows of the invocations table opened, showing their children
@@ -679,12 +686,20 @@ function renderServers() {
 }
 
 const taskRows = new Map(); // ns + "\0" + task -> <tr>
+const schemaRows = new Map(); // ns + "\0" + task -> the <tr> under it showing its schemas whole
 
+// renderTasks lists every task the gateway serves or has seen run: its
+// counts, and under its name a summary of its input (and result) schema,
+// which opens to the JSON Schemas whole.
 function renderTasks() {
-  const list = taskLines
-    .filter((t) => t && typeof t === "object")
-    .sort((a, b) => cmp(a.ns, b.ns) || cmp(a.task, b.task));
+  const lines = new Map();
+  for (const t of taskLines) if (t && typeof t === "object") lines.set(`${t.ns}\0${t.task}`, t);
+  for (const [key, c] of catalog) {
+    if (!lines.has(key)) lines.set(key, { ns: c.ns, task: c.name, in_flight: 0, rate: 0, ended: 0, failed: 0 });
+  }
+  const list = [...lines.values()].sort((a, b) => cmp(a.ns, b.ns) || cmp(a.task, b.task));
   const trs = [];
+  let schemas = 0;
   for (const t of list) {
     const key = `${t.ns}\0${t.task}`;
     let tr = taskRows.get(key);
@@ -692,17 +707,16 @@ function renderTasks() {
       tr = el("tr");
       tr.dataset.ns = t.ns ?? "";
       tr.dataset.task = t.task ?? "";
-      tr.append(
-        el("td", "ns", t.ns ?? ""),
-        el("td", "task", t.task ?? ""),
-        el("td", "flight num"),
-        el("td", "rate num"),
-        el("td", "ended num"),
-        el("td", "failed num"),
-      );
+      const task = el("td", "task");
+      task.append(el("span", "tname", t.task ?? ""));
+      tr.append(el("td", "ns", t.ns ?? ""), task, el("td", "flight num"), el("td", "rate num"), el("td", "ended num"), el("td", "failed num"));
       taskRows.set(key, tr);
     }
-    const [, , flight, rate, ended, failed] = tr.children;
+    const [, task, flight, rate, ended, failed] = tr.children;
+    const schema = catalog.get(key)?.schema;
+    const open = !!schema && openSchemas.has(key);
+    setSignature(task, key, schema, open);
+    if (schema) schemas++;
     flight.textContent = String(t.in_flight ?? "");
     flight.classList.toggle("zero", !(t.in_flight > 0));
     rate.textContent = fmtRate(t.rate);
@@ -711,11 +725,196 @@ function renderTasks() {
     bumpText(failed, String(t.failed ?? 0));
     failed.classList.toggle("bad", (t.failed ?? 0) > 0);
     trs.push(tr);
+    if (open) trs.push(schemaRow(key, t, schema));
   }
-  const keep = new Set(list.map((t) => `${t.ns}\0${t.task}`));
-  for (const k of taskRows.keys()) if (!keep.has(k)) taskRows.delete(k);
-  $("#tasks tbody").replaceChildren(...trs);
+  for (const k of taskRows.keys()) if (!lines.has(k)) taskRows.delete(k);
+  for (const k of schemaRows.keys()) if (!lines.has(k) || !openSchemas.has(k)) schemaRows.delete(k);
+  const body = $("#tasks tbody");
+  if (body.children.length !== trs.length || trs.some((tr, i) => body.children[i] !== tr)) body.replaceChildren(...trs);
   $("#tasks-empty").hidden = trs.length > 0;
+  $("#tasks-legend").hidden = schemas === 0;
+}
+
+// setSignature shows, under a task's name, its schema's summary as a
+// button that opens the schemas whole; nothing when the catalog has none.
+function setSignature(td, key, schema, open) {
+  const text = schema ? JSON.stringify(schema) : "";
+  let sig = td.querySelector(":scope > button.sig");
+  if (td.dataset.schema !== text) {
+    td.dataset.schema = text;
+    sig?.remove();
+    sig = null;
+    if (schema) {
+      sig = el("button", "sig");
+      sig.type = "button";
+      sig.dataset.action = "schema";
+      sig.dataset.key = key;
+      sig.append(signature(schema.input, "input"), el("span", "arrow", " → "), signature(schema.output, "output"));
+      td.append(sig);
+    }
+  }
+  if (!sig) return;
+  const name = key.replace("\0", " / ");
+  sig.setAttribute("aria-expanded", String(open));
+  sig.title = `${open ? "Hide" : "Show"} the JSON Schemas of ${name}'s input and result`;
+}
+
+// schemaRow is the row under a task's that shows its schemas whole.
+function schemaRow(key, t, schema) {
+  let tr = schemaRows.get(key);
+  if (tr && tr.dataset.schema === JSON.stringify(schema)) return tr;
+  tr = el("tr", "schema-row");
+  tr.dataset.ns = t.ns ?? "";
+  tr.dataset.task = t.task ?? "";
+  tr.dataset.schema = JSON.stringify(schema);
+  const td = el("td");
+  td.colSpan = 6;
+  for (const part of ["input", "output"]) {
+    const block = el("div", `schema-part ${part}`);
+    block.append(el("div", "schema-label", part === "input" ? "Input, checked before a call is queued" : "Result"));
+    block.append(el("pre", "schema-json", JSON.stringify(schema[part] ?? {}, null, 2)));
+    td.append(block);
+  }
+  tr.append(td);
+  schemaRows.set(key, tr);
+  return tr;
+}
+
+// signature summarizes a JSON Schema in a line: an object's fields with
+// their types, the required ones marked *, "…" when others are allowed;
+// any other schema, its type.
+function signature(schema, part) {
+  const box = el("span", `schema-sum ${part}`);
+  const s = deref(schema, schema);
+  const props = s && typeof s === "object" && s.properties && typeof s.properties === "object" ? Object.entries(s.properties) : null;
+  if (!props || (s.type !== undefined && s.type !== "object")) {
+    const type = typeName(schema, schema);
+    box.append(el("span", "ftype", type));
+    box.dataset.type = type;
+    return box;
+  }
+  const required = new Set(Array.isArray(s.required) ? s.required : []);
+  box.dataset.type = "object";
+  box.append(el("span", "brace", "{"));
+  props.forEach(([name, p], i) => {
+    const type = typeName(p, schema);
+    const req = required.has(name);
+    const f = el("span", req ? "field req" : "field");
+    f.dataset.field = name;
+    f.dataset.type = type;
+    f.dataset.required = String(req);
+    f.title = `${name}: ${type}, ${req ? "required" : "optional"}${p && typeof p === "object" && p.description ? ` — ${p.description}` : ""}`;
+    f.append(el("span", "fname", name));
+    if (req) f.append(el("span", "star", "*"));
+    f.append(el("span", "colon", ": "), el("span", "ftype", type));
+    if (i) box.append(el("span", "comma", ", "));
+    box.append(f);
+  });
+  if (s.additionalProperties !== false) box.append(el("span", "more", props.length ? ", …" : "…"));
+  box.append(el("span", "brace", "}"));
+  return box;
+}
+
+// deref follows a "#/$defs/…" reference of schema within root.
+function deref(schema, root, depth = 0) {
+  if (!schema || typeof schema !== "object" || typeof schema.$ref !== "string" || depth > 8) return schema;
+  const m = /^#\/(\$defs|definitions)\/(.+)$/.exec(schema.$ref);
+  const target = m ? root?.[m[1]]?.[m[2].replaceAll("~1", "/").replaceAll("~0", "~")] : undefined;
+  return target === undefined ? schema : deref(target, root, depth + 1);
+}
+
+// typeName names a schema's type briefly: "integer", "string[]",
+// "string | null", a $ref's name, an enum's values, "any".
+function typeName(schema, root, depth = 0) {
+  if (schema === true) return "any";
+  if (schema === false) return "nothing";
+  if (!schema || typeof schema !== "object" || depth > 4) return "any";
+  if (typeof schema.$ref === "string") return schema.$ref.split("/").pop();
+  if ("const" in schema) return JSON.stringify(schema.const);
+  if (Array.isArray(schema.enum)) {
+    const vs = schema.enum.slice(0, 4).map((v) => JSON.stringify(v));
+    return vs.join(" | ") + (schema.enum.length > 4 ? " | …" : "");
+  }
+  const alts = schema.anyOf ?? schema.oneOf;
+  if (Array.isArray(alts)) return alts.map((a) => typeName(a, root, depth + 1)).join(" | ");
+  const types = Array.isArray(schema.type) ? schema.type : schema.type === undefined ? [] : [schema.type];
+  if (!types.length) return schema.properties ? "object" : "any";
+  return types
+    .map((t) => (t === "array" ? `${schema.items === undefined ? "any" : typeName(schema.items, root, depth + 1)}[]` : String(t)))
+    .join(" | ");
+}
+
+function tasksEvent(ev) {
+  const b = ev.target.closest("button[data-action='schema']");
+  if (!b) return;
+  const key = b.dataset.key;
+  if (openSchemas.has(key)) openSchemas.delete(key);
+  else openSchemas.add(key);
+  changed.tasks = true;
+  render();
+}
+
+// ---- the catalog: each task's schemas --------------------------------
+
+let catalogLoad = null; // the load under way
+let catalogServed = null; // the served tasks (servedKey) when last loaded
+
+// loadCatalog reads the tasks of every namespace the gateway lists, with
+// the token the call page keeps, if any. A namespace it cannot read keeps
+// what was known of it; a failure leaves the summaries as they were.
+function loadCatalog() {
+  if (catalogLoad) return catalogLoad;
+  catalogServed = servedKey();
+  catalogLoad = (async () => {
+    try {
+      const { namespaces } = await getJSON("/v1/ns");
+      const lists = await Promise.all(
+        (Array.isArray(namespaces) ? namespaces : []).map((ns) =>
+          getJSON(`/v1/ns/${encodeURIComponent(ns)}/tasks`).then(
+            (b) => ({ ns, tasks: Array.isArray(b?.tasks) ? b.tasks : [] }),
+            () => ({ ns, tasks: null }),
+          ),
+        ),
+      );
+      const next = new Map();
+      for (const { ns, tasks } of lists) {
+        if (tasks === null) {
+          for (const [k, v] of catalog) if (v.ns === ns) next.set(k, v);
+          continue;
+        }
+        for (const t of tasks) {
+          if (t && typeof t.name === "string") next.set(`${ns}\0${t.name}`, { ns, name: t.name, schema: t.schema && typeof t.schema === "object" ? t.schema : null });
+        }
+      }
+      catalog = next;
+      changed.tasks = true;
+      scheduleRender();
+    } catch {
+      // the summaries stay as they were; the next snapshot tries again
+    } finally {
+      catalogLoad = null;
+    }
+  })();
+  return catalogLoad;
+}
+
+// servedKey names the tasks the workers serve now, as the feed says.
+function servedKey() {
+  const keys = [];
+  for (const s of servers) {
+    if (s && Array.isArray(s.tasks)) for (const t of s.tasks) keys.push(`${s.ns}\0${t}`);
+  }
+  return [...new Set(keys)].sort().join("\n");
+}
+
+function getJSON(path) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem("atasks.token");
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return fetch(path, { headers, cache: "no-store" }).then((res) => {
+    if (!res.ok) throw new Error(`GET ${path}: ${res.status}`);
+    return res.json();
+  });
 }
 
 // bumpText sets a count, flashing it when it changed.
@@ -892,6 +1091,7 @@ function onSnapshot(msg) {
   if (selected) reveal(selected);
   changed.invocations = changed.tree = true;
   setStats(msg);
+  loadCatalog();
 }
 
 // setStats takes the servers and tasks of a snapshot or stats message,
@@ -901,6 +1101,8 @@ function setStats(msg) {
   taskLines = Array.isArray(msg.tasks) ? msg.tasks : [];
   changed.servers = changed.tasks = true;
   changed.invocations = true; // the count in flight
+  // workers that serve other tasks than when the catalog was read: read it again
+  if (catalogServed !== null && servedKey() !== catalogServed) loadCatalog();
 }
 
 // ---- wiring ---------------------------------------------------------
@@ -908,6 +1110,7 @@ function setStats(msg) {
 invBody.addEventListener("click", rowEvent);
 invBody.addEventListener("keydown", rowEvent);
 treeBox.addEventListener("click", treeEvent);
+$("#tasks tbody").addEventListener("click", tasksEvent);
 $("#tree-close").addEventListener("click", () => select(null));
 filterInput.addEventListener("input", () => {
   changed.invocations = true;

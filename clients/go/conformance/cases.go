@@ -25,7 +25,8 @@ type testCase struct {
 	Parallel       int             `json:"parallel"`
 	Expect         expect          `json:"expect"`
 
-	input   json.RawMessage // the input to send, Input or InputRepeat's
+	input   json.RawMessage // the input to send, Input or InputRepeat's; null when the case has none
+	noInput bool            // the case has no input: the call is made without one
 	wait    time.Duration
 	timeout time.Duration
 }
@@ -49,6 +50,7 @@ type wantError struct {
 	Message   *string         `json:"message"`
 	Details   json.RawMessage `json:"details"`
 	Retryable *bool           `json:"retryable"`
+	Pointers  []string        `json:"pointers"` // of Details' errors, in any order
 }
 
 // load reads and checks the cases of the file at path; an unknown field
@@ -105,11 +107,11 @@ func (tc *testCase) prepare() error {
 	case e.Error != nil && e.Error.Code == "":
 		return errors.New("expect.error: code is required")
 	}
-	tc.input = tc.Input
+	tc.input = tc.Input // JSON null is "null", absent is nil
 	if tc.InputRepeat != nil {
 		tc.input, err = json.Marshal(strings.Repeat(tc.InputRepeat.Text, tc.InputRepeat.Times))
 	} else if tc.input == nil {
-		tc.input = json.RawMessage("null")
+		tc.input, tc.noInput = json.RawMessage("null"), true
 	}
 	return err
 }

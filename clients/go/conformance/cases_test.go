@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/atasks-go/atasks/wire"
 )
 
 func TestJSONEqual(t *testing.T) {
@@ -42,6 +44,8 @@ func TestLoad(t *testing.T) {
 		{`{"name":"a","task":"t","input_repeat":{"text":"é","times":3},"expect":{"echo":true}}`, ""},
 		{`{"name":"a","task":"t","expect":{"result":1},"extra":1}`, `unknown field "extra"`},
 		{`{"name":"a","task":"t","expect":{"error":{"code":"c","extra":1}}}`, `unknown field "extra"`},
+		{`{"name":"a","task":"t","expect":{"error":{"code":"c","pointers":["/a",""]}}}`, ""},
+		{`{"name":"a","task":"t","expect":{"error":{"code":"c","pointers":"/a"}}}`, "pointers"},
 		{`{"name":"a","task":"t","expect":{}}`, "exactly one"},
 		{`{"name":"a","task":"t","expect":{"result":1,"echo":true}}`, "exactly one"},
 		{`{"name":"a","task":"t","expect":{"error":{}}}`, "code is required"},
@@ -57,6 +61,51 @@ func TestLoad(t *testing.T) {
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("%s: got %v; want %q", tc.cases, err, tc.err)
 		}
+	}
+}
+
+// An absent input is a call without one; "input": null is a null input.
+func TestInputAbsentOrNull(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cases.json")
+	cases := `{"version":1,"cases":[{"name":"none","task":"t","expect":{"echo":true}},{"name":"null","task":"t","input":null,"expect":{"echo":true}}]}`
+	if err := os.WriteFile(path, []byte(cases), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, false} {
+		if tc := got[i]; tc.noInput != want || string(tc.input) != "null" {
+			t.Errorf("%s: noInput %t, input %s; want %t, null", tc.Name, tc.noInput, tc.input, want)
+		}
+	}
+}
+
+func TestWantPointers(t *testing.T) {
+	t.Parallel()
+	w := &wantError{Code: "bad_input", Pointers: []string{"/c", "/a"}}
+	for _, tc := range []struct {
+		details string
+		ok      bool
+	}{
+		{`{"errors":[{"pointer":"/a","detail":"x"},{"pointer":"/c","detail":"y"}]}`, true},
+		{`{"errors":[{"pointer":"/c"},{"pointer":"/a"}]}`, true},
+		{`{"errors":[{"pointer":"/a"}]}`, false},
+		{`{"errors":[{"pointer":"/a"},{"pointer":"/c"},{"pointer":"/c"}]}`, false},
+		{`{"errors":[{"pointer":"/a"},{"detail":"no pointer"}]}`, false},
+		{`{"balance":100}`, false},
+		{``, false},
+	} {
+		err := w.check(&wire.Error{Code: "bad_input", Details: json.RawMessage(tc.details)})
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v; want ok %t", tc.details, err, tc.ok)
+		}
+	}
+	empty := &wantError{Code: "bad_input", Pointers: []string{}}
+	if err := empty.check(&wire.Error{Code: "bad_input", Details: json.RawMessage(`{"errors":[]}`)}); err != nil {
+		t.Errorf("no pointers: %v", err)
 	}
 }
 

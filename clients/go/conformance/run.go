@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -86,7 +87,11 @@ func (tc *testCase) call(ctx context.Context, c *gatewayclient.Client, opts []ga
 	if ns == "" {
 		ns = "default"
 	}
-	inv, err := c.Call(ctx, ns, tc.Task, tc.input, opts...)
+	var in any = tc.input
+	if tc.noInput {
+		in = nil
+	}
+	inv, err := c.Call(ctx, ns, tc.Task, in, opts...)
 	var id string
 	if inv != nil {
 		id = inv.ID
@@ -149,10 +154,47 @@ func (w *wantError) check(err error) error {
 	if w.Retryable != nil && got.Retryable != *w.Retryable {
 		diffs = append(diffs, fmt.Sprintf("retryable %t, want %t", got.Retryable, *w.Retryable))
 	}
+	if w.Pointers != nil {
+		switch ps, err := pointers(got.Details); {
+		case err != nil:
+			diffs = append(diffs, fmt.Sprintf("%v, want pointers %q", err, w.Pointers))
+		case !samePointers(ps, w.Pointers):
+			diffs = append(diffs, fmt.Sprintf("details %s: pointers %q, want %q", short(got.Details), ps, w.Pointers))
+		}
+	}
 	if diffs != nil {
 		return fmt.Errorf("error %v: %s", err, strings.Join(diffs, ", "))
 	}
 	return nil
+}
+
+// pointers lists the pointers of a bad_input's details, {"errors":
+// [{"pointer": …}, …]}.
+func pointers(details json.RawMessage) ([]string, error) {
+	var d struct {
+		Errors []struct {
+			Pointer *string `json:"pointer"`
+		} `json:"errors"`
+	}
+	if len(details) == 0 {
+		return nil, errors.New("no details")
+	}
+	if json.Unmarshal(details, &d) != nil || d.Errors == nil {
+		return nil, fmt.Errorf(`details %s: not {"errors": [{"pointer": …}, …]}`, short(details))
+	}
+	ps := make([]string, 0, len(d.Errors))
+	for _, e := range d.Errors {
+		if e.Pointer == nil {
+			return nil, fmt.Errorf("details %s: an error without a pointer", short(details))
+		}
+		ps = append(ps, *e.Pointer)
+	}
+	return ps, nil
+}
+
+// samePointers tells whether a and b hold the same pointers, in any order.
+func samePointers(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 // short abbreviates JSON for a message.

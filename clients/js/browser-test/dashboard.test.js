@@ -5,12 +5,17 @@
 // (docs/WEBSOCKET.md, "Monitoring"): states, durations, error codes, call
 // trees, workers and per-task counts; what it shows of calls made, or
 // ended, while no dashboard was open (the gateway's own records); that a
-// big call tree is one row until opened; then that it reconnects when its
+// big call tree is one row until opened; each task's input schema, from the
+// catalog, with a gateway's token too; then that it reconnects when its
 // socket closes. Screenshots go to browser-test/out/dashboard*.png.
 //
 // Without chromium it skips, saying so; under CI=true it fails instead.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { startGateway } from "../testutil/gateway.js";
 import { skipReason as skip, launch, newPage, screenshot, until } from "./chromium.js";
 
@@ -490,6 +495,91 @@ describe("the gateway's dashboard in chromium", { skip, timeout: 180_000 }, () =
       assert.deepEqual(await childNodes(page).locator(":scope > .node-row > button.go").allTextContents(), ["demo.fib", "demo.fib"]);
     });
     await page.close();
+  });
+
+  it("shows each task's input schema, demo.add's fields a and b required integers, opening to the JSON Schema", async () => {
+    const { page } = await openDashboard(browser.context);
+    const taskRow = (task, ns = "default") => page.locator(`#tasks tbody tr[data-ns='${ns}'][data-task='${task}']:not(.schema-row)`);
+    const sig = (task, ns = "default") => taskRow(task, ns).locator("td.task button.sig");
+    const fields = (task) =>
+      sig(task)
+        .locator(".schema-sum.input .field")
+        .evaluateAll((fs) => fs.map((f) => ({ name: f.dataset.field, type: f.dataset.type, required: f.dataset.required === "true" })));
+    await shot(page, "dashboard-schema.png", async () => {
+      await sig("demo.add").waitFor({ timeout: 10_000 });
+      assert.deepEqual(await fields("demo.add"), [
+        { name: "a", type: "integer", required: true },
+        { name: "b", type: "integer", required: true },
+      ]);
+      assert.equal((await sig("demo.add").textContent()).trim(), "{a*: integer, b*: integer} → integer");
+      assert.equal(await sig("demo.add").locator(".schema-sum.input .more").count(), 0, "no other field is allowed");
+      assert.match(await sig("demo.add").locator(".field[data-field='a']").getAttribute("title"), /^a: integer, required — the first term$/);
+      // an optional field says so; a task that takes anything says that
+      assert.deepEqual(await fields("demo.sleep"), [
+        { name: "ms", type: "integer", required: true },
+        { name: "value", type: "any", required: false },
+      ]);
+      assert.equal((await sig("demo.echo").textContent()).trim(), "any → any");
+      assert.equal((await sig("demo.gather").locator(".schema-sum.output").textContent()).trim(), "integer[]");
+      // every served task is listed, run or not, the seed namespace's too
+      assert.equal((await taskRow("demo.flaky").locator("td.ended").textContent()).trim(), "0");
+      await sig("task_three", "seed").waitFor();
+      assert.ok(await page.locator("#tasks-legend").isVisible(), "a legend says what * means");
+
+      // opened, it shows the JSON Schema whole, under the row
+      assert.equal(await sig("demo.add").getAttribute("aria-expanded"), "false");
+      await sig("demo.add").click();
+      const whole = page.locator("#tasks tbody tr.schema-row[data-task='demo.add']");
+      await whole.waitFor();
+      assert.equal(await sig("demo.add").getAttribute("aria-expanded"), "true");
+      const input = JSON.parse(await whole.locator(".schema-part.input pre").textContent());
+      assert.deepEqual(input.required, ["a", "b"]);
+      assert.deepEqual(input.properties.a, { type: "integer", description: "the first term" });
+      assert.equal(input.properties.b.type, "integer");
+      assert.equal(input.additionalProperties, false);
+      assert.deepEqual(JSON.parse(await whole.locator(".schema-part.output pre").textContent()), { type: "integer" });
+      // right under its task's row, and it stays open as the counts move
+      const rows = () => page.locator("#tasks tbody tr").evaluateAll((trs) => trs.map((tr) => `${tr.className}|${tr.dataset.task}`));
+      const at = (await rows()).indexOf("|demo.add");
+      assert.equal((await rows())[at + 1], "schema-row|demo.add");
+      const before = await taskCount(page, "demo.add", "ended");
+      assert.equal((await call("demo.add", { a: 2, b: 2 }, "10s")).result, 4);
+      await until(async () => (await taskCount(page, "demo.add", "ended")) === before + 1, { what: "demo.add's count to move" });
+      assert.ok(await whole.isVisible(), "still open");
+      await sig("demo.add").scrollIntoViewIfNeeded();
+    });
+    // and closes again
+    await sig("demo.add").click();
+    await until(async () => (await page.locator("#tasks tbody tr.schema-row").count()) === 0, { what: "the schema row to close" });
+    await page.close();
+  });
+
+  it("reads the schemas with the token the call page keeps, on a gateway with tokens", async () => {
+    const token = "dashboard-test-token-0123456789";
+    const dir = mkdtempSync(join(tmpdir(), "atasks-tokens-"));
+    const file = join(dir, "tokens");
+    writeFileSync(file, `viewer sha256:${createHash("sha256").update(token).digest("hex")} *:read\n`);
+    const guarded = await startGateway(["--tokens", file]);
+    try {
+      const { page } = await newPage(browser.context, pageErrors);
+      pages.push(page);
+      const auth = [];
+      page.on("request", (r) => {
+        if (new URL(r.url()).pathname.startsWith("/v1/ns")) auth.push(r.headers().authorization);
+      });
+      await page.addInitScript((t) => sessionStorage.setItem("atasks.token", t), token);
+      await page.goto(`${guarded.url}/dashboard`);
+      await page.locator("#conn[data-state='live']").waitFor({ timeout: 10_000 });
+      const sig = page.locator("#tasks tbody tr[data-ns='default'][data-task='demo.add'] td.task button.sig");
+      await sig.waitFor({ timeout: 10_000 });
+      assert.equal((await sig.textContent()).trim(), "{a*: integer, b*: integer} → integer");
+      assert.ok(auth.length >= 2, `the namespaces, then each one's tasks: ${auth.length} requests`);
+      assert.ok(auth.every((a) => a === `Bearer ${token}`), "each carries the token");
+      await page.close();
+    } finally {
+      await guarded.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("raised no errors in the page", () => {

@@ -39,6 +39,33 @@ describe("REST transport", () => {
   });
 });
 
+describe("problem+json", () => {
+  // problem answers every request with status and the JSON body.
+  const problem = (status, body) => async () =>
+    new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/problem+json" } });
+
+  it("gives a bad_input's errors as the details an error frame has, {errors}", async () => {
+    const errors = [
+      { pointer: "/a", detail: "got string, want integer" },
+      { pointer: "/c", detail: "not a field of this type" },
+    ];
+    const body = { type: "about:blank", title: "Bad Request", status: 400, detail: "the input does not fit task demo.add", code: "bad_input", retryable: false, errors };
+    const c = new AtasksClient({ baseUrl: "http://gw.test", transport: "rest", fetch: problem(400, body) });
+    const err = await c.call("default", "demo.add", { a: "x", b: 2, c: 3 }).catch((e) => e);
+    assert.deepEqual(
+      { code: err.code, message: err.message, details: err.details, retryable: err.retryable, status: err.status },
+      { code: "bad_input", message: "the input does not fit task demo.add", details: { errors }, retryable: false, status: 400 },
+    );
+  });
+
+  it("gives other problems no details", async () => {
+    const body = { type: "about:blank", title: "Not Found", status: 404, detail: "no task demo.nope", code: "task_not_found", retryable: false };
+    const c = new AtasksClient({ baseUrl: "http://gw.test", transport: "rest", fetch: problem(404, body) });
+    const err = await c.call("default", "demo.nope", {}).catch((e) => e);
+    assert.deepEqual([err.code, err.status, err.details], ["task_not_found", 404, undefined]);
+  });
+});
+
 describe("fallback to REST", () => {
   it("uses REST when there is no WebSocket at all", async () => {
     const c = new AtasksClient({ baseUrl: gw.url, WebSocket: null });

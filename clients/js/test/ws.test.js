@@ -88,6 +88,11 @@ describe("WebSocket transport", { skip }, () => {
       ["default", "demo.add", { a: 1n, b: 1 }],
       ["default", "demo.add", { a: 1, b: 1 }, { transport: "pigeon" }],
       ["default", "demo.add", { a: 1, b: 2 }, { idempotencyKey: key }], // the key named {a: 1, b: 1} first
+      ["default", "demo.add"],
+      ["default", "demo.add", {}],
+      ["default", "demo.add", { a: 1, b: 2, c: 3 }],
+      ["default", "demo.add", { a: "x", b: 2 }],
+      ["default", "demo.add", () => 1],
     ];
     const shape = (e) => ({
       AtasksError: e instanceof AtasksError,
@@ -118,10 +123,14 @@ describe("WebSocket transport", { skip }, () => {
     assert.deepEqual(
       ws.map((e) => e.code),
       ["task_not_found", "namespace_not_found", "bad_input", "busy", "panic", "timeout", "cancelled"]
-        .concat(Array(7).fill("bad_request"), ["idempotency_conflict"]),
+        .concat(Array(5).fill("bad_request"), ["bad_input", "bad_request", "idempotency_conflict"], Array(5).fill("bad_input")),
     );
     assert.ok(ws.every((e) => e.AtasksError));
     assert.deepEqual(ws[3], { AtasksError: true, name: "AtasksError", code: "busy", message: "later", details: { n: [1, 2] }, retryable: true, state: "failed" });
+    // The gateway's bad_input names the fields at fault; the client's own
+    // (an input it cannot encode) has no details.
+    const pointers = (e) => e.details?.errors?.map((v) => v.pointer);
+    assert.deepEqual([2, 15, 16, 17, 18, 12, 19].map((i) => pointers(ws[i])), [[""], [""], ["/a", "/b"], ["/c"], ["/a"], undefined, undefined]);
     assert.deepEqual(ws[0].retryable, false);
   });
 

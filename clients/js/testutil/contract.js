@@ -19,6 +19,70 @@ export function contract(env) {
       assert.ok(names.includes(n), `${n} in ${names}`);
     }
     await assert.rejects(c.tasks("nope"), { name: "AtasksError", code: "namespace_not_found", status: 404 });
+    const add = (await c.tasks("default")).find((t) => t.name === "demo.add");
+    assert.deepEqual(add.schema.input.required, ["a", "b"]);
+    assert.deepEqual(Object.keys(add.schema.input.properties), ["a", "b"]);
+    assert.equal(add.schema.input.properties.a.type, "integer");
+    assert.equal(add.schema.input.additionalProperties, false);
+    assert.equal(add.schema.output.type, "integer");
+  });
+
+  it("refuses an input that does not fit the task's schema, naming each field at fault", async () => {
+    const c = client();
+    try {
+      // [input, the pointers of details.errors]; absent input is null
+      const cases = [
+        [undefined, [""]],
+        [null, [""]],
+        ["not an object", [""]],
+        [{}, ["/a", "/b"]],
+        [{ a: 1, b: 2, c: 3 }, ["/c"]],
+        [{ a: "x", b: 2 }, ["/a"]],
+        [{ a: 1.5, b: 2, c: 3 }, ["/a", "/c"]],
+      ];
+      for (const [input, pointers] of cases) {
+        const err = await c.call("default", "demo.add", input).then(
+          (out) => assert.fail(`${JSON.stringify(input)}: resolved with ${out}`),
+          (e) => e,
+        );
+        const what = JSON.stringify(input) ?? "no input";
+        assert.ok(err instanceof AtasksError, what);
+        assert.equal(err.code, "bad_input", what);
+        assert.equal(err.retryable, false, what);
+        assert.equal(err.invocation, undefined, `${what}: refused before anything is queued`);
+        assert.match(err.message, /demo\.add/, what);
+        assert.deepEqual(Object.keys(err.details), ["errors"], what);
+        assert.deepEqual(err.details.errors.map((e) => e.pointer).sort(), pointers, what);
+        assert.ok(err.details.errors.every((e) => typeof e.detail === "string" && e.detail), what);
+        await assert.rejects(c.start("default", "demo.add", input), { code: "bad_input" }, `${what}: start`);
+      }
+      assert.deepEqual(await c.call("default", "demo.echo", { c: 3 }), { c: 3 }, "demo.echo takes anything");
+    } finally {
+      c.close();
+    }
+  });
+
+  it("refuses an input JSON cannot encode as bad_input, sending nothing", async () => {
+    const sent = [];
+    const fetching = (url, init) => {
+      sent.push(url);
+      return fetch(url, init);
+    };
+    const c = client({ fetch: fetching });
+    try {
+      const cyclic = { a: 1 };
+      cyclic.self = cyclic;
+      for (const input of [1n, { a: 1n, b: 1 }, cyclic, () => 1, Symbol("s")]) {
+        await assert.rejects(
+          c.call("default", "demo.add", input),
+          (e) => e instanceof AtasksError && e.code === "bad_input" && /cannot be encoded as JSON/.test(e.message) && e.details === undefined,
+          typeof input,
+        );
+      }
+      assert.deepEqual(sent, []);
+    } finally {
+      c.close();
+    }
   });
 
   it("calls demo.add", async () => {
@@ -76,7 +140,10 @@ export function contract(env) {
       assert.equal(err.invocation.state, "failed");
       assert.equal(err.invocation.task, "demo.fail");
       await assert.rejects(c.call("default", "demo.panic", null), (e) => e.code === "panic" && e.invocation.state === "failed");
-      await assert.rejects(c.call("default", "demo.add", { a: "two" }), { code: "bad_input" });
+      await assert.rejects(
+        c.call("default", "demo.add", { a: "two" }),
+        (e) => e.code === "bad_input" && e.details.errors.map((v) => v.pointer).sort().join() === "/a,/b",
+      );
     } finally {
       c.close();
     }

@@ -82,6 +82,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def _encode_input(value: Any) -> str:
+    """The input as JSON text; what JSON cannot hold (a set, bytes, NaN, a
+    cycle, nesting deeper than the interpreter recurses) raises a
+    ``bad_input`` AtasksError before anything is sent, whatever the
+    transport."""
+    try:
+        return _dumps(value)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise AtasksError("bad_input", f"the input cannot be encoded as JSON: {err}") from err
+
+
 def _enc(segment: str) -> str:
     return urllib.parse.quote(str(segment), safe="")
 
@@ -563,8 +574,11 @@ class AtasksClient:
         Raises:
             AtasksError: the invocation failed, was cancelled or timed out
                 (``err.invocation`` is the final resource), the gateway
-                refused the call (``task_not_found``, …), or it cannot be
-                reached (``unavailable``).
+                refused the call (``task_not_found``, ``bad_input`` for an
+                input that does not fit the task's schema, with
+                ``details["errors"]`` naming each field at fault, …), it
+                cannot be reached (``unavailable``), or the input cannot be
+                encoded as JSON (``bad_input``, before anything is sent).
         """
         op = self._begin(ns, task, input, timeout, wait, idempotency_key, detach, transport)
         try:
@@ -633,7 +647,9 @@ class AtasksClient:
         return list(body["namespaces"])
 
     async def tasks(self, ns: str) -> list[dict[str, Any]]:
-        """The tasks served in namespace ``ns``: ``[{"name", "codec", "servers"}]``."""
+        """The tasks served in namespace ``ns``: ``[{"name", "codec", "servers",
+        "schema"}]``, ``schema`` being ``{"input": …, "output": …}``, the JSON
+        Schemas of the task's input and result."""
         body, _ = await self._request("GET", f"/v1/ns/{_enc(ns)}/tasks")
         return list(body["tasks"])
 
@@ -714,7 +730,7 @@ class AtasksClient:
             raise ValueError(f"task: want a task name, got {task!r}")
         mode = self._mode(transport)
         self._bind()
-        input_json = _dumps(input)  # TypeError/ValueError for what JSON cannot hold
+        input_json = _encode_input(input)
         t = duration(timeout, "timeout")
         w = duration(wait, "wait")
         op = _Op("call", ns, task, detach=detach)

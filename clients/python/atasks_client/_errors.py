@@ -42,8 +42,12 @@ class AtasksError(Exception):
     message: str
     """What went wrong, for a human."""
     details: Any
-    """Any JSON value the task attached (for the gateway's own errors over
-    REST: the problem+json document); ``None`` when there is none."""
+    """Any JSON value the task attached; ``None`` when there is none. With
+    ``bad_input``, ``{"errors": [{"pointer": "/a", "detail": "…"}, …]}``:
+    each way the input does not fit the task (an RFC 6901 pointer into it,
+    ``""`` for the whole input), whoever found it (the gateway or the
+    worker) and whatever the transport. For the gateway's other errors over
+    REST: the problem+json document."""
     retryable: bool
     """Whether trying again later may succeed."""
     status: int | None
@@ -123,14 +127,20 @@ class AtasksError(Exception):
     @classmethod
     def from_problem(cls, status: int, reason: str, body: Any) -> AtasksError:
         """The error of a non-2xx REST answer; ``body`` is its decoded JSON
-        (a problem+json document), or ``None`` when it was not JSON."""
+        (a problem+json document), or ``None`` when it was not JSON. A
+        problem with ``errors`` (``bad_input``) has the details an ``error``
+        frame has for the same failure, ``{"errors": [...]}``; any other
+        problem is its own details."""
         p = body if isinstance(body, dict) else {}
         code = p.get("code") or f"http_{status}"
         message = p.get("detail") or p.get("title") or f"{status} {reason}".strip()
+        details: Any = p or None
+        if isinstance(p.get("errors"), list):
+            details = {"errors": p["errors"]}
         return cls(
             str(code),
             str(message),
-            details=p or None,
+            details=details,
             retryable=bool(p["retryable"]) if isinstance(p.get("retryable"), bool) else status == 503,
             status=status,
         )

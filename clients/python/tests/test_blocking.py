@@ -45,6 +45,9 @@ class BlockingTest(unittest.TestCase):
             self.client.call("default", "demo.nope", {})
         self.assertEqual(cm.exception.code, "task_not_found")
         with self.assertRaises(AtasksError) as cm:
+            self.client.task("default", "demo.add")(a=1, b=2, c=3)
+        self.assertEqual((cm.exception.code, cm.exception.details["errors"][0]["pointer"]), ("bad_input", "/c"))
+        with self.assertRaises(AtasksError) as cm:
             self.client.call("default", "demo.sleep", {"ms": 30000}, timeout=0.3)
         self.assertEqual((cm.exception.code, cm.exception.state), ("timeout", "timed_out"))
 

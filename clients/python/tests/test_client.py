@@ -104,10 +104,11 @@ class Calls:
             got = await self.client.call("default", "demo.echo", v)
             self.assertEqual(got, v)
             self.assertEqual(type(got), type(v))
-        with self.assertRaises(TypeError):
-            await self.client.call("default", "demo.echo", {1, 2})
-        with self.assertRaises(ValueError):
-            await self.client.call("default", "demo.echo", float("nan"))
+        # What JSON cannot hold is refused before anything is sent.
+        for bad in ({1, 2}, float("nan"), {"b": b"bytes"}):
+            with self.assertRaises(AtasksError) as cm:
+                await self.client.call("default", "demo.echo", bad)
+            self.assertEqual((cm.exception.code, cm.exception.status, cm.exception.invocation), ("bad_input", None, None))
 
     async def test_parallel(self) -> None:
         t0 = time.monotonic()
@@ -231,10 +232,40 @@ class Calls:
             await self.client.call("default", "demo.fail", {"code": "busy", "message": "try later", "retryable": True})
         self.assertEqual((cm.exception.code, cm.exception.retryable), ("busy", True))
 
-        for task, input, code in (("demo.panic", None, "panic"), ("demo.add", "not an object", "bad_input")):
-            with self.assertRaises(AtasksError) as cm:
-                await self.client.call("default", task, input)
-            self.assertEqual((cm.exception.code, cm.exception.state), (code, "failed"))
+        with self.assertRaises(AtasksError) as cm:
+            await self.client.call("default", "demo.panic")
+        self.assertEqual((cm.exception.code, cm.exception.state), ("panic", "failed"))
+
+    async def test_bad_input(self) -> None:
+        # The gateway checks the input against the task's schema before it
+        # queues anything: the details name each field at fault, the same
+        # over the WebSocket and over REST.
+        status = None if self.TRANSPORT == "ws" else 400
+        cases: list[tuple[tuple[Any, ...], list[str]]] = [
+            ((), [""]),  # no input: null
+            ((None,), [""]),
+            (("not an object",), [""]),
+            (({},), ["/a", "/b"]),
+            (({"a": 1, "b": 2, "c": 3},), ["/c"]),
+            (({"a": "x", "b": 2},), ["/a"]),
+            (({"a": 1.5, "b": 2, "c": 3},), ["/a", "/c"]),
+        ]
+        for args, pointers in cases:
+            for call in (self.client.call, self.client.start):
+                with self.subTest(input=args, call=call.__name__), self.assertRaises(AtasksError) as cm:
+                    await call("default", "demo.add", *args)
+                err = cm.exception
+                self.assertEqual((err.code, err.status, err.retryable, err.invocation, err.state), ("bad_input", status, False, None, None))
+                self.assertIsInstance(err.details, dict)
+                self.assertEqual(list(err.details), ["errors"])
+                self.assertEqual(sorted(e["pointer"] for e in err.details["errors"]), pointers)
+                self.assertTrue(all(isinstance(e["detail"], str) and e["detail"] for e in err.details["errors"]), err.details)
+                self.assertRegex(err.message, "demo.add")
+        with self.assertRaises(AtasksError) as cm:
+            await self.client.task("default", "demo.add")(a=1, c=2)
+        self.assertEqual(sorted(e["pointer"] for e in cm.exception.details["errors"]), ["/b", "/c"])
+        # demo.echo takes anything.
+        self.assertEqual(await self.client.call("default", "demo.echo", {"c": 3}), {"c": 3})
 
     async def test_gateway_errors(self) -> None:
         status = None if self.TRANSPORT == "ws" else 404
@@ -310,12 +341,35 @@ class RESTCallsTest(Calls, AsyncTestCase):
     TRANSPORT = "rest"
 
 
+class SameErrorTest(AsyncTestCase):
+    async def test_bad_input_is_the_same_error_over_both_transports(self) -> None:
+        inputs: list[Any] = [None, {}, {"a": 1, "b": 2, "c": 3}, {"a": "x", "b": 2}, [1, 2]]
+
+        async def errors(transport: str) -> list[tuple[Any, ...]]:
+            out = []
+            async with AtasksClient(URL, transport=transport) as client:  # type: ignore[arg-type]
+                for value in inputs:
+                    with self.assertRaises(AtasksError) as cm:
+                        await client.call("default", "demo.add", value)
+                    e = cm.exception
+                    out.append((e.code, e.message, e.details, e.retryable, e.invocation))
+            return out
+
+        ws, rest = await errors("ws"), await errors("rest")
+        self.assertEqual(ws, rest)
+        self.assertEqual({e[0] for e in ws}, {"bad_input"})
+
+
 class CatalogTest(AsyncTestCase):
     async def test_catalog(self) -> None:
         async with AtasksClient(URL) as client:
             self.assertEqual(await client.namespaces(), ["default", "seed"])
-            names = [t["name"] for t in await client.tasks("default")]
-            self.assertIn("demo.add", names)
+            tasks = {t["name"]: t for t in await client.tasks("default")}
+            self.assertIn("demo.add", tasks)
+            schema = tasks["demo.add"]["schema"]
+            self.assertEqual(sorted(schema["input"]["required"]), ["a", "b"])
+            self.assertEqual({k: v["type"] for k, v in schema["input"]["properties"].items()}, {"a": "integer", "b": "integer"})
+            self.assertEqual(schema["output"]["type"], "integer")
             with self.assertRaises(AtasksError) as cm:
                 await client.tasks("nope")
             self.assertEqual((cm.exception.code, cm.exception.status), ("namespace_not_found", 404))

@@ -56,6 +56,9 @@ class ConformanceRunnerTest(unittest.TestCase):
                 {"name": "wrong", "task": "demo.add", "input": {"a": 2, "b": 3}, "expect": {"result": 6}},
                 {"name": "true is not 1", "task": "demo.echo", "input": 1, "expect": {"result": True}},
                 {"name": "not an error", "task": "demo.add", "input": {"a": 1, "b": 1}, "expect": {"error": {"code": "task_not_found"}}},
+                {"name": "pointers", "task": "demo.add", "input": {"a": 1, "c": 3}, "expect": {"error": {"code": "bad_input", "pointers": ["/c", "/b"]}}},
+                {"name": "wrong pointers", "task": "demo.add", "input": {"a": 1, "b": 2, "c": 3}, "expect": {"error": {"code": "bad_input", "pointers": ["/d"]}}},
+                {"name": "no pointers", "task": "demo.fail", "input": {"code": "bad_input"}, "expect": {"error": {"code": "bad_input", "pointers": []}}},
             ]
         )
         proc = run(self.url, path)
@@ -67,10 +70,16 @@ class ConformanceRunnerTest(unittest.TestCase):
                 "FAIL [ws] wrong: got result 5, want result 6",
                 "FAIL [ws] true is not 1: got result 1, want result true",
                 "FAIL [ws] not an error: got result 2, want error 'task_not_found'",
+                "ok [ws] pointers",
+                """FAIL [ws] wrong pointers: error details {"errors": [{"pointer": "/c", "detail": "not a field of this type"}]}: pointers ['/c'], want ['/d']""",
+                "FAIL [ws] no pointers: error details null: pointers None, want []",
                 "ok [rest] add",
                 "FAIL [rest] wrong: got result 5, want result 6",
                 "FAIL [rest] true is not 1: got result 1, want result true",
                 "FAIL [rest] not an error: got result 2, want error 'task_not_found'",
+                "ok [rest] pointers",
+                """FAIL [rest] wrong pointers: error details {"errors": [{"pointer": "/c", "detail": "not a field of this type"}]}: pointers ['/c'], want ['/d']""",
+                "FAIL [rest] no pointers: error details null: pointers None, want []",
             ],
         )
 
@@ -80,6 +89,7 @@ class ConformanceRunnerTest(unittest.TestCase):
             [{**ok, "retries": 3}],  # an unknown field
             [{**ok, "expect": {"result": 5, "echo": True}}],
             [{**ok, "expect": {"error": {"code": "x", "status": 404}}}],
+            [{**ok, "expect": {"error": {"code": "x", "pointers": "/a"}}}],
             [{**ok, "input_repeat": {"text": "a", "times": 2, "sep": ","}}],
             [ok, ok],  # duplicate name
         ]

@@ -8,8 +8,9 @@ import unittest
 from typing import Any
 
 from atasks_client import AtasksClient, AtasksError, BlockingClient, is_final
-from atasks_client._client import _input_of
+from atasks_client._client import _encode_input, _input_of
 from atasks_client._duration import duration
+from tests.gateway import free_port
 
 
 class DurationTest(unittest.TestCase):
@@ -79,6 +80,28 @@ class ErrorTest(unittest.TestCase):
         plain = AtasksError.from_problem(502, "Bad Gateway", None)
         self.assertEqual((plain.code, plain.message, plain.status), ("http_502", "502 Bad Gateway", 502))
 
+    def test_from_problem_bad_input(self) -> None:
+        # The details of an error frame for the same failure: {"errors": [...]}.
+        errors = [{"pointer": "/a", "detail": "got string, want integer"}, {"pointer": "/c", "detail": "not a field of this type"}]
+        problem = {
+            "type": "about:blank",
+            "title": "Bad Request",
+            "status": 400,
+            "detail": "the input does not fit task demo.add: /a: got string, want integer; /c: not a field of this type",
+            "code": "bad_input",
+            "retryable": False,
+            "errors": errors,
+        }
+        err = AtasksError.from_problem(400, "Bad Request", problem)
+        self.assertEqual((err.code, err.message, err.status, err.retryable), ("bad_input", problem["detail"], 400, False))
+        self.assertEqual(err.details, {"errors": errors})
+        frame = AtasksError.from_wire({"code": "bad_input", "message": problem["detail"], "details": {"errors": errors}, "retryable": False})
+        self.assertEqual((frame.code, frame.message, frame.details, frame.retryable), (err.code, err.message, err.details, err.retryable))
+        # An empty list is still the errors; anything else keeps the problem.
+        self.assertEqual(AtasksError.from_problem(400, "", {"code": "bad_input", "errors": []}).details, {"errors": []})
+        odd = {"code": "bad_input", "errors": "?"}
+        self.assertEqual(AtasksError.from_problem(400, "", odd).details, odd)
+
     def test_from_wire(self) -> None:
         err = AtasksError.from_wire({"code": "too_many_calls", "message": "full", "retryable": True})
         self.assertEqual((err.code, err.message, err.retryable, err.status), ("too_many_calls", "full", True, None))
@@ -103,8 +126,47 @@ class InputTest(unittest.TestCase):
         with self.assertRaises(TypeError):
             _input_of((1, 2), {})
 
+    def test_encode_input(self) -> None:
+        self.assertEqual(_encode_input({"a": 2, "b": [1.5, None, True]}), '{"a":2,"b":[1.5,null,true]}')
+        self.assertEqual(_encode_input(None), "null")
+        self.assertEqual(_encode_input("é🌍"), '"é🌍"')
+        cyclic: list[Any] = []
+        cyclic.append(cyclic)
+        deep: list[Any] = []
+        for _ in range(100_000):
+            deep = [deep]
+        cannot: list[Any] = [{1, 2}, b"bytes", float("nan"), float("inf"), {"x": object()}, {(1, 2): "tuple key"}, cyclic, deep]
+        for value in cannot:
+            with self.subTest(value=type(value).__name__), self.assertRaises(AtasksError) as cm:
+                _encode_input(value)
+            err = cm.exception
+            self.assertEqual((err.code, err.retryable, err.status, err.invocation), ("bad_input", False, None, None))
+            self.assertRegex(err.message, "^the input cannot be encoded as JSON: ")
+
     def test_is_final(self) -> None:
         self.assertEqual([s for s in ("queued", "running", "succeeded", "failed", "cancelled", "timed_out") if is_final(s)], ["succeeded", "failed", "cancelled", "timed_out"])
+
+
+class UnencodableInputTest(unittest.IsolatedAsyncioTestCase):
+    async def test_refused_before_sending(self) -> None:
+        # Nothing listens there: an error other than bad_input would mean the
+        # client tried to send the call.
+        for transport in ("ws", "rest", "auto"):
+            async with AtasksClient(f"http://127.0.0.1:{free_port()}", transport=transport) as client:  # type: ignore[arg-type]
+                for call in (client.call, client.start):
+                    with self.subTest(transport=transport, call=call.__name__), self.assertRaises(AtasksError) as cm:
+                        await call("default", "demo.echo", {"when": {1, 2}})
+                    self.assertEqual(cm.exception.code, "bad_input")
+                with self.assertRaises(AtasksError) as cm:
+                    await client.task("default", "demo.echo")(x=float("nan"))
+                self.assertEqual(cm.exception.code, "bad_input")
+
+
+class UnencodableInputBlockingTest(unittest.TestCase):
+    def test_refused_before_sending(self) -> None:
+        with BlockingClient(f"http://127.0.0.1:{free_port()}") as client, self.assertRaises(AtasksError) as cm:
+            client.call("default", "demo.echo", b"bytes")
+        self.assertEqual(cm.exception.code, "bad_input")
 
 
 class URLTest(unittest.TestCase):
