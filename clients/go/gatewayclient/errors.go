@@ -12,7 +12,7 @@ import (
 // Codes of the errors this client makes itself; the others come from the
 // gateway or the task.
 const (
-	codeBadRequest  = "bad_request"  // the request could not be made (e.g. an input that is not JSON)
+	codeBadRequest  = "bad_request"  // the request could not be made (e.g. a bad option; an input that is not JSON is bad_input)
 	codeBadResponse = "bad_response" // the gateway's answer is not what its API promises
 )
 
