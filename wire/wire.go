@@ -48,6 +48,7 @@ type Request struct {
 	Attempt     int       // delivery attempt, from 1; set by the serving transport
 	Retries     int       // how many earlier attempts failed and were retried (see Retrier); set by the serving transport
 	MaxAttempts int       // if > 0, the caller's cap on attempts, below the task's own
+	Quiet       bool      // the caller ignores state changes: servers need not send any (Delivery.Notify)
 	ReplyTo     string    // the caller's address; set and read by transports only
 }
 

@@ -85,6 +85,7 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, opts StartOptions
 	if dl, ok := ctx.Deadline(); ok && (req.Deadline.IsZero() || dl.Before(req.Deadline)) {
 		req.Deadline = dl
 	}
+	req.Quiet = opts.Observe == nil
 	p := &Pending{id: req.ID, task: req.Task, ctx: ctx, r: r, observe: opts.Observe, closed: make(chan struct{}),
 		span: r.startCallSpan(ctx, req), parent: parent}
 	p.traceParent = req.TraceParent
@@ -109,7 +110,9 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, opts StartOptions
 	}
 	if parent != nil {
 		parent.called(req.ID, r.cfg.NS, req.Task)
-		parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID, ChildNS: r.cfg.NS, ChildTask: req.Task, Worker: parent.Worker})
+		if !parent.quiet {
+			parent.delivery.Notify(&wire.Reply{ID: parent.ID, State: wire.Running, Child: req.ID, ChildNS: r.cfg.NS, ChildTask: req.Task, Worker: parent.Worker})
+		}
 	}
 	id := req.ID // not req: the closure must not keep the request's body
 	stop := context.AfterFunc(ctx, func() {

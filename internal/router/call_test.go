@@ -18,6 +18,7 @@ type recorder struct {
 	sent    []string
 	cancels []string
 	fail    []error // the next sends fail with these, in order
+	quiet   []bool  // Request.Quiet of each sent request
 }
 
 func (t *recorder) Open(context.Context, func(*wire.Reply)) error { return nil }
@@ -30,6 +31,7 @@ func (t *recorder) Send(_ context.Context, req *wire.Request) error {
 		return err
 	}
 	t.sent = append(t.sent, req.ID)
+	t.quiet = append(t.quiet, req.Quiet)
 	return nil
 }
 func (t *recorder) Cancel(_ context.Context, id string) error {
@@ -49,11 +51,11 @@ func (t *recorder) counts() (sent, cancels int) {
 	return len(t.sent), len(t.cancels)
 }
 
-type quietDelivery struct{}
+type nopDelivery struct{}
 
-func (quietDelivery) Notify(*wire.Reply) {}
-func (quietDelivery) Suspend()           {}
-func (quietDelivery) Resume()            {}
+func (nopDelivery) Notify(*wire.Reply) {}
+func (nopDelivery) Suspend()           {}
+func (nopDelivery) Resume()            {}
 
 func newTestRouter(t *testing.T) (*Router, *recorder) {
 	t.Helper()
@@ -70,7 +72,7 @@ func newTestRouter(t *testing.T) (*Router, *recorder) {
 func run(t *testing.T, id string) context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return withInvocation(ctx, &Invocation{ID: id, Task: "parent", ctx: ctx, delivery: quietDelivery{}})
+	return withInvocation(ctx, &Invocation{ID: id, Task: "parent", ctx: ctx, delivery: nopDelivery{}})
 }
 
 func outcomeOf(t *testing.T, p *Pending) *wire.Reply {
@@ -261,5 +263,48 @@ func waitUntil(t *testing.T, ok func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatal("not so within 5s")
 		}
+	}
+}
+
+// notes records the state changes a delivery is told to send.
+type notes struct {
+	nopDelivery
+	mu   sync.Mutex
+	sent []*wire.Reply
+}
+
+func (n *notes) Notify(r *wire.Reply) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.sent = append(n.sent, r)
+}
+
+// A call made without an observer asks for no state changes, and a server
+// honours that: a quiet parent's child call sends none, an observed one's
+// says which child it awaits.
+func TestQuietCallsSendNoStates(t *testing.T) {
+	r, tr := newTestRouter(t)
+	err := r.Serve(context.Background(), map[string]Handler{"parent": {Fn: func(ctx context.Context, _ wire.Codec, _ []byte) ([]byte, error) {
+		r.Start(ctx, &wire.Request{Task: "child"}, StartOptions{})
+		return []byte("1"), nil
+	}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	observed := r.Start(context.Background(), &wire.Request{ID: "o", Task: "t"}, StartOptions{Observe: func(*wire.Reply) {}})
+	defer observed.Cancel()
+	for _, quiet := range []bool{true, false} {
+		d := &notes{}
+		if rep := r.Handle(context.Background(), &wire.Request{ID: fmt.Sprint("p", quiet), Task: "parent", Codec: "json", Quiet: quiet}, d); rep.State != wire.Succeeded {
+			t.Fatalf("parent: %+v", rep)
+		}
+		if want := map[bool]int{true: 0, false: 1}[quiet]; len(d.sent) != want {
+			t.Errorf("quiet %v: %d state changes sent, want %d", quiet, len(d.sent), want)
+		}
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if want := []bool{false, true, true}; fmt.Sprint(tr.quiet) != fmt.Sprint(want) {
+		t.Errorf("Quiet of the requests sent (observed, child, child): %v, want %v", tr.quiet, want)
 	}
 }

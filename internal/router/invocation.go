@@ -25,6 +25,7 @@ type Invocation struct {
 
 	ctx      context.Context // ends when the task returns
 	delivery wire.Delivery
+	quiet    bool // its caller ignores state changes (wire.Request.Quiet)
 	slots    *Slots
 	children atomic.Uint64 // calls made so far, for child ids
 

@@ -164,7 +164,7 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 			Message: fmt.Sprintf("the attempt took longer than its task's timeout of %v", h.Policy.Timeout)})
 		defer cancel()
 	}
-	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, Worker: r.cfg.Worker, ctx: ctx, delivery: d, slots: r.slots}
+	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, Worker: r.cfg.Worker, ctx: ctx, delivery: d, quiet: req.Quiet, slots: r.slots}
 	if err := inv.start(); err != nil {
 		return failure(req.ID, err)
 	}
@@ -227,7 +227,9 @@ func (r *Router) noticeRunning(req *wire.Request, d wire.Delivery, began time.Ti
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if !n.done {
-			d.Notify(&wire.Reply{ID: req.ID, State: wire.Running, Worker: r.cfg.Worker, Attempt: req.Attempt})
+			if !req.Quiet { // its caller ignores state changes: a message fewer through the broker
+				d.Notify(&wire.Reply{ID: req.ID, State: wire.Running, Worker: r.cfg.Worker, Attempt: req.Attempt})
+			}
 			r.report(req, wire.Running, began, time.Time{}, "")
 		}
 	})

@@ -37,6 +37,7 @@ const (
 	headerTraceParent      = "traceparent"
 	headerAttempt          = "atasks-attempt"
 	headerMaxAttempts      = "atasks-max-attempts"
+	headerQuiet            = "atasks-quiet"
 	headerRetries          = "atasks-retries"
 	headerGivenBack        = "atasks-given-back"
 	headerLeaseHolder      = "atasks-lease-holder"
@@ -171,6 +172,9 @@ func requestPublishing(req *wire.Request, replyTo string, now time.Time) amqp.Pu
 	if req.MaxAttempts > 0 {
 		h[headerMaxAttempts] = int64(req.MaxAttempts)
 	}
+	if req.Quiet {
+		h[headerQuiet] = true
+	}
 	return amqp.Publishing{
 		Headers:       h,
 		ContentType:   contentType(req.Codec),
@@ -279,6 +283,16 @@ func attempt(h amqp.Table) int {
 	return max(headerInt(h, headerAttempt), 1) + max(headerInt(h, headerDeliveryCount), 0)
 }
 
+// headerTrue reports whether header k is present and neither false nor a
+// zero integer.
+func headerTrue(h amqp.Table, k string) bool {
+	v, present := h[k]
+	if b, ok := v.(bool); ok {
+		return b
+	}
+	return present && headerInt(h, k) != 0
+}
+
 // headerInt reads a count from an integer header (docs/PROTOCOL.md §2):
 // any AMQP integer type, signed or unsigned, 8 to 64 bits, or a string of
 // decimal digits (a long string or bytes), as peers such as pika (32-bit
@@ -369,6 +383,7 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 	req.TraceParent, _ = headerString(m.Headers, headerTraceParent)
 	req.MaxAttempts = headerInt(m.Headers, headerMaxAttempts)
 	req.Retries = headerInt(m.Headers, headerRetries)
+	req.Quiet = headerTrue(m.Headers, headerQuiet)
 	if req.ID == "" {
 		return req, &wire.Error{Code: wire.CodeBadInput, Message: "request without message_id"}
 	}

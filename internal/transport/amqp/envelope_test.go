@@ -118,11 +118,22 @@ func TestHeaderInt(t *testing.T) {
 	}
 }
 
+func TestHeaderTrue(t *testing.T) {
+	for v, want := range map[any]bool{nil: false, true: true, false: false, int32(1): true, int8(0): false, "1": true, "yes": false} {
+		if got := headerTrue(amqp.Table{"k": v}, "k"); got != want {
+			t.Errorf("headerTrue(%T %v) = %v, want %v", v, v, got, want)
+		}
+	}
+	if headerTrue(amqp.Table{}, "k") {
+		t.Error("an absent header is true")
+	}
+}
+
 func TestRequestRoundTrip(t *testing.T) {
 	now := time.Now()
 	req := &wire.Request{
 		ID: "id1", NS: "ns", Task: "add", Codec: "cbor", Body: []byte{1, 2},
-		Deadline: now.Add(time.Minute), Parent: "p1", TraceParent: "00-aa-bb-01",
+		Deadline: now.Add(time.Minute), Parent: "p1", TraceParent: "00-aa-bb-01", Quiet: true,
 	}
 	p := requestPublishing(req, "reply.q", now)
 	m := &amqp.Delivery{
