@@ -58,7 +58,7 @@ type Config struct {
 	// other tasks) does not occupy a slot, nor does one converted into a
 	// lease (see LeaseAfter). Slots is per task, not per process: quorum
 	// queues have no channel-wide prefetch. Each task queue has one consumer
-	// with prefetch Slots, plus one with prefetch 1 per held request that is
+	// with prefetch Slots, plus extra ones for held requests that are
 	// suspended (see the comment on taskQueue). At most 65535, the largest
 	// AMQP prefetch count.
 	// Defaults to 1000, the default concurrency of an atasks worker (which
@@ -202,3 +202,9 @@ func (c Config) validate() error {
 	}
 	return nil
 }
+
+// extraPrefetch is the prefetch of an extra consumer (see taskQueue): one
+// credit per suspended delivery with few Slots, so that the bound on held
+// deliveries stays exact; with many, a consumer per suspension would cost
+// the broker a consume and a cancel per await.
+func (c Config) extraPrefetch() int { return min(64, max(1, c.Slots/16)) }

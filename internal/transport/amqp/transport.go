@@ -94,7 +94,7 @@ type Transport struct {
 	stop    context.CancelFunc
 	killCtx context.Context // parent of handler contexts and reply publishes
 	kill    context.CancelFunc
-	wg      sync.WaitGroup // the supervisor
+	wg      sync.WaitGroup // the supervisor and the runners (see runner); Add only before serving stops
 }
 
 // New returns a Transport for cfg, with defaults applied. It does not
