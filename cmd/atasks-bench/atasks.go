@@ -25,12 +25,13 @@ type env struct {
 type opener func(ctx context.Context, e *env, inflight int) (*target, error)
 
 // allScenarios lists the scenarios in the order they run by default.
-var allScenarios = []string{"floor-amqp", "floor-http", "sdk", "http", "ws", "embedded", "fib", "ws-open"}
+var allScenarios = []string{"floor-amqp", "floor-http", "naive-gw", "sdk", "http", "ws", "embedded", "fib", "ws-open", "poll-open"}
 
 // scenarios maps each scenario's name to its opener.
 var scenarios = map[string]opener{
 	"floor-amqp": openFloorAMQP,
 	"floor-http": openFloorHTTP,
+	"naive-gw":   openNaiveGateway,
 	"sdk":        openSDK,
 	"http":       openHTTP,
 	"embedded":   openEmbedded,

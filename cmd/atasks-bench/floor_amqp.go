@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -15,8 +17,9 @@ import (
 var quorum = amqp.Table{"x-queue-type": "quorum"}
 
 // floorAMQP is a minimal request/reply over amqp091-go with atasks'
-// durability: durable quorum queues, persistent messages, publisher
-// confirms, and acks only once the reply is confirmed. Its server side runs
+// durability: a durable quorum request queue, persistent messages,
+// publisher confirms, and acks only once the reply is confirmed; replies
+// go to an exclusive queue. Its server side runs
 // in this process on its own connection.
 type floorAMQP struct {
 	reqQueue, replyQueue string
@@ -52,10 +55,13 @@ func (f *floorAMQP) open(url string, inflight int) error {
 	if err != nil {
 		return err
 	}
-	for _, q := range []string{f.reqQueue, f.replyQueue} {
-		if _, err := ch.QueueDeclare(q, true, false, false, false, quorum); err != nil {
-			return fmt.Errorf("declare %s: %w", q, err)
-		}
+	if _, err := ch.QueueDeclare(f.reqQueue, true, false, false, false, quorum); err != nil {
+		return fmt.Errorf("declare %s: %w", f.reqQueue, err)
+	}
+	// Replies go to an exclusive classic queue, as an atasks caller without
+	// an identity has (and the shared harness's floor).
+	if _, err := ch.QueueDeclare(f.replyQueue, false, true, true, false, nil); err != nil {
+		return fmt.Errorf("declare %s: %w", f.replyQueue, err)
 	}
 	if f.pub, err = confirmChannel(f.cli); err != nil {
 		return err
@@ -154,18 +160,24 @@ func publishConfirmed(ctx context.Context, ch *amqp.Channel, queue string, msg a
 
 // call sends one request and waits for its reply.
 func (f *floorAMQP) call(ctx context.Context) error {
+	_, err := f.roundTrip(ctx, []byte(`"x"`))
+	return err
+}
+
+// roundTrip sends body as one request and returns its reply's body.
+func (f *floorAMQP) roundTrip(ctx context.Context, body []byte) ([]byte, error) {
 	id := strconv.FormatUint(f.nextID.Add(1), 10)
 	w := make(chan []byte, 1)
 	f.mu.Lock()
 	f.waiting[id] = w
 	f.mu.Unlock()
 	err := publishConfirmed(ctx, f.pub, f.reqQueue, amqp.Publishing{
-		ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: id, CorrelationId: id, ReplyTo: f.replyQueue, Body: []byte(`"x"`),
+		ContentType: "application/json", DeliveryMode: amqp.Persistent, MessageId: id, CorrelationId: id, ReplyTo: f.replyQueue, Body: body,
 	})
 	if err == nil {
 		select {
-		case <-w:
-			return nil
+		case reply := <-w:
+			return reply, nil
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
@@ -173,7 +185,32 @@ func (f *floorAMQP) call(ctx context.Context) error {
 	f.mu.Lock()
 	delete(f.waiting, id)
 	f.mu.Unlock()
-	return err
+	return nil, err
+}
+
+// openNaiveGateway measures the practical ceiling of a gateway over the
+// floor: an HTTP handler that publishes the request's body to the floor's
+// queue and answers the reply's body, with no catalog, validation, codec,
+// records or observability.
+func openNaiveGateway(ctx context.Context, e *env, inflight int) (*target, error) {
+	f := &floorAMQP{reqQueue: e.prefix + ".naive", replyQueue: e.prefix + ".naive.reply", waiting: map[string]chan []byte{}}
+	if err := f.open(e.amqpURL, inflight); err != nil {
+		f.close()
+		return nil, err
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err == nil {
+			body, err = f.roundTrip(r.Context(), body)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	})
+	return serveHTTP(h, "/", `"x"`, inflight, f.close)
 }
 
 // close deletes the floor's queues and disconnects both sides.

@@ -26,7 +26,7 @@ import (
 type oneOff func(ctx context.Context, e *env) (result, error)
 
 // oneOffs maps each one-off scenario's name to its function.
-var oneOffs = map[string]oneOff{"fib": runFib, "ws-open": runWSOpen}
+var oneOffs = map[string]oneOff{"fib": runFib, "ws-open": runWSOpen, "poll-open": runPollOpen}
 
 // fibN is the argument of the fib scenario.
 const fibN = 20
@@ -137,6 +137,79 @@ func runWSOpen(ctx context.Context, e *env) (result, error) {
 	return res, nil
 }
 
+// runPollOpen makes openCalls long-polls of demo.sleep at once, each a
+// POST with ?wait on its own keep-alive connection, to a gateway process
+// fronting a worker over AMQP, and reads the gateway's RSS and goroutines
+// while all of them wait.
+func runPollOpen(ctx context.Context, e *env) (result, error) {
+	gw, err := startGatewayProcess(ctx, e, "--max-in-flight", "0", "--max-unfinished-per-caller", "-1")
+	if err != nil {
+		return result{}, err
+	}
+	defer gw.stop()
+	r, err := startRemote(ctx, e, 1, openCalls)
+	if err != nil {
+		return result{}, err
+	}
+	defer r.stop(e)
+	if err := awaitServed(gw.base, demo.Sleep.Name(), 20*time.Second); err != nil {
+		return result{}, err
+	}
+	tr := &http.Transport{MaxIdleConnsPerHost: openCalls, MaxIdleConns: openCalls}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	url := gw.base + "/v1/ns/" + atasks.DefaultNamespace + "/tasks/" + demo.Sleep.Name() + "?wait=" + (openHold + 30*time.Second).String()
+	input := fmt.Sprintf(`{"ms":%d,"value":1}`, openHold.Milliseconds())
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range openCalls {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, openHold+time.Minute)
+			defer cancel()
+			if err := post(cctx, client, url, input); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+		})
+	}
+	opened, err := awaitGauge(gw.base, "atasks_gateway_results_stored", openCalls, openHold/2)
+	if err != nil {
+		return result{}, err
+	}
+	time.Sleep(time.Second) // every call has reached its worker and runs
+	rss, rssErr := residentMiB(gw.cmd.Process.Pid)
+	goroutines, gErr := scrapeGauge(gw.base, "go_goroutines")
+	wg.Wait()
+	res := result{
+		scenario: "poll-open", inflight: openCalls, ok: openCalls - int(failed.Load()), errors: int(failed.Load()),
+		elapsed: opened, throughput: float64(openCalls) / opened.Seconds(),
+		note: fmt.Sprintf("gateway RSS %.0f MiB, %.0f goroutines with %d long-polls open (all open %s after the first)", rss, goroutines, openCalls, fmtDur(opened)),
+	}
+	if err, ok := firstErr.Load().(error); ok {
+		res.firstErr = err
+	}
+	if err := errors.Join(rssErr, gErr); err != nil {
+		return res, err
+	}
+	progress("poll-open took %s in all", fmtDur(time.Since(start)))
+	return res, nil
+}
+
+// awaitGauge waits until base's unlabelled gauge name reaches n, and
+// returns how long that took.
+func awaitGauge(base, name string, n int, limit time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for time.Since(start) < limit {
+		if v, err := scrapeGauge(base, name); err == nil && v >= float64(n) {
+			return time.Since(start), nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("%s did not reach %d within %s", name, n, limit)
+}
+
 // awaitAccepted waits until conns have had n calls accepted in all, and
 // returns how long that took.
 func awaitAccepted(conns []*wsClient, n int, limit time.Duration) (time.Duration, error) {
@@ -163,8 +236,9 @@ type gatewayProcess struct {
 }
 
 // startGatewayProcess builds cmd/gateway, starts it over the run's broker
-// and prefix on a free port, and waits until it serves demo.sleep.
-func startGatewayProcess(ctx context.Context, e *env) (*gatewayProcess, error) {
+// and prefix on a free port with the extra flags, and waits until it
+// answers /healthz.
+func startGatewayProcess(ctx context.Context, e *env, flags ...string) (*gatewayProcess, error) {
 	dir, err := os.MkdirTemp("", "atasks-bench-")
 	if err != nil {
 		return nil, err
@@ -183,7 +257,7 @@ func startGatewayProcess(ctx context.Context, e *env) (*gatewayProcess, error) {
 	addr := ln.Addr().String()
 	ln.Close()
 	g := &gatewayProcess{dir: dir, base: "http://" + addr}
-	g.cmd = exec.Command(bin, "--amqp-url", e.amqpURL, "--prefix", e.prefix, "--listen", addr, "--log-level", "warn")
+	g.cmd = exec.Command(bin, append([]string{"--amqp-url", e.amqpURL, "--prefix", e.prefix, "--listen", addr, "--log-level", "warn"}, flags...)...)
 	g.cmd.Stderr = os.Stderr
 	if err := g.cmd.Start(); err != nil {
 		os.RemoveAll(dir)
