@@ -130,7 +130,7 @@ describe("WebSocket protocol", () => {
       },
     });
     await assert.rejects(p, { name: "AbortError", code: "cancelled" });
-    await new Promise((r) => setTimeout(r, 20));
+    while (events.at(-1).type !== "result") await new Promise((r) => setTimeout(r, 1)); // the gateway's answer to the cancel
     const sent = gw.sockets[0].sent;
     assert.deepEqual(sent.at(-1), { type: "cancel", ref: sent[0].ref });
     assert.equal(events.at(-1).type, "result");
@@ -144,7 +144,11 @@ describe("WebSocket protocol", () => {
   });
 
   it("fails calls of a lost connection, follows detached ones over REST, and reconnects on the next call", async () => {
-    const gw = fakeGateway(echoing);
+    let accepted = 0; // calls the gateway has answered "accepted" to
+    const gw = fakeGateway((sock, f) => {
+      echoing(sock, f);
+      if (f.type === "call") accepted++;
+    });
     const fetched = [];
     const fetch = async (url, init) => {
       fetched.push(`${init.method} ${url}`);
@@ -153,7 +157,7 @@ describe("WebSocket protocol", () => {
     const c = new AtasksClient({ baseUrl: "http://gw.test", WebSocket: gw.WebSocket, fetch });
     const plain = c.call("default", "t", { ms: 60_000 });
     const detached = c.call("default", "t", { ms: 60_000 }, { detach: true });
-    await new Promise((r) => setTimeout(r, 20));
+    while (accepted < 2) await new Promise((r) => setTimeout(r, 1)); // both have ids: the detached one can be followed
     gw.sockets[0].drop();
     await assert.rejects(plain, { code: "unavailable", retryable: true });
     assert.equal(await detached, "via REST");
