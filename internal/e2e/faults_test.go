@@ -133,7 +133,9 @@ func TestDrainGivesBackAndExitsZero(t *testing.T) {
 	waitServed(t, gw, "default", "demo.sleep")
 	ids := make([]string, 10)
 	for i := range ids {
-		inv := call(t, gw, "default", "demo.sleep", fmt.Sprintf(`{"ms":4000,"value":%d}`, i), "?wait=0s")
+		// Long enough to outlast the second worker's start on a loaded
+		// machine (6 s seen), so that the drain still finds them running.
+		inv := call(t, gw, "default", "demo.sleep", fmt.Sprintf(`{"ms":15000,"value":%d}`, i), "?wait=0s")
 		if inv.status != 202 {
 			t.Fatalf("call %d: %d %s", i, inv.status, inv.State)
 		}
