@@ -2,7 +2,19 @@ package main
 
 import (
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/demo"
 )
+
+// demoTasks lists the demo tasks by namespace.
+func demoTasks() map[string][]string {
+	tasks := map[string][]string{}
+	for _, ns := range []string{atasks.DefaultNamespace, demo.SeedNamespace} {
+		tasks[ns] = atasks.Defined(ns)
+	}
+	return tasks
+}
 
 // deleteAtasksObjects deletes, for each namespace of tasks, the queues and
 // exchanges atasks declares under the run's prefix (docs/PROTOCOL.md §1):

@@ -26,11 +26,15 @@ type options struct {
 	scenarios  []string
 	rounds     int
 	cpuProfile string
+	clean      string // if set, only delete what atasks declared for the demo namespaces under this prefix
 }
 
 func main() {
 	opts, err := parseFlags(os.Args[1:])
-	if err == nil {
+	switch {
+	case err == nil && opts.clean != "":
+		err = deleteAtasksObjects(&env{amqpURL: opts.amqpURL, prefix: opts.clean}, demoTasks())
+	case err == nil:
 		err = run(context.Background(), opts)
 	}
 	if err != nil {
@@ -48,8 +52,9 @@ func parseFlags(args []string) (options, error) {
 	scen := f.FlagSet.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run")
 	prof := f.FlagSet.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	rounds := f.FlagSet.Int("rounds", 1, "how many times to measure the closed-loop scenarios; each row shows its best round")
+	clean := f.FlagSet.String("clean", "", "measure nothing: delete the queues and exchanges atasks declares for the demo namespaces under this prefix (what a run of other tools under it leaves), then exit")
 	_ = f.Parse(args)
-	opts := options{amqpURL: *url, duration: *dur, cpuProfile: *prof, rounds: *rounds}
+	opts := options{amqpURL: *url, duration: *dur, cpuProfile: *prof, rounds: *rounds, clean: *clean}
 	if opts.rounds < 1 {
 		return opts, fmt.Errorf("--rounds: %d, want at least 1", opts.rounds)
 	}
