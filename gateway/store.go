@@ -152,6 +152,10 @@ func (s *store) sent(id string) {
 func (s *store) awaitSent(id string, d time.Duration) bool {
 	s.mu.Lock()
 	r, ok := s.byID.Get(id)
+	var sending chan struct{}
+	if ok {
+		sending = r.sending // sent replaces it: read it under s.mu
+	}
 	s.mu.Unlock()
 	if !ok {
 		return false
@@ -159,7 +163,7 @@ func (s *store) awaitSent(id string, d time.Duration) bool {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
-	case <-r.sending:
+	case <-sending:
 	case <-timer.C:
 		return false
 	}
