@@ -381,7 +381,7 @@ func (g *generation) publish(ctx context.Context, exchange, key string, msg amqp
 		case werr == nil && !g.pub.IsClosed():
 			return unavailable("the broker refused the message") // a nack: not enqueued
 		case werr != nil && ctx.Err() != nil:
-			return maybeSent(notNow(ctx, "the broker has not confirmed the message yet"))
+			return &unconfirmedError{dc: dc, err: maybeSent(notNow(ctx, "the broker has not confirmed the message yet"))}
 		case werr != nil:
 			err = werr
 		default:
@@ -402,6 +402,18 @@ func (g *generation) publish(ctx context.Context, exchange, key string, msg amqp
 		return maybeSent(unavailable(fmt.Sprintf("amqp: publish to %q key %q: %v", exchange, key, err)))
 	}
 }
+
+// unconfirmedError is a publish given up while waiting for the confirm of
+// a message written on a live connection: the broker may take it yet (it
+// holds what a connection sends while it blocks publishing, say); dc says
+// whether it did.
+type unconfirmedError struct {
+	dc  *amqp.DeferredConfirmation
+	err error
+}
+
+func (e *unconfirmedError) Error() string { return e.err.Error() }
+func (e *unconfirmedError) Unwrap() error { return e.err }
 
 // maybeSent marks err, a failed publish, as one whose message may still
 // reach the broker.

@@ -184,7 +184,9 @@ func (t *Transport) usable() error {
 }
 
 // Send publishes req to its task's queue and returns once the broker has
-// confirmed it. It returns a "task_not_found" error when no server has
+// confirmed it, or once ctx ends after the request was written (a broker
+// that blocks publishing holds it; the call fails later if the broker does
+// not confirm it). It returns a "task_not_found" error when no server has
 // announced req.Task within LookupTimeout. While the broker is unreachable
 // it waits for a reconnect until ctx ends.
 func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
@@ -201,11 +203,37 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 		return err
 	}
 	t.track(req.ID)
-	if err := t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQ, time.Now())); err != nil {
+	err := t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQ, time.Now()))
+	var u *unconfirmedError
+	switch {
+	case errors.As(err, &u):
+		// Written, but not confirmed before ctx ended: the broker may run
+		// it yet, so the call goes on (a caller that gave up cancels it),
+		// and fails if the broker does not take it after all.
+		go t.awaitConfirm(req.ID, req.Task, u.dc)
+	case err != nil:
 		t.untrack(req.ID)
 		return err
 	}
 	return nil
+}
+
+// awaitConfirm waits for the broker's confirm of invocation id's request,
+// which Send stopped waiting for. If the broker refuses it, or the
+// connection ends before its confirm, the call fails as "unavailable"
+// (retryable; the request may still have reached the broker).
+func (t *Transport) awaitConfirm(id, task string, dc *amqp.DeferredConfirmation) {
+	<-dc.Done() // also when the channel closes: then not acked
+	if dc.Acked() {
+		return
+	}
+	t.mu.Lock()
+	_, waiting := t.inflight.Get(id)
+	t.mu.Unlock()
+	if waiting {
+		t.untrack(id)
+		t.deliver(failure(id, task, "", unavailable("the broker did not confirm the request before the connection ended; it may still run")))
+	}
 }
 
 // Cancel broadcasts a cancel for invocation id to every server of the
