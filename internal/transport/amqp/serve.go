@@ -100,7 +100,7 @@ type taskQueue struct {
 type consumer struct {
 	tag       string
 	g         *generation
-	base      bool // prefetch Slots; otherwise an extra, prefetch 1
+	base      bool // prefetch Slots; otherwise an extra, prefetch extraPrefetch
 	held      int  // deliveries held: taken and not yet acked, leased or given back
 	suspended int  // of those, the suspended ones
 	cancelled bool // basic.cancel sent or about to be, or the broker ended it
@@ -431,6 +431,7 @@ func (t *Transport) runner(srv *server, d *delivery) {
 	defer idle.Stop()
 	for {
 		t.run(d)
+		d = nil // not kept while idle
 		idle.Reset(runnerIdle)
 		select {
 		case d = <-srv.runq:
@@ -585,16 +586,17 @@ func requeue(m *amqp.Delivery) error { return m.Nack(false, true) }
 
 // settle stops counting d as held and then settles it with op (ack or
 // requeue) on its own channel. When d came on an extra consumer that is no
-// longer wanted (its parent resumed while every extra was busy), that
+// longer wanted (parents resumed while every extra was busy), that
 // consumer is cancelled first, so that the broker sends it nothing after
-// the settlement. It returns an error when d's connection has ended: the
-// broker has returned d to its queue already.
+// the settlement; its other deliveries stay with the channel, to be
+// settled as they end. It returns an error when d's connection has ended:
+// the broker has returned d to its queue already.
 func (d *delivery) settle(op func(*amqp.Delivery) error) error {
 	q, c, g := d.q, d.c, d.g
 	q.mu.Lock()
 	d.releaseLocked()
 	retire := false
-	if !c.base && !c.cancelled && c.held == 0 {
+	if !c.base && !c.cancelled {
 		if want, open := q.extrasLocked(g); open > want {
 			c.cancelled, retire = true, true
 		}

@@ -90,11 +90,12 @@ type Transport struct {
 	nextURL      atomic.Uint32 // which of the URLs the next dial tries first
 	watchedUntil atomic.Int64  // UnixNano until which a monitor watches (see Report)
 
-	stopCtx context.Context // ends reconnecting; cancelled last by Close
-	stop    context.CancelFunc
-	killCtx context.Context // parent of handler contexts and reply publishes
-	kill    context.CancelFunc
-	wg      sync.WaitGroup // the supervisor and the runners (see runner); Add only before serving stops
+	stopCtx     context.Context // ends reconnecting; cancelled last by Close
+	stop        context.CancelFunc
+	killCtx     context.Context // parent of handler contexts and reply publishes
+	kill        context.CancelFunc
+	wg          sync.WaitGroup // the supervisor and the runners (see runner); Add only before serving stops
+	unconfirmed sync.WaitGroup // awaitConfirm goroutines; Add only under mu while !closed
 }
 
 // New returns a Transport for cfg, with defaults applied. It does not
@@ -210,7 +211,12 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 		// Written, but not confirmed before ctx ended: the broker may run
 		// it yet, so the call goes on (a caller that gave up cancels it),
 		// and fails if the broker does not take it after all.
-		go t.awaitConfirm(req.ID, req.Task, u.dc)
+		t.mu.Lock()
+		if !t.closed {
+			t.unconfirmed.Add(1)
+			go t.awaitConfirm(req.ID, req.Task, u.dc)
+		}
+		t.mu.Unlock()
 	case err != nil:
 		t.untrack(req.ID)
 		return err
@@ -223,15 +229,9 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 // connection ends before its confirm, the call fails as "unavailable"
 // (retryable; the request may still have reached the broker).
 func (t *Transport) awaitConfirm(id, task string, dc *amqp.DeferredConfirmation) {
+	defer t.unconfirmed.Done()
 	<-dc.Done() // also when the channel closes: then not acked
-	if dc.Acked() {
-		return
-	}
-	t.mu.Lock()
-	_, waiting := t.inflight.Get(id)
-	t.mu.Unlock()
-	if waiting {
-		t.untrack(id)
+	if !dc.Acked() && t.untrack(id) {
 		t.deliver(failure(id, task, "", unavailable("the broker did not confirm the request before the connection ended; it may still run")))
 	}
 }
@@ -431,6 +431,7 @@ func (t *Transport) Close(ctx context.Context) error {
 	t.kill()
 	t.stop()
 	t.wg.Wait()
+	t.unconfirmed.Wait() // their connection has closed: each has ended or fails its call now
 
 	t.failInflight("transport closed before the reply arrived")
 	return err
@@ -459,10 +460,15 @@ func (t *Transport) track(id string) {
 	t.mu.Unlock()
 }
 
-func (t *Transport) untrack(id string) {
+// untrack stops tracking invocation id and reports whether it was
+// tracked: of the goroutines that end a call, only the one that untracks
+// it delivers its outcome.
+func (t *Transport) untrack(id string) bool {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, ok := t.inflight.Get(id)
 	t.inflight.Delete(id)
-	t.mu.Unlock()
+	return ok
 }
 
 // received passes a reply to the router.
