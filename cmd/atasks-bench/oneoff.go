@@ -99,42 +99,12 @@ func runWSOpen(ctx context.Context, e *env) (result, error) {
 		}
 		conns = append(conns, c)
 	}
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	start := time.Now()
 	input := fmt.Sprintf(`{"ms":%d,"value":1}`, openHold.Milliseconds())
-	for i := range openCalls {
-		wg.Go(func() {
-			cctx, cancel := context.WithTimeout(ctx, openHold+time.Minute)
-			defer cancel()
-			if err := conns[i%len(conns)].call(cctx, atasks.DefaultNamespace, demo.Sleep.Name(), input); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err)
-			}
-		})
+	call := func(ctx context.Context, i int) error {
+		return conns[i%len(conns)].call(ctx, atasks.DefaultNamespace, demo.Sleep.Name(), input)
 	}
-	opened, err := awaitAccepted(conns, openCalls, openHold/2)
-	if err != nil {
-		return result{}, err
-	}
-	time.Sleep(time.Second) // every call has reached its worker and runs
-	rss, rssErr := residentMiB(gw.cmd.Process.Pid)
-	goroutines, gErr := scrapeGauge(gw.base, "go_goroutines")
-	wg.Wait()
-	res := result{
-		scenario: "ws-open", inflight: openCalls, ok: openCalls - int(failed.Load()), errors: int(failed.Load()),
-		elapsed: opened, throughput: float64(openCalls) / opened.Seconds(),
-		note: fmt.Sprintf("gateway RSS %.0f MiB, %.0f goroutines with %d calls open (all open %s after the first)", rss, goroutines, openCalls, fmtDur(opened)),
-	}
-	if err, ok := firstErr.Load().(error); ok {
-		res.firstErr = err
-	}
-	if err := errors.Join(rssErr, gErr); err != nil {
-		return res, err
-	}
-	progress("ws-open took %s in all", fmtDur(time.Since(start)))
-	return res, nil
+	opened := func() (time.Duration, error) { return awaitAccepted(conns, openCalls, openHold/2) }
+	return measureOpen(ctx, gw, "ws-open", "calls", call, opened)
 }
 
 // runPollOpen makes openCalls long-polls of demo.sleep at once, each a
@@ -160,21 +130,33 @@ func runPollOpen(ctx context.Context, e *env) (result, error) {
 	client := &http.Client{Transport: tr}
 	url := gw.base + "/v1/ns/" + atasks.DefaultNamespace + "/tasks/" + demo.Sleep.Name() + "?wait=" + (openHold + 30*time.Second).String()
 	input := fmt.Sprintf(`{"ms":%d,"value":1}`, openHold.Milliseconds())
+	call := func(ctx context.Context, _ int) error { return post(ctx, client, url, input) }
+	opened := func() (time.Duration, error) {
+		return awaitGauge(gw.base, "atasks_gateway_results_stored", openCalls, openHold/2)
+	}
+	return measureOpen(ctx, gw, "poll-open", "long-polls", call, opened)
+}
+
+// measureOpen makes openCalls calls at once (call gets each one's index),
+// waits with opened until all of them are open, then reads the gateway's
+// RSS and goroutines and waits for the calls to end; what names them in
+// the result's note.
+func measureOpen(ctx context.Context, gw *gatewayProcess, scenario, what string, call func(context.Context, int) error, opened func() (time.Duration, error)) (result, error) {
 	var failed atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	start := time.Now()
-	for range openCalls {
+	for i := range openCalls {
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, openHold+time.Minute)
 			defer cancel()
-			if err := post(cctx, client, url, input); err != nil {
+			if err := call(cctx, i); err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, err)
 			}
 		})
 	}
-	opened, err := awaitGauge(gw.base, "atasks_gateway_results_stored", openCalls, openHold/2)
+	took, err := opened()
 	if err != nil {
 		return result{}, err
 	}
@@ -183,9 +165,9 @@ func runPollOpen(ctx context.Context, e *env) (result, error) {
 	goroutines, gErr := scrapeGauge(gw.base, "go_goroutines")
 	wg.Wait()
 	res := result{
-		scenario: "poll-open", inflight: openCalls, ok: openCalls - int(failed.Load()), errors: int(failed.Load()),
-		elapsed: opened, throughput: float64(openCalls) / opened.Seconds(),
-		note: fmt.Sprintf("gateway RSS %.0f MiB, %.0f goroutines with %d long-polls open (all open %s after the first)", rss, goroutines, openCalls, fmtDur(opened)),
+		scenario: scenario, inflight: openCalls, ok: openCalls - int(failed.Load()), errors: int(failed.Load()),
+		elapsed: took, throughput: float64(openCalls) / took.Seconds(),
+		note: fmt.Sprintf("gateway RSS %.0f MiB, %.0f goroutines with %d %s open (all open %s after the first)", rss, goroutines, openCalls, what, fmtDur(took)),
 	}
 	if err, ok := firstErr.Load().(error); ok {
 		res.firstErr = err
@@ -193,7 +175,7 @@ func runPollOpen(ctx context.Context, e *env) (result, error) {
 	if err := errors.Join(rssErr, gErr); err != nil {
 		return res, err
 	}
-	progress("poll-open took %s in all", fmtDur(time.Since(start)))
+	progress("%s took %s in all", scenario, fmtDur(time.Since(start)))
 	return res, nil
 }
 

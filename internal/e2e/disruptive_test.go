@@ -138,6 +138,16 @@ type brokerFault struct {
 	cause, restore func(t *testing.T)
 }
 
+// start causes the fault and returns what restores the broker, once,
+// whenever it is called first: by the test, or by its cleanup.
+func (f brokerFault) start(t *testing.T) (restore func()) {
+	f.cause(t)
+	var once sync.Once
+	restore = func() { once.Do(func() { f.restore(t) }) }
+	t.Cleanup(restore)
+	return restore
+}
+
 var brokerFaults = []brokerFault{
 	{"stopped", func(t *testing.T) { rabbitmqctl(t, "stop_app") }, func(t *testing.T) { rabbitmqctl(t, "start_app") }},
 	{"memory alarm", func(t *testing.T) {
@@ -179,15 +189,7 @@ func TestDisruptiveBrokerAwayAnswersInTime(t *testing.T) {
 	var accepted []string // calls answered 202 while the broker blocked
 	for _, f := range brokerFaults {
 		t.Run(f.name, func(t *testing.T) {
-			f.cause(t)
-			restored := false
-			restore := func() {
-				if !restored {
-					restored = true
-					f.restore(t)
-				}
-			}
-			t.Cleanup(restore)
+			restore := f.start(t)
 			waitStatus(t, gw+"/readyz", 503, time.Minute)
 			waitStatus(t, worker+"/readyz", 503, time.Minute)
 			for _, wait := range []time.Duration{0, 2 * time.Second} {
@@ -224,16 +226,7 @@ func TestDisruptiveBrokerAwayAnswersInTime(t *testing.T) {
 	// its connection hears of the block (it does on its first publish):
 	// the broker holds it, and it is accepted and runs later, not refused.
 	t.Run("call as the alarm begins", func(t *testing.T) {
-		alarm := brokerFaults[1]
-		alarm.cause(t)
-		restored := false
-		restore := func() {
-			if !restored {
-				restored = true
-				alarm.restore(t)
-			}
-		}
-		t.Cleanup(restore)
+		restore := brokerFaults[1].start(t)
 		inv := call(t, gw, "default", "demo.add", `{"a":1,"b":2}`, "?wait=1s")
 		switch {
 		case inv.status == 202:
