@@ -55,6 +55,19 @@ type Config struct {
 	// it goes a minute after the process, and with a broker restart (the
 	// calls waiting then fail with a retryable "unavailable").
 	Identity string
+	// History makes the transport's calls a gateway replica's: their
+	// requests and outcomes are kept in the namespace's history, a
+	// RabbitMQ stream that every transport with History reads whole, so
+	// that any gateway replica answers for any invocation (package
+	// gateway uses it when its client's transports have it). Identity is
+	// then not needed. Defaults to false.
+	History bool
+	// HistoryMaxAge and HistoryMaxBytes bound how much history the broker
+	// retains, and so how far back a replica started afresh knows
+	// invocations; every process with History must give the same.
+	// Default to 1h and 1 GiB.
+	HistoryMaxAge   time.Duration
+	HistoryMaxBytes int64
 	// Slots is how many requests of each served task the transport holds
 	// computing at once; a request awaiting other tasks does not count.
 	// A Worker's concurrency is the better bound: give both the same.
@@ -85,6 +98,7 @@ type Config struct {
 // using it starts.
 func New(cfg Config) (atasks.Transport, error) {
 	ic := amqp.Config{URL: cfg.URL, TLS: cfg.TLS, Namespace: cfg.Namespace, Prefix: cfg.Prefix, Identity: cfg.Identity,
+		History: cfg.History, HistoryMaxAge: cfg.HistoryMaxAge, HistoryMaxBytes: cfg.HistoryMaxBytes,
 		Slots: cfg.Slots, DeliveryLimit: cfg.DeliveryLimit, LeaseAfter: cfg.LeaseAfter, LeasePeriod: cfg.LeasePeriod, Logger: cfg.Logger}
 	if cfg.Metrics != nil {
 		ic.Metrics = metrics.NewAMQP(cfg.Metrics)

@@ -155,6 +155,18 @@ func (g *Gateway) start(trace context.Context, c callSpec, sendWait time.Duratio
 		return "", false, &atasks.Error{Code: codeTooManyInvocations, Retryable: true, Message: fmt.Sprintf(
 			"the gateway tracks %d unfinished invocations, the most it may (--max-unfinished): try again once some have finished", g.cfg.MaxUnfinished)}
 	}
+	if prior == "" && c.key != "" {
+		won, err := g.claim(trace, c.ns, wire.Claim{Key: c.key, Fingerprint: fp, ID: id}, sendWait)
+		if err != nil {
+			g.store.drop(id)
+			cancel(nil)
+			return "", false, errNotSent(c.key)
+		}
+		if won.ID != id { // another replica's call claimed the key first
+			g.store.drop(id)
+			prior, priorFP = won.ID, won.Fingerprint
+		}
+	}
 	if prior != "" {
 		cancel(nil)
 		if priorFP != fp {
@@ -295,11 +307,14 @@ var (
 )
 
 // observe records a state change of an invocation.
-func (g *Gateway) observe(rep *wire.Reply) {
+func (g *Gateway) observe(rep *wire.Reply) { g.observeAt(rep, time.Now()) }
+
+// observeAt records a state change of an invocation made at time at.
+func (g *Gateway) observeAt(rep *wire.Reply, at time.Time) {
 	g.store.update(rep.ID, func(inv *Invocation) {
 		if inv.StartedAt == nil {
-			now := time.Now().UTC()
-			inv.StartedAt = &now
+			at := at.UTC()
+			inv.StartedAt = &at
 		}
 		inv.State = rep.State
 		if rep.Worker != "" {
@@ -366,8 +381,13 @@ func resultOf(rep *wire.Reply, codecs *codec.Registry) (json.RawMessage, error) 
 
 // settle records an outcome in inv: result, or the failure err.
 func settle(inv *Invocation, result json.RawMessage, err error) {
-	now := time.Now().UTC()
-	inv.FinishedAt = &now
+	settleAt(inv, result, err, time.Now())
+}
+
+// settleAt records an outcome reached at time at in inv.
+func settleAt(inv *Invocation, result json.RawMessage, err error, at time.Time) {
+	at = at.UTC()
+	inv.FinishedAt = &at
 	if err != nil {
 		e := asError(err)
 		inv.State, inv.Error = e.StateOf(), e

@@ -187,6 +187,7 @@ type Gateway struct {
 	metrics   *metrics.Gateway
 	monitor   *monitor // the dashboard's feed
 	limits    *limiter
+	histories map[string]wire.History // by namespace, those kept (history.go)
 
 	// life ends at Close; waiters for outcomes stop then, while the
 	// invocations themselves go on.
@@ -218,6 +219,7 @@ func New(cfg Config) (*Gateway, error) {
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.started = time.Now().UTC()
 	g.handler = g.routes()
+	g.follow()
 	g.waiters.Add(1)
 	go g.sweep()
 	return g, nil
@@ -383,10 +385,18 @@ func (g *Gateway) getInvocation(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
 	ns, id := chi.URLParam(r, "ns"), chi.URLParam(r, "id")
 	wait := 5 * time.Second
-	if !g.store.cancel(ns, id, errDeleted) {
-		wait = 0
-		if inv, _, ok := g.store.get(id); ok && inv.NS == ns && inv.Parent != "" && !inv.State.Final() {
-			_ = g.cfg.Client.Cancel(r.Context(), ns, id) // a child: its server cancels it, and its parent hears of it
+	g.known(r.Context(), ns, id)
+	if known, local := g.store.cancel(ns, id, errDeleted); !local {
+		inv, _, ok := g.store.get(id)
+		switch {
+		case !ok || inv.NS != ns || inv.State.Final():
+			wait = 0
+		case known: // another replica's call: its server cancels it
+		default: // a child: its server cancels it, and its parent hears of it
+			wait = 0
+		}
+		if ok && inv.NS == ns && !inv.State.Final() {
+			_ = g.cfg.Client.Cancel(r.Context(), ns, id)
 		}
 	}
 	g.answer(w, r, wait)
@@ -396,6 +406,7 @@ func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
 // for it to be final.
 func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	ns, id := chi.URLParam(r, "ns"), chi.URLParam(r, "id")
+	g.known(r.Context(), ns, id)
 	if inv, _, ok := g.store.get(id); ok && inv.NS != ns {
 		wait = 0 // another namespace's: not found, at once
 	}
@@ -415,6 +426,10 @@ func (g *Gateway) missing(ns, id string) *atasks.Error {
 		return &atasks.Error{Code: codeInvocationExpired, Message: fmt.Sprintf("invocation %q of namespace %q finished and was evicted: at most %d finished invocations are kept, each for %v", id, ns, g.cfg.MaxFinished, g.cfg.Retention)}
 	}
 	e := &atasks.Error{Code: codeInvocationNotFound, Message: fmt.Sprintf("no invocation %q in namespace %q: this gateway has not known it since it started at %s", id, ns, g.started.Format(time.RFC3339))}
+	if g.histories[ns] != nil {
+		e.Message = fmt.Sprintf("no invocation %q in namespace %q: none is in the history the gateway replicas share, within its retention", id, ns)
+		return e
+	}
 	if g.cfg.DurableReplies && time.Since(g.started) < g.cfg.Retention {
 		e.Message += "; one it started before a restart becomes known when its outcome arrives"
 		e.Retryable = true

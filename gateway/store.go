@@ -46,6 +46,7 @@ type record struct {
 	counts bool   // it counts against its caller's cap: not ended yet
 
 	sending chan struct{} // closed once it is sent, or dropped because it could not be
+	local   bool          // this gateway started it; else it is known from the history
 }
 
 // kid is a child of a recorded invocation, as the invocation reported it:
@@ -68,6 +69,8 @@ type store struct {
 	byID          shrink.Map[string, *record]
 	parentOf      shrink.Map[string, *record] // children of records, by id
 	byKey         map[idemKey]*record         // records with an idempotency key
+	claims        map[idemKey]claimed         // the history's first claim of each key (history.go)
+	claimedBy     map[string]idemKey          // the keys of claims, by invocation id
 	order         *list.List                  // finished records, oldest first
 	finished      int
 	added         chan struct{} // closed and replaced whenever a record is added
@@ -90,6 +93,7 @@ type idemKey struct{ ns, key string }
 
 func newStore(retention time.Duration, max, maxUnfinished, maxPerCaller int) *store {
 	return &store{retention: retention, max: max, maxUnfinished: maxUnfinished, maxPerCaller: maxPerCaller, callers: map[string]int{}, byKey: map[idemKey]*record{},
+		claims: map[idemKey]claimed{}, claimedBy: map[string]idemKey{},
 		order: list.New(), added: make(chan struct{}), evicted: evicted{max: max, ns: map[string]string{}}}
 }
 
@@ -108,8 +112,11 @@ var (
 func (s *store) add(inv Invocation, cancel context.CancelCauseFunc, key, fingerprint, caller string) (priorID, priorFingerprint string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if prior, ok := s.byKey[idemKey{inv.NS, key}]; ok {
+	if prior, ok := s.byKey[idemKey{inv.NS, key}]; ok && key != "" {
 		return prior.inv.ID, prior.fingerprint, nil
+	}
+	if c, ok := s.claims[idemKey{inv.NS, key}]; ok && key != "" {
+		return c.ID, c.Fingerprint, nil
 	}
 	unfinished := s.byID.Len() - s.finished
 	switch {
@@ -121,7 +128,7 @@ func (s *store) add(inv Invocation, cancel context.CancelCauseFunc, key, fingerp
 	s.callers[caller]++
 	s.peak = max(s.peak, unfinished+1)
 	s.peakAll = max(s.peakAll, s.byID.Len()+1)
-	s.insert(&record{inv: inv, changed: make(chan struct{}), cancel: cancel, key: key, fingerprint: fingerprint, sending: make(chan struct{}), caller: caller, counts: true})
+	s.insert(&record{inv: inv, changed: make(chan struct{}), cancel: cancel, key: key, fingerprint: fingerprint, sending: make(chan struct{}), caller: caller, counts: true, local: true})
 	return "", "", nil
 }
 
@@ -147,30 +154,36 @@ func (s *store) sent(id string) {
 	}
 }
 
-// awaitSent waits up to d for invocation id to be sent, and reports
-// whether it was (false: it could not be, or d passed first).
+// awaitSent waits up to d for invocation id to be sent (one known from
+// the history was, or is once its request is read), and reports whether
+// it was (false: it could not be, or d passed first).
 func (s *store) awaitSent(id string, d time.Duration) bool {
-	s.mu.Lock()
-	r, ok := s.byID.Get(id)
-	var sending chan struct{}
-	if ok {
-		sending = r.sending // sent replaces it: read it under s.mu
-	}
-	s.mu.Unlock()
-	if !ok {
-		return false
-	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
-	select {
-	case <-sending:
-	case <-timer.C:
-		return false
+	for {
+		s.mu.Lock()
+		r, ok := s.byID.Get(id)
+		wake := s.added
+		if ok {
+			wake = r.sending // sent replaces it: read it under s.mu
+		}
+		_, claimed := s.claimedBy[id]
+		s.mu.Unlock()
+		if !ok && !claimed {
+			return false
+		}
+		select {
+		case <-wake:
+		case <-timer.C:
+			return false
+		}
+		if ok {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			_, ok = s.byID.Get(id)
+			return ok
+		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok = s.byID.Get(id)
-	return ok
 }
 
 // drop forgets invocation id, which was never started.
@@ -182,8 +195,8 @@ func (s *store) drop(id string) {
 		return
 	}
 	s.byID.Delete(id)
-	if r.key != "" {
-		delete(s.byKey, idemKey{r.inv.NS, r.key})
+	if k := (idemKey{r.inv.NS, r.key}); r.key != "" && s.byKey[k] == r {
+		delete(s.byKey, k)
 	}
 	s.release(r)
 	close(r.sending) // replays of its key give up
@@ -330,18 +343,19 @@ func (s *store) noteDrain() {
 	}
 }
 
-// cancel cancels invocation id of namespace ns if it is in flight, saying
-// why (a *wire.Error with code "cancelled"); it
-// reports whether the invocation is known.
-func (s *store) cancel(ns, id string, why error) bool {
+// cancel cancels invocation id of namespace ns if this gateway started it
+// and it is in flight, saying why (a *wire.Error with code "cancelled");
+// it reports whether the invocation is known, and whether this gateway
+// started it.
+func (s *store) cancel(ns, id string, why error) (known, local bool) {
 	s.mu.Lock()
 	r, ok := s.byID.Get(id)
 	ok = ok && r.inv.NS == ns
 	s.mu.Unlock()
-	if ok {
+	if ok && r.local {
 		r.cancel(why)
 	}
-	return ok
+	return ok, ok && r.local
 }
 
 // gone reports whether invocation id of namespace ns is among the last
@@ -376,7 +390,13 @@ func (s *store) expire(now time.Time) {
 		s.order.Remove(e)
 		s.finished--
 		s.byID.Delete(r.inv.ID)
-		delete(s.byKey, idemKey{r.inv.NS, r.key})
+		if k := (idemKey{r.inv.NS, r.key}); s.byKey[k] == r {
+			delete(s.byKey, k)
+		}
+		if k, ok := s.claimedBy[r.inv.ID]; ok {
+			delete(s.claimedBy, r.inv.ID)
+			delete(s.claims, k)
+		}
 		for _, k := range r.kids {
 			if p, _ := s.parentOf.Get(k.ID); p == r {
 				s.parentOf.Delete(k.ID)

@@ -414,7 +414,10 @@ func (c *wsConn) call(m clientMsg) {
 func (c *wsConn) subscribe(m clientMsg) {
 	op := &wsOp{ref: m.Ref, ns: m.NS, sub: true, id: m.ID}
 	if c.opens(op) {
-		c.ops.Go(func() { c.follow(op, m.ID, nil) })
+		c.ops.Go(func() {
+			c.g.known(c.ctx, m.NS, m.ID)
+			c.follow(op, m.ID, nil)
+		})
 	}
 }
 
@@ -550,8 +553,15 @@ func (c *wsConn) cancel(m clientMsg) {
 			return // runCall cancels it once started
 		}
 	}
-	if !c.g.store.cancel(ns, id, errWSCancel) && m.Ref == "" {
+	if m.Ref == "" {
+		c.g.known(c.ctx, ns, id)
+	}
+	known, local := c.g.store.cancel(ns, id, errWSCancel)
+	switch {
+	case !known && m.Ref == "":
 		c.fail("", c.g.missing(ns, id))
+	case known && !local:
+		_ = c.g.cfg.Client.Cancel(c.ctx, ns, id) // another replica's call, or a child: its server cancels it
 	}
 }
 

@@ -241,3 +241,45 @@ func TraceID(traceparent string) string {
 	}
 	return traceparent[3:35]
 }
+
+// History is implemented by transports whose calls are recorded in a log
+// that the processes making them share (gateway replicas): every request
+// they send, every reply to those requests and every claim of an
+// idempotency key, in one order that all of them read, retained for a
+// while.
+type History interface {
+	// Follow passes each event of the log to fn, in the log's order, from
+	// the oldest one retained; fn must not block for long. Call it before
+	// Open to see every retained event.
+	Follow(fn func(Event))
+	// Sync returns once every event appended before it was called has
+	// been passed to the Follow function.
+	Sync(ctx context.Context) error
+	// Claim appends c to the log and returns once it has been passed to
+	// the Follow function. Of the claims of one key, the first in the
+	// log's order names the invocation.
+	Claim(ctx context.Context, c Claim) error
+}
+
+// Historian is implemented by transports that may keep a History.
+type Historian interface {
+	// History returns the transport's History, or nil if it keeps none.
+	History() History
+}
+
+// Event is one entry of a History: exactly one of Request, Reply and
+// Claim is set.
+type Event struct {
+	At      time.Time // when it was appended, by its writer's clock
+	Request *Request  // a request, as it was sent
+	Reply   *Reply    // a state change or an outcome of a request in the log
+	Claim   *Claim    // a claim of an idempotency key
+}
+
+// Claim says that idempotency key Key names invocation ID in its
+// namespace, a call whose task and input have fingerprint Fingerprint.
+type Claim struct {
+	Key         string
+	Fingerprint string
+	ID          string
+}

@@ -18,7 +18,8 @@ func demoTasks() map[string][]string {
 
 // deleteAtasksObjects deletes, for each namespace of tasks, the queues and
 // exchanges atasks declares under the run's prefix (docs/PROTOCOL.md §1):
-// the task queues of tasks[ns], the dead-letter and lease queues, and the
+// the task queues of tasks[ns], the dead-letter and lease queues, the
+// history stream, and the
 // tasks, control, dlx, lease and activity exchanges.
 func deleteAtasksObjects(e *env, tasks map[string][]string) error {
 	conn, err := amqp.Dial(e.amqpURL)
@@ -28,7 +29,7 @@ func deleteAtasksObjects(e *env, tasks map[string][]string) error {
 	defer conn.Close()
 	for ns, names := range tasks {
 		base := e.prefix + "." + ns
-		queues := []string{base + ".dead", base + ".lease"}
+		queues := []string{base + ".dead", base + ".lease", base + ".history"}
 		for _, t := range names {
 			queues = append(queues, base+".task."+t)
 		}

@@ -60,7 +60,11 @@ func Gateway(ctx context.Context, args []string, listening func(net.Addr)) error
 		return err
 	}
 	reg := metrics.NewRegistry() // served at /metrics: the gateway's, the broker's and, embedded, the worker's
-	broker := Broker{URL: *o.amqpURL, Identity: *o.identity, Prefix: *o.prefix, Logger: log, Metrics: reg, TLS: brokerTLS}
+	if *o.history && *o.amqpURL == "" {
+		return errors.New("--history needs --amqp-url: an embedded gateway has no replicas")
+	}
+	broker := Broker{URL: *o.amqpURL, Identity: *o.identity, Prefix: *o.prefix, Logger: log, Metrics: reg, TLS: brokerTLS,
+		History: *o.history, HistoryMaxAge: *o.historyMaxAge, HistoryMaxBytes: int64(*o.historyMaxBytes)}
 	nss, err := broker.Namespaces(o.fronted())
 	if err != nil {
 		return err

@@ -28,7 +28,9 @@ type options struct {
 	allowedHosts                                                  *string
 	wait, maxWait, retention, drain                               *time.Duration
 	tokensFile, maxBodyNS, tlsCert, tlsKey                        *string
-	insecure                                                      *bool
+	insecure, history                                             *bool
+	historyMaxAge                                                 *time.Duration
+	historyMaxBytes                                               *int
 	rateLimit                                                     *float64
 	rateBurst, maxInFlight                                        *int
 	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout     *time.Duration
@@ -43,23 +45,26 @@ type options struct {
 // defineFlags defines the gateway's flags on f.
 func defineFlags(f Flags) *options {
 	o := &options{
-		listen:         f.String("listen", "ATASKS_LISTEN", "127.0.0.1:8080", "address to serve HTTP on; beyond loopback, tokens or --insecure are needed"),
-		amqpURL:        f.String("amqp-url", "ATASKS_AMQP_URL", "", "RabbitMQ URL; empty runs the demo tasks in-process (embedded mode)"),
-		identity:       f.String("identity", "ATASKS_IDENTITY", "", "stable id of this gateway on the broker: results that arrive while it is down wait for it to come back with the same id; empty is a random id"),
-		prefix:         f.String("prefix", "ATASKS_PREFIX", "atasks", "first part of every exchange and queue name on the broker"),
-		namespaces:     f.String("namespaces", "ATASKS_NAMESPACES", "", "comma-separated namespaces to front; empty fronts those this program defines tasks in (or default)"),
-		concurrency:    f.Int("concurrency", "ATASKS_CONCURRENCY", 1000, "embedded mode: how many tasks compute at once"),
-		maxBody:        f.Int("max-body", "ATASKS_MAX_BODY", 1<<20, "largest request body in bytes"),
-		wait:           f.Duration("wait", "ATASKS_WAIT", 10*time.Second, "how long an invoke waits for the outcome by default"),
-		maxWait:        f.Duration("max-wait", "ATASKS_MAX_WAIT", 60*time.Second, "cap on ?wait="),
-		retention:      f.Duration("retention", "ATASKS_RETENTION", 10*time.Minute, "how long finished invocations stay readable"),
-		maxFinished:    f.Int("max-finished", "ATASKS_MAX_FINISHED", 100_000, "how many finished invocations are kept at most, oldest evicted first"),
-		maxUnfinished:  f.Int("max-unfinished", "ATASKS_MAX_UNFINISHED", 100_000, "how many unfinished (queued or running) invocations the gateway tracks at most; beyond, new calls get 503 too_many_invocations"),
-		maxPerCaller:   f.Int("max-unfinished-per-caller", "ATASKS_MAX_UNFINISHED_PER_CALLER", 10_000, "how many unfinished invocations one token (one client IP without tokens) may have started; beyond, its calls get 429; -1 is no cap"),
-		allowedHosts:   f.String("allowed-hosts", "ATASKS_ALLOWED_HOSTS", "", "comma-separated Host names a gateway without tokens answers besides loopback ones (against DNS rebinding); * for any"),
-		allowedOrigins: f.String("allowed-origins", "ATASKS_ALLOWED_ORIGINS", "", "comma-separated origins (e.g. https://app.example.com) whose pages may open WebSockets besides the gateway's own host; * for any"),
-		wsMaxCalls:     f.Int("ws-max-calls", "ATASKS_WS_MAX_CALLS", 1000, "how many calls and subscriptions one WebSocket may have open"),
-		drain:          f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish"),
+		listen:          f.String("listen", "ATASKS_LISTEN", "127.0.0.1:8080", "address to serve HTTP on; beyond loopback, tokens or --insecure are needed"),
+		amqpURL:         f.String("amqp-url", "ATASKS_AMQP_URL", "", "RabbitMQ URL; empty runs the demo tasks in-process (embedded mode)"),
+		identity:        f.String("identity", "ATASKS_IDENTITY", "", "stable id of this gateway on the broker: results that arrive while it is down wait for it to come back with the same id; empty is a random id"),
+		history:         f.Bool("history", "ATASKS_HISTORY", false, "keep every invocation in the namespace's history on the broker, shared by gateway replicas: any replica (or one started afresh) answers for any invocation in it; needs --amqp-url"),
+		historyMaxAge:   f.Duration("history-max-age", "ATASKS_HISTORY_MAX_AGE", time.Hour, "with --history: how long the broker keeps the history (all replicas must agree)"),
+		historyMaxBytes: f.Int("history-max-bytes", "ATASKS_HISTORY_MAX_BYTES", 1<<30, "with --history: how many bytes of history the broker keeps at most (all replicas must agree)"),
+		prefix:          f.String("prefix", "ATASKS_PREFIX", "atasks", "first part of every exchange and queue name on the broker"),
+		namespaces:      f.String("namespaces", "ATASKS_NAMESPACES", "", "comma-separated namespaces to front; empty fronts those this program defines tasks in (or default)"),
+		concurrency:     f.Int("concurrency", "ATASKS_CONCURRENCY", 1000, "embedded mode: how many tasks compute at once"),
+		maxBody:         f.Int("max-body", "ATASKS_MAX_BODY", 1<<20, "largest request body in bytes"),
+		wait:            f.Duration("wait", "ATASKS_WAIT", 10*time.Second, "how long an invoke waits for the outcome by default"),
+		maxWait:         f.Duration("max-wait", "ATASKS_MAX_WAIT", 60*time.Second, "cap on ?wait="),
+		retention:       f.Duration("retention", "ATASKS_RETENTION", 10*time.Minute, "how long finished invocations stay readable"),
+		maxFinished:     f.Int("max-finished", "ATASKS_MAX_FINISHED", 100_000, "how many finished invocations are kept at most, oldest evicted first"),
+		maxUnfinished:   f.Int("max-unfinished", "ATASKS_MAX_UNFINISHED", 100_000, "how many unfinished (queued or running) invocations the gateway tracks at most; beyond, new calls get 503 too_many_invocations"),
+		maxPerCaller:    f.Int("max-unfinished-per-caller", "ATASKS_MAX_UNFINISHED_PER_CALLER", 10_000, "how many unfinished invocations one token (one client IP without tokens) may have started; beyond, its calls get 429; -1 is no cap"),
+		allowedHosts:    f.String("allowed-hosts", "ATASKS_ALLOWED_HOSTS", "", "comma-separated Host names a gateway without tokens answers besides loopback ones (against DNS rebinding); * for any"),
+		allowedOrigins:  f.String("allowed-origins", "ATASKS_ALLOWED_ORIGINS", "", "comma-separated origins (e.g. https://app.example.com) whose pages may open WebSockets besides the gateway's own host; * for any"),
+		wsMaxCalls:      f.Int("ws-max-calls", "ATASKS_WS_MAX_CALLS", 1000, "how many calls and subscriptions one WebSocket may have open"),
+		drain:           f.Duration("drain", "ATASKS_DRAIN", 30*time.Second, "on SIGINT/SIGTERM, how long running work may take to finish"),
 
 		tokensFile:        f.String("tokens", "ATASKS_TOKENS_FILE", "", "file of bearer tokens' hashes and rights, one a line: NAME sha256:HEX NS:RIGHTS,…; $ATASKS_TOKENS adds TOKEN=NS:RIGHTS entries"),
 		insecure:          f.Bool("insecure", "ATASKS_INSECURE", false, "serve without tokens on an address beyond loopback: anyone who reaches it may do anything"),

@@ -23,6 +23,11 @@ type Broker struct {
 	Logger     *slog.Logger
 	Metrics    prometheus.Registerer // nil: none
 	TLS        *tls.Config           // for amqps://; nil: the system's roots
+	// History shares the namespaces' history among gateway replicas,
+	// retained this long and this large; see amqp.Config.History.
+	History         bool
+	HistoryMaxAge   time.Duration
+	HistoryMaxBytes int64
 }
 
 // Namespaces returns the configuration of namespaces names: each over
@@ -36,6 +41,7 @@ func (b Broker) Namespaces(names []string) ([]atasks.NamespaceConfig, error) {
 		return nss, nil
 	}
 	return amqp.Namespaces(amqp.Config{URL: b.URL, Prefix: b.Prefix, Identity: b.Identity, Slots: b.Slots, LeaseAfter: b.LeaseAfter,
+		History: b.History, HistoryMaxAge: b.HistoryMaxAge, HistoryMaxBytes: b.HistoryMaxBytes,
 		Logger: b.Logger, Metrics: b.Metrics, TLS: b.TLS}, names...)
 }
 

@@ -112,9 +112,11 @@ func RegisterSlots(reg prometheus.Registerer, busy, size func() int) {
 
 // AMQP counts what happens between a process and RabbitMQ, by namespace.
 type AMQP struct {
-	reconnects   *prometheus.CounterVec
-	redeliveries *prometheus.CounterVec
-	deadLetters  *prometheus.CounterVec
+	reconnects    *prometheus.CounterVec
+	redeliveries  *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	historyLag    *prometheus.GaugeVec
+	historyOffset *prometheus.GaugeVec
 }
 
 // NewAMQP registers the AMQP metrics with reg, or takes those registered
@@ -130,10 +132,18 @@ func NewAMQP(reg prometheus.Registerer) *AMQP {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "atasks_amqp_dead_letters_total", Help: "Requests dead-lettered after too many deliveries and answered as poison, by namespace and task.",
 		}, []string{"ns", "task"}),
+		historyLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "atasks_amqp_history_lag_seconds", Help: "How long the last marker this process appended to the namespace's history took to be read back by it: how far its reading is behind the history's end (measured every 5s), by namespace.",
+		}, []string{"ns"}),
+		historyOffset: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "atasks_amqp_history_offset", Help: "The offset of the last message this process read from the namespace's history, by namespace.",
+		}, []string{"ns"}),
 	}
 	m.reconnects = reuse(reg, m.reconnects)
 	m.redeliveries = reuse(reg, m.redeliveries)
 	m.deadLetters = reuse(reg, m.deadLetters)
+	m.historyLag = reuse(reg, m.historyLag)
+	m.historyOffset = reuse(reg, m.historyOffset)
 	return m
 }
 
@@ -169,6 +179,20 @@ func (m *AMQP) Redelivered(ns, task string) {
 func (m *AMQP) DeadLettered(ns, task string) {
 	if m != nil {
 		m.deadLetters.WithLabelValues(ns, task).Inc()
+	}
+}
+
+// HistoryLag records how long a marker took to be read back from the history.
+func (m *AMQP) HistoryLag(ns string, d time.Duration) {
+	if m != nil {
+		m.historyLag.WithLabelValues(ns).Set(d.Seconds())
+	}
+}
+
+// HistoryRead records the offset of the last message read from the history.
+func (m *AMQP) HistoryRead(ns string, offset int64) {
+	if m != nil {
+		m.historyOffset.WithLabelValues(ns).Set(float64(offset))
 	}
 }
 

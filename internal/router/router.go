@@ -115,6 +115,14 @@ func (r *Router) Cancel(ctx context.Context, id string) error {
 	return r.cfg.Transport.Cancel(ctx, id)
 }
 
+// History returns the transport's shared history, or nil if it keeps none.
+func (r *Router) History() wire.History {
+	if h, ok := r.cfg.Transport.(wire.Historian); ok {
+		return h.History()
+	}
+	return nil
+}
+
 // Serve starts serving handlers, computing at most slots.Size() at once
 // (nil slots: no bound). A router serves once.
 func (r *Router) Serve(ctx context.Context, handlers map[string]Handler, slots *Slots) error {

@@ -53,6 +53,25 @@ type Config struct {
 	// from it, or when it restarts.
 	Identity string
 
+	// History makes this transport's calls a gateway replica's: they are
+	// answered through the namespace's history, a RabbitMQ stream that
+	// every transport with History shares ("<Prefix>.<Namespace>.history").
+	// A request is copied there as it is sent, servers answer there, and
+	// the transport reads the whole history, from the oldest message
+	// retained, passing every request, reply and claim to the function
+	// given to its History's Follow. Identity then names nothing durable:
+	// the history outlives every process. See docs/PROTOCOL.md §11.
+	// Defaults to false: a reply queue of this process's own.
+	History bool
+
+	// HistoryMaxAge and HistoryMaxBytes bound the history's retention:
+	// the stream's x-max-age and x-max-length-bytes, applied a segment
+	// (16 MiB) at a time. Every transport with History must give the same:
+	// the broker refuses a declaration with other arguments.
+	// Default to 1h and 1 GiB.
+	HistoryMaxAge   time.Duration
+	HistoryMaxBytes int64
+
 	// Slots is how many requests of each served task this transport holds
 	// computing at once. A request whose handler is suspended (awaiting
 	// other tasks) does not occupy a slot, nor does one converted into a
@@ -136,6 +155,12 @@ func (c Config) WithDefaults() Config {
 	if c.Slots == 0 {
 		c.Slots = 1000
 	}
+	if c.HistoryMaxAge == 0 {
+		c.HistoryMaxAge = time.Hour
+	}
+	if c.HistoryMaxBytes == 0 {
+		c.HistoryMaxBytes = 1 << 30
+	}
 	if c.DeliveryLimit == 0 {
 		c.DeliveryLimit = 5
 	}
@@ -197,6 +222,8 @@ func (c Config) validate() error {
 		return errors.New("amqp: LeasePeriod below 10ms")
 	case c.AnnounceInterval < 10*time.Millisecond:
 		return errors.New("amqp: AnnounceInterval below 10ms")
+	case c.HistoryMaxAge < time.Second || c.HistoryMaxBytes < historySegment:
+		return fmt.Errorf("amqp: history retention below 1s or %d bytes", historySegment)
 	case c.LookupTimeout < 0:
 		return errors.New("amqp: negative LookupTimeout")
 	}

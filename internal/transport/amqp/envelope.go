@@ -79,6 +79,9 @@ func (n topology) dlx() string { return n.base + ".dlx" }
 // dead is the quorum queue bound to dlx.
 func (n topology) dead() string { return n.base + ".dead" }
 
+// history is the stream of the namespace's history (see history.go).
+func (n topology) history() string { return n.base + ".history" }
+
 // lease names both the fanout exchange lease copies are published to and
 // the quorum queue bound to it, which dead-letters expired copies back to
 // the tasks exchange.

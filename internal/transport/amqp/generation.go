@@ -133,7 +133,7 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	go g.probe()
 
 	lost := false
-	if !first {
+	if !first && t.hist == nil {
 		if lost, err = g.replyQueueLost(); err != nil {
 			return nil, err
 		}
@@ -141,7 +141,12 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	if err := g.declareCommon(); err != nil {
 		return nil, err
 	}
-	replies, err := g.in.Consume(t.replyQ, "reply/"+t.id, false, true, false, false, nil)
+	var replies <-chan amqp.Delivery
+	if t.hist != nil { // shared with the other readers of the history
+		replies, err = g.in.Consume(t.replyQ, "history/"+t.id, false, false, false, false, t.hist.offset())
+	} else {
+		replies, err = g.in.Consume(t.replyQ, "reply/"+t.id, false, true, false, false, nil)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("amqp: consume %s: %w", t.replyQ, err)
 	}
@@ -352,6 +357,9 @@ func (g *generation) declareCommon() error {
 	if err := ch.QueueBind(lease, "", lease, false, nil); err != nil {
 		return fmt.Errorf("amqp: bind %s: %w", lease, err)
 	}
+	if t.hist != nil {
+		return g.declareHistory(ch)
+	}
 	// With an Identity, replies outlive this process and the broker: a
 	// durable quorum queue. Without, nobody reads them after this process
 	// anyway: a transient classic queue, one write fewer per call (a
@@ -465,8 +473,9 @@ func (g *generation) consumeReplies(deliveries <-chan amqp.Delivery) {
 		if !ok {
 			return
 		}
-		r, err := decodeReply(m.Body)
-		if err != nil {
+		if g.t.hist != nil {
+			g.t.readHistory(&m)
+		} else if r, err := decodeReply(m.Body); err != nil {
 			g.t.log.Warn("amqp: dropped undecodable reply", "err", err, "correlation_id", m.CorrelationId)
 		} else {
 			g.t.received(r)

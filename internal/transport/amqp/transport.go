@@ -68,6 +68,7 @@ type Transport struct {
 	id     string // this instance, random: server id in announcements
 	replyQ string
 	cat    *catalog
+	hist   *history // with Config.History, else nil
 
 	deliver func(*wire.Reply)
 
@@ -123,6 +124,10 @@ func New(cfg Config) (*Transport, error) {
 		asks:       map[string]chan leaseAnswer{},
 	}
 	t.replyQ = t.topo.replyQueue(replyID)
+	if cfg.History {
+		t.hist = newHistory()
+		t.replyQ = t.topo.history()
+	}
 	t.stopCtx, t.stop = context.WithCancel(context.Background())
 	t.killCtx, t.kill = context.WithCancel(context.Background())
 	return t, nil
@@ -168,6 +173,10 @@ func (t *Transport) Open(ctx context.Context, deliver func(*wire.Reply)) error {
 	}
 	t.wg.Add(1)
 	go t.supervise(g)
+	if t.hist != nil {
+		t.wg.Add(1)
+		go t.probeHistory()
+	}
 	return nil
 }
 
@@ -203,8 +212,12 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 	if err := t.offered(ctx, req.Task); err != nil {
 		return err
 	}
+	msg := requestPublishing(req, t.replyQ, time.Now())
+	if t.hist != nil {
+		msg.Headers[headerCC] = []any{historyKey} // a copy to the history, in the same publish
+	}
 	t.track(req.ID)
-	err := t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQ, time.Now()))
+	err := t.publish(ctx, t.topo.tasks(), req.Task, msg)
 	var u *unconfirmedError
 	switch {
 	case errors.As(err, &u):
@@ -425,7 +438,7 @@ func (t *Transport) Close(ctx context.Context) error {
 	if srv != nil {
 		err = t.unserve(ctx, srv)
 	}
-	if t.cfg.Identity == "" {
+	if t.cfg.Identity == "" && t.hist == nil {
 		t.deleteReplyQueue()
 	}
 	t.kill()
@@ -580,7 +593,7 @@ func (t *Transport) Check(context.Context) error {
 	if reason, unblocked := g.blocked(); unblocked != nil {
 		return unavailable("amqp: the broker blocks publishing (" + reason + ")")
 	}
-	return nil
+	return t.historyReady()
 }
 
 // publish publishes msg and waits for the broker's confirm. When the

@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"github.com/atasks-go/atasks/internal/clientlink"
+	"github.com/atasks-go/atasks/internal/codec"
+	"github.com/atasks-go/atasks/wire"
+)
+
+// Replicas. When the transports of the client's namespaces keep a
+// history (amqp.Config.History), every gateway replica reads all of it:
+// the requests any replica sent, their state changes and outcomes, and
+// the claims of idempotency keys. So each keeps a record of every
+// invocation within the history's retention (and its own caps), and
+// answers for any of them: a GET, a long-poll, a DELETE (sent to the
+// invocation's server, whoever started it), a WebSocket subscription. An
+// id it does not know is looked up once more after a Sync (the history's
+// end read), so that a call made through another replica a moment ago is
+// found. An idempotency key is claimed in the history before the call is
+// sent: of two replicas given one key at once, the first claim in the
+// history's order wins and the other answers its invocation.
+
+// claimVoidAfter is how long a claim holds its key without its request
+// appearing in the history (its replica died between the two, or could
+// not send it); a later claim of the key then wins.
+const claimVoidAfter = 5 * time.Minute
+
+// lookupWait bounds the Sync of a lookup of an unknown id.
+const lookupWait = 5 * time.Second
+
+// claimed is a claim of an idempotency key, and when it was appended.
+type claimed struct {
+	wire.Claim
+	at time.Time
+}
+
+// follow starts reading the history of every namespace whose transport
+// keeps one.
+func (g *Gateway) follow() {
+	g.histories = map[string]wire.History{}
+	for _, ns := range g.cfg.Client.Namespaces() {
+		r, _, codecs, err := clientlink.Namespace(g.cfg.Client, ns)
+		if err != nil {
+			continue
+		}
+		if h := r.History(); h != nil {
+			g.histories[ns] = h
+			h.Follow(func(e wire.Event) { g.fromHistory(ns, codecs, e) })
+		}
+	}
+}
+
+// fromHistory records event e of namespace ns's history. Replies to calls
+// this gateway started are recorded as they reach the call (see start).
+func (g *Gateway) fromHistory(ns string, codecs *codec.Registry, e wire.Event) {
+	at := eventTime(e.At)
+	switch {
+	case e.Request != nil:
+		req := e.Request
+		g.store.remember(Invocation{ID: req.ID, NS: ns, Task: req.Task, State: "queued", CreatedAt: at, Parent: req.Parent})
+	case e.Claim != nil:
+		g.store.claim(ns, claimed{*e.Claim, e.At})
+	case e.Reply == nil || g.store.local(e.Reply.ID):
+	case e.Reply.State.Final():
+		rep := e.Reply
+		result, err := resultOf(rep, codecs)
+		g.store.endChildren(rep.ID, rep.Children)
+		ended := func(inv *Invocation) {
+			if rep.Worker != "" {
+				inv.Worker = rep.Worker
+			}
+			if rep.Attempt > 0 {
+				inv.Attempt = rep.Attempt
+			}
+			settleAt(inv, result, err, at)
+		}
+		if !g.store.update(rep.ID, ended) {
+			inv := Invocation{ID: rep.ID, NS: ns, Task: rep.Task, CreatedAt: at}
+			ended(&inv)
+			g.store.adopt(inv) // its request is older than the history's retention
+		}
+	default:
+		g.observeAt(e.Reply, at)
+	}
+}
+
+// eventTime is when an event of the history happened: the time its writer
+// gave it, which AMQP carries in whole seconds, or now for an event that
+// recent (one read as it is appended).
+func eventTime(at time.Time) time.Time {
+	if now := time.Now(); now.Sub(at) < 2*time.Second {
+		return now.UTC()
+	}
+	return at.UTC()
+}
+
+// known reports whether the gateway knows invocation id, after reading
+// namespace ns's history to its end if it did not at first.
+func (g *Gateway) known(ctx context.Context, ns, id string) bool {
+	if _, _, ok := g.store.get(id); ok {
+		return true
+	}
+	h := g.histories[ns]
+	if h == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, lookupWait)
+	defer cancel()
+	if h.Sync(ctx) != nil {
+		return false
+	}
+	_, _, ok := g.store.get(id)
+	return ok
+}
+
+// claim claims idempotency key c.Key of namespace ns for invocation c.ID
+// in the history, if ns has one, and returns the claim that won.
+func (g *Gateway) claim(ctx context.Context, ns string, c wire.Claim, wait time.Duration) (wire.Claim, error) {
+	h := g.histories[ns]
+	if h == nil {
+		return c, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := h.Claim(ctx, c); err != nil {
+		return c, err
+	}
+	won, _ := g.store.claimOf(ns, c.Key)
+	return won, nil
+}
+
+// remember records an invocation another replica started, unless it is
+// known or was evicted.
+func (s *store) remember(inv Invocation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, known := s.byID.Get(inv.ID); known {
+		return
+	}
+	if _, gone := s.evicted.ns[inv.ID]; gone {
+		return
+	}
+	r := &record{inv: inv, changed: make(chan struct{}), cancel: noop, sending: closed}
+	if k, ok := s.claimedBy[inv.ID]; ok {
+		r.key, r.fingerprint = k.key, s.claims[k].Fingerprint
+	}
+	s.insert(r)
+}
+
+// claim records claim c of namespace ns unless an earlier claim of its
+// key holds: one whose invocation is known, or made less than
+// claimVoidAfter before c.
+func (s *store) claim(ns string, c claimed) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := idemKey{ns, c.Key}
+	if prev, ok := s.claims[k]; ok {
+		if _, sent := s.byID.Get(prev.ID); sent || c.at.Sub(prev.at) < claimVoidAfter {
+			return
+		}
+		delete(s.claimedBy, prev.ID)
+	}
+	s.claims[k] = c
+	s.claimedBy[c.ID] = k
+}
+
+// claimOf returns the claim that holds key of namespace ns, if any.
+func (s *store) claimOf(ns, key string) (wire.Claim, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.claims[idemKey{ns, key}]
+	return c.Claim, ok
+}
+
+// local reports whether this gateway started invocation id.
+func (s *store) local(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byID.Get(id)
+	return ok && r.local
+}
