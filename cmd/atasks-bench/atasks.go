@@ -25,7 +25,7 @@ type env struct {
 type opener func(ctx context.Context, e *env, inflight int) (*target, error)
 
 // allScenarios lists the scenarios in the order they run by default.
-var allScenarios = []string{"floor-amqp", "floor-http", "naive-gw", "sdk", "http", "ws", "embedded", "fib", "ws-open", "poll-open"}
+var allScenarios = []string{"floor-amqp", "floor-http", "naive-gw", "sdk", "http", "http-history", "ws", "embedded", "fib", "ws-open", "poll-open"}
 
 // scenarios maps each scenario's name to its opener.
 var scenarios = map[string]opener{
@@ -34,8 +34,11 @@ var scenarios = map[string]opener{
 	"naive-gw":   openNaiveGateway,
 	"sdk":        openSDK,
 	"http":       openHTTP,
-	"embedded":   openEmbedded,
-	"ws":         openWS,
+	"http-history": func(ctx context.Context, e *env, inflight int) (*target, error) {
+		return openHTTPOver(ctx, e, inflight, true)
+	},
+	"embedded": openEmbedded,
+	"ws":       openWS,
 }
 
 // workerConcurrency is the workers' concurrency in the closed-loop scenarios.
@@ -56,7 +59,7 @@ type remote struct {
 // startRemote starts n workers serving the demo tasks, each computing at
 // most concurrency tasks at once, and a caller client, each with its own
 // connections, and waits until the caller sees demo.echo.
-func startRemote(ctx context.Context, e *env, n, concurrency int) (*remote, error) {
+func startRemote(ctx context.Context, e *env, n, concurrency int, history bool) (*remote, error) {
 	broker := cli.Broker{URL: e.amqpURL, Prefix: e.prefix, Slots: concurrency, Logger: logger}
 	r := &remote{}
 	for i := range n {
@@ -68,7 +71,9 @@ func startRemote(ctx context.Context, e *env, n, concurrency int) (*remote, erro
 		r.workers = append(r.workers, w)
 	}
 	var err error
-	if r.caller, err = startClient(ctx, broker, ""); err == nil {
+	caller := broker
+	caller.History = history
+	if r.caller, err = startClient(ctx, caller, ""); err == nil {
 		err = awaitTask(ctx, r.caller, atasks.DefaultNamespace, demo.Echo.Name())
 	}
 	if err != nil {
@@ -179,7 +184,7 @@ func catalogNames(ctx context.Context, c *atasks.Client, ns string) []string {
 
 // openSDK measures demo.Echo.Call from a caller to a worker through RabbitMQ.
 func openSDK(ctx context.Context, e *env, _ int) (*target, error) {
-	r, err := startRemote(ctx, e, 1, workerConcurrency)
+	r, err := startRemote(ctx, e, 1, workerConcurrency, false)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +197,13 @@ func openSDK(ctx context.Context, e *env, _ int) (*target, error) {
 
 // openHTTP measures POST demo.echo through a gateway over an AMQP caller.
 func openHTTP(ctx context.Context, e *env, inflight int) (*target, error) {
-	r, err := startRemote(ctx, e, 1, workerConcurrency)
+	return openHTTPOver(ctx, e, inflight, false)
+}
+
+// openHTTPOver measures POST demo.echo through a gateway over an AMQP
+// caller, one that shares the namespaces' history with replicas if history.
+func openHTTPOver(ctx context.Context, e *env, inflight int, history bool) (*target, error) {
+	r, err := startRemote(ctx, e, 1, workerConcurrency, history)
 	if err != nil {
 		return nil, err
 	}
