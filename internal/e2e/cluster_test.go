@@ -53,7 +53,7 @@ func (o *scriptOutput) String() string {
 // by name ("gateway", "worker 1", …).
 func (o *scriptOutput) pids() map[string]int {
 	pids := map[string]int{}
-	for _, m := range regexp.MustCompile(`(?m)^ {2}(gateway|worker \d+) +pid (\d+) `).FindAllStringSubmatch(o.String(), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^ {2}(gateway(?: \d+)?|worker \d+|haproxy) +pid (\d+) `).FindAllStringSubmatch(o.String(), -1) {
 		pids[m[1]], _ = strconv.Atoi(m[2])
 	}
 	return pids
@@ -82,59 +82,7 @@ func processesWith(s string) []int {
 func TestClusterScript(t *testing.T) {
 	t.Parallel()
 	s := newSystem(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "cluster"))
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	out := &scriptOutput{ready: make(chan struct{})}
-	cmd := exec.Command(script, "--workers", "2", "--listen", addr, "--prefix", s.prefix)
-	// TMPDIR: the script's binaries and logs go to a directory the test removes.
-	cmd.Env = append(os.Environ(), "ATASKS_AMQP_URL="+s.url, "TMPDIR="+t.TempDir())
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.WaitDelay = 5 * time.Second // a process that kept our pipe open must not hold Wait up
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		// Whatever failed: the script stops what it started on SIGINT; if it
-		// cannot, kill it and then its processes by PID.
-		select {
-		case <-done:
-		default:
-			_ = cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-done:
-			case <-time.After(60 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-		}
-		for _, pid := range out.pids() {
-			if slices.Contains(processesWith(s.prefix), pid) {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		if t.Failed() {
-			t.Logf("--- scripts/cluster output:\n%s", out)
-		}
-	})
-
-	select {
-	case <-out.ready:
-	case <-done:
-		t.Fatalf("scripts/cluster exited (%v) before it was ready", cmd.ProcessState)
-	case <-time.After(4 * time.Minute):
-		t.Fatal("scripts/cluster did not say it was ready within 4 minutes")
-	}
+	addr, out, cmd, done := runClusterScript(t, s, "--workers", "2")
 	pids := out.pids()
 	workerPIDs := []int{pids["worker 1"], pids["worker 2"]}
 	if pids["gateway"] == 0 || slices.Contains(workerPIDs, 0) || len(pids) != 3 {
@@ -179,6 +127,97 @@ func TestClusterScript(t *testing.T) {
 		t.Errorf("50 calls ran on workers %v; want both of %v", seen, workerPIDs)
 	}
 
+	stopClusterScript(t, s, addr, out, cmd, done)
+}
+
+
+// runClusterScript starts scripts/cluster with args, on a free address and
+// s's prefix, and returns once it said it is ready; the test's end stops
+// it (SIGINT, then SIGKILL and its processes by PID).
+func runClusterScript(t *testing.T, s *system, args ...string) (addr string, out *scriptOutput, cmd *exec.Cmd, done chan struct{}) {
+	t.Helper()
+	addr = freeRun(t, 3) // with --gateways, the replicas listen on the ports after it
+	script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "cluster"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out = &scriptOutput{ready: make(chan struct{})}
+	cmd = exec.Command(script, append(args, "--listen", addr, "--prefix", s.prefix)...)
+	// TMPDIR: the script's binaries and logs go to a directory the test removes.
+	cmd.Env = append(os.Environ(), "ATASKS_AMQP_URL="+s.url, "TMPDIR="+t.TempDir())
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = 5 * time.Second // a process that kept our pipe open must not hold Wait up
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		// Whatever failed: the script stops what it started on SIGINT; if it
+		// cannot, kill it and then its processes by PID.
+		select {
+		case <-done:
+		default:
+			_ = cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-done:
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+		for _, pid := range out.pids() {
+			if slices.Contains(processesWith(s.prefix), pid) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if t.Failed() {
+			t.Logf("--- scripts/cluster output:\n%s", out)
+		}
+	})
+
+	select {
+	case <-out.ready:
+	case <-done:
+		t.Fatalf("scripts/cluster exited (%v) before it was ready", cmd.ProcessState)
+	case <-time.After(4 * time.Minute):
+		t.Fatal("scripts/cluster did not say it was ready within 4 minutes")
+	}
+	return addr, out, cmd, done
+}
+
+// freeRun returns a loopback address whose port and the n-1 after it are free.
+func freeRun(t *testing.T, n int) string {
+	t.Helper()
+	for range 50 {
+		first, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := first.Addr().(*net.TCPAddr).Port
+		held := []net.Listener{first}
+		for i := 1; i < n; i++ {
+			if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+i)); err == nil {
+				held = append(held, ln)
+			}
+		}
+		for _, ln := range held {
+			ln.Close()
+		}
+		if len(held) == n {
+			return first.Addr().String()
+		}
+	}
+	t.Fatalf("found no %d free ports in a row", n)
+	return ""
+}
+
+// stopClusterScript sends scripts/cluster SIGINT and checks that it exits 0
+// within 30 s, leaving nothing running or listening at addr.
+func stopClusterScript(t *testing.T, s *system, addr string, out *scriptOutput, cmd *exec.Cmd, done chan struct{}) {
+	t.Helper()
+	pids := out.pids()
 	start := time.Now()
 	if err := cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
@@ -220,6 +259,49 @@ func TestClusterScript(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// scripts/cluster --gateways 2: HAProxy in front of two replicas sharing
+// the history; calls through the load balancer are read through it (round
+// robin: mostly on the other replica); a replica killed, the calls made
+// before are still answered and new ones still served; SIGINT stops all.
+func TestClusterScriptReplicas(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t)
+	addr, out, cmd, done := runClusterScript(t, s, "--workers", "2", "--gateways", "2")
+	pids := out.pids()
+	for _, name := range []string{"haproxy", "gateway 1", "gateway 2", "worker 1", "worker 2"} {
+		if pids[name] == 0 {
+			t.Fatalf("no PID of %s in the output: %v", name, pids)
+		}
+	}
+	base := "http://" + addr
+	var ids []string
+	for i := range 20 {
+		inv := call(t, base, "default", "demo.sleep", fmt.Sprintf(`{"ms":20,"value":%d}`, i), "?wait=0")
+		if got := poll(t, base, "default", inv.ID, 30*time.Second); got.State != "succeeded" || string(got.Result) != fmt.Sprint(i) {
+			t.Fatalf("call %d through the load balancer: %d %s %s %s", i, got.status, got.State, got.Result, got.Code)
+		}
+		ids = append(ids, inv.ID)
+	}
+	if !slices.Contains(processesWith(s.prefix), pids["gateway 1"]) {
+		t.Fatalf("pid %d is not a process of this cluster", pids["gateway 1"])
+	}
+	if err := syscall.Kill(pids["gateway 1"], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if got := poll(t, base, "default", id, 10*time.Second); got.State != "succeeded" || string(got.Result) != fmt.Sprint(i) {
+			t.Fatalf("call %d after replica 1's death: %d %s %s %s", i, got.status, got.State, got.Result, got.Code)
+		}
+	}
+	for i := range 10 {
+		if inv := call(t, base, "default", "demo.add", fmt.Sprintf(`{"a":%d,"b":1}`, i), "?wait=30s"); inv.State != "succeeded" || string(inv.Result) != fmt.Sprint(i+1) {
+			t.Fatalf("demo.add after replica 1's death: %d %s %s %s", inv.status, inv.State, inv.Result, inv.Code)
+		}
+	}
+	waitUntil(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "gateway 1 (pid") })
+	stopClusterScript(t, s, addr, out, cmd, done)
 }
 
 // callWorker invokes task with input and returns the worker that ran it.
