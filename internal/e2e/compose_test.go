@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -60,11 +61,14 @@ func TestComposeFileBroken(t *testing.T) {
 		{"dependency on an unknown service", "    depends_on:\n      rabbitmq:", "    depends_on:\n      broker:", "broker"},
 		{"gateway before the broker is healthy", "condition: service_healthy", "condition: service_started", "gateway: depends on rabbitmq"},
 		{"no broker healthcheck", `test: ["CMD", "rabbitmq-diagnostics", "-q", "ping"]`, "disable: true", "healthcheck"},
-		{"port on every interface", `"127.0.0.1:${GATEWAY_PORT:-8080}:8080"`, `"${GATEWAY_PORT:-8080}:8080"`, "gateway: publishes"},
+		{"port on every interface", `"127.0.0.1:${GATEWAY_PORT:-8080}:8080"`, `"${GATEWAY_PORT:-8080}:8080"`, "haproxy: publishes"},
 		{"broker data not in its volume", "rabbitmq-data:/var/lib/rabbitmq", "/tmp/rabbitmq:/var/lib/rabbitmq", "/var/lib/rabbitmq"},
 		{"wrong AMQP URL", "@rabbitmq:5672/", "@127.0.0.1:5672/", "ATASKS_AMQP_URL"},
-		{"one worker", "replicas: 2", "replicas: 1", "worker: 1 replicas"},
-		{"a fourth service", "volumes:\n  rabbitmq-data:", "  extra:\n    image: busybox\n\nvolumes:\n  rabbitmq-data:", "services"},
+		{"one worker", "replicas: 2 # docker-compose up --scale worker", "replicas: 1 # docker-compose up --scale worker", "worker: 1 replicas"},
+		{"one gateway", "replicas: 2 # docker-compose up --scale gateway", "replicas: 1 # docker-compose up --scale gateway", "gateway: 1 replicas"},
+		{"gateways without the history", `ATASKS_HISTORY: "true"`, `ATASKS_HISTORY: "false"`, "ATASKS_HISTORY"},
+		{"no load balancer config", "./deploy/haproxy.cfg:", "./deploy/haproxy.conf:", "haproxy.conf"},
+		{"a fifth service", "volumes:\n  rabbitmq-data:", "  extra:\n    image: busybox\n\nvolumes:\n  rabbitmq-data:", "services"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -109,7 +113,24 @@ func composeProblems(dir string, env map[string]string) []string {
 			problems = append(problems, serviceProblems(s, want[name], stages, project.WorkingDir)...)
 		}
 	}
-	return append(problems, brokerProblems(project)...)
+	problems = append(problems, brokerProblems(project)...)
+	return append(problems, balancerProblems(project)...)
+}
+
+// balancerProblems returns what is wrong with project's haproxy service:
+// the configuration it mounts must exist and pass HAProxy's own check
+// (haproxy -c, Debian's package: the tests install it).
+func balancerProblems(project *types.Project) []string {
+	h := project.Services["haproxy"]
+	i := slices.IndexFunc(h.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == "/usr/local/etc/haproxy/haproxy.cfg" })
+	if i < 0 {
+		return []string{fmt.Sprintf("haproxy: volumes %v; want a configuration file on /usr/local/etc/haproxy/haproxy.cfg", h.Volumes)}
+	}
+	out, err := exec.Command("haproxy", "-c", "-f", h.Volumes[i].Source).CombinedOutput()
+	if err != nil {
+		return []string{fmt.Sprintf("haproxy: haproxy -c -f %s: %v: %s", h.Volumes[i].Source, err, out)}
+	}
+	return nil
 }
 
 // serviceProblems returns how s differs from w; a service built from one of
@@ -199,7 +220,10 @@ func composeWant(env map[string]string) map[string]composeService {
 		},
 		"gateway": {
 			target:   "gateway",
-			env:      map[string]string{"ATASKS_AMQP_URL": url, "ATASKS_IDENTITY": "gateway", "ATASKS_INSECURE": "true"},
+			env:      map[string]string{"ATASKS_AMQP_URL": url, "ATASKS_HISTORY": "true", "ATASKS_INSECURE": "true"},
+			replicas: 2,
+		},
+		"haproxy": {
 			ports:    []string{"127.0.0.1:" + get("GATEWAY_PORT", "8080") + ":8080"},
 			replicas: 1,
 		},
