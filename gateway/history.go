@@ -55,7 +55,7 @@ func (g *Gateway) follow() {
 // fromHistory records event e of namespace ns's history. Replies to calls
 // this gateway started are recorded as they reach the call (see start).
 func (g *Gateway) fromHistory(ns string, codecs *codec.Registry, e wire.Event) {
-	at := eventTime(e.At)
+	at := e.At.UTC()
 	switch {
 	case e.Request != nil:
 		req := e.Request
@@ -81,19 +81,10 @@ func (g *Gateway) fromHistory(ns string, codecs *codec.Registry, e wire.Event) {
 			ended(&inv)
 			g.store.adopt(inv) // its request is older than the history's retention
 		}
-	default:
+	default: // a call is recorded accepted once sent: its first states may come before
+		g.store.remember(Invocation{ID: e.Reply.ID, NS: ns, Task: e.Reply.Task, State: "queued", CreatedAt: at})
 		g.observeAt(e.Reply, at)
 	}
-}
-
-// eventTime is when an event of the history happened: the time its writer
-// gave it, which AMQP carries in whole seconds, or now for an event that
-// recent (one read as it is appended).
-func eventTime(at time.Time) time.Time {
-	if now := time.Now(); now.Sub(at) < 2*time.Second {
-		return now.UTC()
-	}
-	return at.UTC()
 }
 
 // known reports whether the gateway knows invocation id, after reading
@@ -131,12 +122,22 @@ func (g *Gateway) claim(ctx context.Context, ns string, c wire.Claim, wait time.
 	return won, nil
 }
 
-// remember records an invocation another replica started, unless it is
-// known or was evicted.
+// remember records an invocation another replica started, unless it was
+// evicted; of one known from its replies, it learns the task, the parent
+// and when it was created.
 func (s *store) remember(inv Invocation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, known := s.byID.Get(inv.ID); known {
+	if r, known := s.byID.Get(inv.ID); known {
+		if !r.local && r.inv.Parent == "" {
+			r.inv.Parent = inv.Parent
+		}
+		if !r.local && r.inv.Task == "" {
+			r.inv.Task = inv.Task
+		}
+		if !r.local && inv.CreatedAt.Before(r.inv.CreatedAt) {
+			r.inv.CreatedAt = inv.CreatedAt
+		}
 		return
 	}
 	if _, gone := s.evicted.ns[inv.ID]; gone {

@@ -270,7 +270,7 @@ type Historian interface {
 // Event is one entry of a History: exactly one of Request, Reply and
 // Claim is set.
 type Event struct {
-	At      time.Time // when it was appended, by its writer's clock
+	At      time.Time // when it happened, by its writer's clock (to the second for some)
 	Request *Request  // a request, as it was sent
 	Reply   *Reply    // a state change or an outcome of a request in the log
 	Claim   *Claim    // a claim of an idempotency key

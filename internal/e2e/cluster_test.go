@@ -130,7 +130,6 @@ func TestClusterScript(t *testing.T) {
 	stopClusterScript(t, s, addr, out, cmd, done)
 }
 
-
 // runClusterScript starts scripts/cluster with args, on a free address and
 // s's prefix, and returns once it said it is ready; the test's end stops
 // it (SIGINT, then SIGKILL and its processes by PID).

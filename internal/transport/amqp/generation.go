@@ -447,6 +447,12 @@ func (g *generation) control(typ string, v any) {
 // acks them, well below the reply prefetch.
 const replyAckBatch = 64
 
+// historyAckBatch is the fewest messages of the history consumeReplies
+// acks at once: in a stream an ack only gives credit (a new connection
+// resumes from the offset read, not from the acks), so a few may wait
+// for the next batch, well below the prefetch.
+const historyAckBatch = 16
+
 // consumeReplies passes replies to the router and acks them in batches
 // (multiple=true): after replyAckBatch of them, or as soon as no more are
 // waiting. A reply whose ack the connection took with it is delivered
@@ -467,7 +473,9 @@ func (g *generation) consumeReplies(deliveries <-chan amqp.Delivery) {
 		select {
 		case m, ok = <-deliveries:
 		default:
-			ack() // nothing more waiting: settle what was handed over
+			if g.t.hist == nil || pending >= historyAckBatch {
+				ack() // nothing more waiting: settle what was handed over
+			}
 			m, ok = <-deliveries
 		}
 		if !ok {

@@ -119,6 +119,13 @@ func (f *fixture) transport(cfg Config, role string) *Transport {
 func (f *fixture) open(cfg Config, role string, deliver func(*wire.Reply)) *Transport {
 	f.t.Helper()
 	tr := f.transport(cfg, role)
+	f.opened(tr, deliver)
+	return tr
+}
+
+// opened opens tr, which Cleanup closes.
+func (f *fixture) opened(tr *Transport, deliver func(*wire.Reply)) {
+	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	if err := tr.Open(ctx, deliver); err != nil {
@@ -129,7 +136,6 @@ func (f *fixture) open(cfg Config, role string, deliver func(*wire.Reply)) *Tran
 		defer cancel()
 		_ = tr.Close(ctx)
 	})
-	return tr
 }
 
 // serve starts tr serving tasks with h.

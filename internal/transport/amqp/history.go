@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,33 +15,29 @@ import (
 	"github.com/atasks-go/atasks/wire"
 )
 
-// The history (Config.History, docs/PROTOCOL.md §11): a RabbitMQ stream
+// The history (Config.History, docs/PROTOCOL.md §13): a RabbitMQ stream
 // per namespace, "<prefix>.<ns>.history", that the transports with History
-// share as their reply queue. A request they send is routed to its task
-// queue and, through the CC header naming historyKey (the stream's binding
-// to the tasks exchange), to the stream in the same publish: the broker
-// confirms it once both hold it. Servers answer to the stream like to any
-// reply queue. Each such transport reads the stream whole, from the oldest
-// message retained, and resumes after the last offset it read on a new
-// connection: it passes replies to its own calls to the router, and every
-// request, reply and claim to the Follow function. Sync appends a marker
-// and waits until it reads it back: then it has read everything appended
-// before.
+// share as their reply queue. Once the broker has confirmed a request they
+// send, they record it there as accepted, many requests to a message (a
+// group commit: the requests confirmed while one message is on its way go
+// in the next), and Send returns once that message is confirmed too.
+// Servers answer to the stream like to any reply queue. Each such
+// transport reads the stream whole, from the oldest message retained, and
+// resumes after the last offset it read on a new connection: it passes
+// replies to its own calls to the router, and every accepted request,
+// reply and claim to the Follow function. Sync appends a marker and waits
+// until it reads it back: then it has read everything appended before.
 
 // Message types and headers of the history's own messages.
 const (
-	typeClaim = "claim"
-	typeSync  = "sync"
+	typeAccepted = "accepted"
+	typeClaim    = "claim"
+	typeSync     = "sync"
 
 	headerKey          = "atasks-idempotency-key"
 	headerFingerprint  = "atasks-fingerprint"
 	headerStreamOffset = "x-stream-offset"
-	headerCC           = "CC"
 )
-
-// historyKey is the routing key that binds the history to the tasks
-// exchange; no task may have this name.
-const historyKey = "#history"
 
 // historySegment is the history's segment size: retention drops whole
 // segments, so smaller ones keep it close to HistoryMaxAge.
@@ -58,10 +55,27 @@ type history struct {
 	next     atomic.Int64  // the offset the next connection reads from; -1: the first retained
 	caughtUp chan struct{} // closed once a Sync after Open returned
 
-	mu      sync.Mutex
-	marks   map[string]chan struct{} // markers appended and not yet read back, by id
-	pending *syncRound               // the round new Sync calls join; nil: none
-	running *syncRound               // the round whose marker is out; nil: none
+	mu       sync.Mutex
+	marks    map[string]chan struct{} // markers appended and not yet read back, by id
+	pending  *syncRound               // the round new Sync calls join; nil: none
+	running  *syncRound               // the round whose marker is out; nil: none
+	accepted *acceptedBatch           // the requests the next accepted message records; nil: none
+	flushing bool                     // an accepted message is on its way
+}
+
+// acceptedBatch is the requests one accepted message records.
+type acceptedBatch struct {
+	entries []acceptedEntry
+	done    chan struct{} // closed once the message is confirmed, or could not be
+}
+
+// acceptedEntry is one request in an accepted message (the JSON array
+// that is its body).
+type acceptedEntry struct {
+	ID     string    `json:"id"`
+	Task   string    `json:"task"`
+	Parent string    `json:"parent,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // syncRound is one marker that every Sync call made before it was
@@ -171,17 +185,64 @@ func (t *Transport) appendMark(ctx context.Context, msg amqp.Publishing) error {
 	}
 }
 
-// declareHistory declares the history stream on ch and binds it to the
-// tasks exchange under historyKey.
+// declareHistory declares the history stream on ch.
 func (g *generation) declareHistory(ch *amqp.Channel) error {
 	t := g.t
 	if _, err := ch.QueueDeclare(t.replyQ, true, false, false, false, t.cfg.historyArgs()); err != nil {
 		return fmt.Errorf("amqp: declare %s (every process with History must give it the same retention): %w", t.replyQ, err)
 	}
-	if err := ch.QueueBind(t.replyQ, historyKey, t.topo.tasks(), false, nil); err != nil {
-		return fmt.Errorf("amqp: bind %s: %w", t.replyQ, err)
-	}
 	return nil
+}
+
+// recordAccepted records req, which the broker has confirmed, as accepted
+// in the history, and returns once that is confirmed too, or ctx ended, or
+// the connection was lost: a call whose record is lost still runs, and
+// its outcome tells the history of it.
+func (t *Transport) recordAccepted(ctx context.Context, req *wire.Request) {
+	h := t.hist
+	h.mu.Lock()
+	b := h.accepted
+	if b == nil {
+		b = &acceptedBatch{done: make(chan struct{})}
+		h.accepted = b
+	}
+	b.entries = append(b.entries, acceptedEntry{ID: req.ID, Task: req.Task, Parent: req.Parent, At: time.Now().UTC()})
+	if !h.flushing {
+		h.flushing = true
+		go t.flushAccepted()
+	}
+	h.mu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+	}
+}
+
+// flushAccepted publishes accepted messages, one at a time, until no
+// request waits to be recorded.
+func (t *Transport) flushAccepted() {
+	h := t.hist
+	for {
+		h.mu.Lock()
+		b := h.accepted
+		h.accepted = nil
+		h.flushing = b != nil
+		h.mu.Unlock()
+		if b == nil {
+			return
+		}
+		body, err := json.Marshal(b.entries)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(t.stopCtx, syncTimeout)
+			err = t.publish(ctx, "", t.replyQ, amqp.Publishing{Type: typeAccepted, ContentType: jsonContentType,
+				DeliveryMode: amqp.Persistent, Timestamp: time.Now(), AppId: appID, Body: body})
+			cancel()
+		}
+		if err != nil {
+			t.log.Warn("amqp: recording calls in the history (their outcomes will record them)", "calls", len(b.entries), "err", err)
+		}
+		close(b.done)
+	}
 }
 
 // historyArgs are the arguments of the history stream.
@@ -209,24 +270,28 @@ func (h *history) offset() amqp.Table {
 }
 
 // readHistory handles one message of the history: a reply to a call in
-// flight goes to the router; every request, reply and claim to the
-// Follow function; a marker ends what waits for it.
+// flight goes to the router; every accepted request, reply and claim to
+// the Follow function; a marker ends what waits for it.
 func (t *Transport) readHistory(m *amqp.Delivery) {
 	h := t.hist
 	if off, ok := m.Headers[headerStreamOffset].(int64); ok {
 		h.next.Store(off + 1)
 		t.cfg.Metrics.HistoryRead(t.cfg.Namespace, off)
 	}
-	e := wire.Event{At: m.Timestamp}
+	fn := h.follow.Load()
+	e := wire.Event{At: appended(m.Timestamp)}
 	switch m.Type {
-	case typeRequest:
-		req, bad := decodeRequest(m, t.cfg.Namespace, m.RoutingKey)
-		if bad != nil {
-			t.log.Warn("amqp: dropped bad request in the history", "err", bad, "message_id", m.MessageId)
+	case typeAccepted:
+		var entries []acceptedEntry
+		if err := json.Unmarshal(m.Body, &entries); err != nil {
+			t.log.Warn("amqp: dropped undecodable accepted message in the history", "err", err)
 			break
 		}
-		req.ReplyTo = ""
-		e.Request = req
+		for _, a := range entries {
+			if fn != nil && a.ID != "" {
+				(*fn)(wire.Event{At: a.At, Request: &wire.Request{ID: a.ID, NS: t.cfg.Namespace, Task: a.Task, Parent: a.Parent}})
+			}
+		}
 	case typeReply:
 		r, err := decodeReply(m.Body)
 		if err != nil {
@@ -242,7 +307,7 @@ func (t *Transport) readHistory(m *amqp.Delivery) {
 		fp, _ := headerString(m.Headers, headerFingerprint)
 		e.Claim = &wire.Claim{Key: key, Fingerprint: fp, ID: m.MessageId}
 	}
-	if fn := h.follow.Load(); fn != nil && (e.Request != nil || e.Reply != nil || e.Claim != nil) {
+	if fn != nil && (e.Reply != nil || e.Claim != nil) {
 		(*fn)(e)
 	}
 	h.mu.Lock()
@@ -251,6 +316,16 @@ func (t *Transport) readHistory(m *amqp.Delivery) {
 		delete(h.marks, m.CorrelationId)
 	}
 	h.mu.Unlock()
+}
+
+// appended is when a message with AMQP timestamp ts was appended: ts,
+// which AMQP carries in whole seconds, or now if that is sooner than two
+// seconds after ts (a message read as it is appended).
+func appended(ts time.Time) time.Time {
+	if now := time.Now(); now.Sub(ts) < 2*time.Second {
+		return now
+	}
+	return ts
 }
 
 // probeHistory syncs once after Open, which makes the transport ready

@@ -212,12 +212,8 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 	if err := t.offered(ctx, req.Task); err != nil {
 		return err
 	}
-	msg := requestPublishing(req, t.replyQ, time.Now())
-	if t.hist != nil {
-		msg.Headers[headerCC] = []any{historyKey} // a copy to the history, in the same publish
-	}
 	t.track(req.ID)
-	err := t.publish(ctx, t.topo.tasks(), req.Task, msg)
+	err := t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQ, time.Now()))
 	var u *unconfirmedError
 	switch {
 	case errors.As(err, &u):
@@ -233,6 +229,8 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 	case err != nil:
 		t.untrack(req.ID)
 		return err
+	case t.hist != nil:
+		t.recordAccepted(ctx, req)
 	}
 	return nil
 }
