@@ -117,6 +117,41 @@ func TestReplicasAnswerForEachOther(t *testing.T) {
 		}
 	})
 
+	t.Run("the dashboard of one replica shows the other's calls", func(t *testing.T) {
+		inv := call(t, a, "default", "demo.sleep", `{"ms":10,"value":7}`, "?wait=10s")
+		ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(b, "http")+"/v1/ws", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		if err := ws.WriteJSON(map[string]string{"type": "monitor", "ref": "m"}); err != nil {
+			t.Fatal(err)
+		}
+		_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var snap struct {
+			Type        string `json:"type"`
+			Invocations []struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			} `json:"invocations"`
+		}
+		if err := ws.ReadJSON(&snap); err != nil || snap.Type != "snapshot" {
+			t.Fatalf("monitor on replica B: %s, %v", snap.Type, err)
+		}
+		for _, i := range snap.Invocations {
+			if i.ID == inv.ID && i.State == "succeeded" {
+				return
+			}
+		}
+		t.Fatalf("replica B's dashboard snapshot (%d invocations) lacks %s, made through A", len(snap.Invocations), inv.ID)
+	})
+
+	t.Run("the history's lag is measured", func(t *testing.T) {
+		for _, base := range replicas {
+			waitMetric(t, base, "atasks_amqp_history_lag_seconds", 30*time.Second, func(v float64) bool { return v > 0 })
+		}
+	})
+
 	t.Run("one idempotency key given to both replicas at once", func(t *testing.T) {
 		for k := range 10 {
 			key := fmt.Sprintf("key-%d-%d", k, time.Now().UnixNano())
