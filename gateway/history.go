@@ -158,13 +158,20 @@ func (s *store) claim(ns string, c claimed) {
 	defer s.mu.Unlock()
 	k := idemKey{ns, c.Key}
 	if prev, ok := s.claims[k]; ok {
-		if _, sent := s.byID.Get(prev.ID); sent || c.at.Sub(prev.at) < claimVoidAfter {
+		if !s.void(prev, c.at) {
 			return
 		}
 		delete(s.claimedBy, prev.ID)
 	}
 	s.claims[k] = c
 	s.claimedBy[c.ID] = k
+}
+
+// void reports whether claim c is void at time now: its invocation is
+// unknown claimVoidAfter after the claim. s.mu is held.
+func (s *store) void(c claimed, now time.Time) bool {
+	_, known := s.byID.Get(c.ID)
+	return !known && now.Sub(c.at) >= claimVoidAfter
 }
 
 // claimOf returns the claim that holds key of namespace ns, if any.

@@ -115,7 +115,7 @@ func (s *store) add(inv Invocation, cancel context.CancelCauseFunc, key, fingerp
 	if prior, ok := s.byKey[idemKey{inv.NS, key}]; ok && key != "" {
 		return prior.inv.ID, prior.fingerprint, nil
 	}
-	if c, ok := s.claims[idemKey{inv.NS, key}]; ok && key != "" {
+	if c, ok := s.claims[idemKey{inv.NS, key}]; ok && key != "" && !s.void(c, time.Now()) {
 		return c.ID, c.Fingerprint, nil
 	}
 	unfinished := s.byID.Len() - s.finished

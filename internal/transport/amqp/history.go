@@ -207,11 +207,23 @@ func (t *Transport) recordAccepted(ctx context.Context, req *wire.Request) {
 		h.accepted = b
 	}
 	b.entries = append(b.entries, acceptedEntry{ID: req.ID, Task: req.Task, Parent: req.Parent, At: time.Now().UTC()})
-	if !h.flushing {
-		h.flushing = true
+	start := !h.flushing
+	h.flushing = true
+	h.mu.Unlock()
+	if start {
+		t.mu.Lock()
+		if t.closed { // Close fails the calls
+			t.mu.Unlock()
+			h.mu.Lock()
+			h.accepted, h.flushing = nil, false
+			h.mu.Unlock()
+			close(b.done)
+			return
+		}
+		t.background.Add(1)
+		t.mu.Unlock()
 		go t.flushAccepted()
 	}
-	h.mu.Unlock()
 	select {
 	case <-b.done:
 	case <-ctx.Done():
@@ -221,6 +233,7 @@ func (t *Transport) recordAccepted(ctx context.Context, req *wire.Request) {
 // flushAccepted publishes accepted messages, one at a time, until no
 // request waits to be recorded.
 func (t *Transport) flushAccepted() {
+	defer t.background.Done()
 	h := t.hist
 	for {
 		h.mu.Lock()

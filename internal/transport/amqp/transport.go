@@ -96,7 +96,7 @@ type Transport struct {
 	killCtx     context.Context // parent of handler contexts and reply publishes
 	kill        context.CancelFunc
 	wg          sync.WaitGroup // the supervisor and the runners (see runner); Add only before serving stops
-	unconfirmed sync.WaitGroup // awaitConfirm goroutines; Add only under mu while !closed
+	background  sync.WaitGroup // awaitConfirm and flushAccepted goroutines; Add only under mu while !closed
 }
 
 // New returns a Transport for cfg, with defaults applied. It does not
@@ -222,7 +222,7 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 		// and fails if the broker does not take it after all.
 		t.mu.Lock()
 		if !t.closed {
-			t.unconfirmed.Add(1)
+			t.background.Add(1)
 			go t.awaitConfirm(req.ID, req.Task, u.dc)
 		}
 		t.mu.Unlock()
@@ -240,7 +240,7 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 // connection ends before its confirm, the call fails as "unavailable"
 // (retryable; the request may still have reached the broker).
 func (t *Transport) awaitConfirm(id, task string, dc *amqp.DeferredConfirmation) {
-	defer t.unconfirmed.Done()
+	defer t.background.Done()
 	<-dc.Done() // also when the channel closes: then not acked
 	if !dc.Acked() && t.untrack(id) {
 		t.deliver(failure(id, task, "", unavailable("the broker did not confirm the request before the connection ended; it may still run")))
@@ -442,7 +442,7 @@ func (t *Transport) Close(ctx context.Context) error {
 	t.kill()
 	t.stop()
 	t.wg.Wait()
-	t.unconfirmed.Wait() // their connection has closed: each has ended or fails its call now
+	t.background.Wait() // their connection has closed: each has ended or fails its call now
 
 	t.failInflight("transport closed before the reply arrived")
 	return err
