@@ -91,12 +91,12 @@ type Transport struct {
 	nextURL      atomic.Uint32 // which of the URLs the next dial tries first
 	watchedUntil atomic.Int64  // UnixNano until which a monitor watches (see Report)
 
-	stopCtx     context.Context // ends reconnecting; cancelled last by Close
-	stop        context.CancelFunc
-	killCtx     context.Context // parent of handler contexts and reply publishes
-	kill        context.CancelFunc
-	wg          sync.WaitGroup // the supervisor and the runners (see runner); Add only before serving stops
-	background  sync.WaitGroup // awaitConfirm and flushAccepted goroutines; Add only under mu while !closed
+	stopCtx    context.Context // ends reconnecting; cancelled last by Close
+	stop       context.CancelFunc
+	killCtx    context.Context // parent of handler contexts and reply publishes
+	kill       context.CancelFunc
+	wg         sync.WaitGroup // the supervisor and the runners (see runner); Add only before serving stops
+	background sync.WaitGroup // awaitConfirm and flushAccepted goroutines; Add only under mu while !closed
 }
 
 // New returns a Transport for cfg, with defaults applied. It does not
