@@ -71,6 +71,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	if !inv.State.Final() {
+		g.record(r.Context(), inv) // its id goes out before its outcome
 		w.Header().Set("Location", location(inv))
 		writeJSON(w, http.StatusAccepted, inv)
 		return
@@ -187,6 +188,9 @@ func (g *Gateway) start(trace context.Context, c callSpec, sendWait time.Duratio
 	g.store.sent(id)
 	g.metrics.Invoking.Began(c.ns, c.task)
 	p.OnDone(func(rep *wire.Reply) { g.finish(began, rep, codecs) })
+	if c.key != "" {
+		g.record(trace, began) // other replicas replay its key from now on
+	}
 	return id, false, nil
 }
 

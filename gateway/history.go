@@ -11,8 +11,10 @@ import (
 
 // Replicas. When the transports of the client's namespaces keep a
 // history (amqp.Config.History), every gateway replica reads all of it:
-// the requests any replica sent, their state changes and outcomes, and
-// the claims of idempotency keys. So each keeps a record of every
+// the calls any replica recorded (those whose id it handed out before
+// their outcome: a 202, a WebSocket call, a call with an idempotency
+// key), the state changes and outcomes of every call, and the claims of
+// idempotency keys. So each keeps a record of every
 // invocation within the history's retention (and its own caps), and
 // answers for any of them: a GET, a long-poll, a DELETE (sent to the
 // invocation's server, whoever started it), a WebSocket subscription. An
@@ -106,6 +108,23 @@ func (g *Gateway) known(ctx context.Context, ns, id string) bool {
 	return ok
 }
 
+// record records invocation inv, which this gateway started, as accepted
+// in its namespace's history, if it has one and this was not done: before
+// its id is handed out ahead of its outcome, so that every replica knows
+// it from then on. One that is not recorded (say, the broker went away)
+// is known to the others by its outcome.
+func (g *Gateway) record(ctx context.Context, inv Invocation) {
+	h := g.histories[inv.NS]
+	if h == nil || !g.store.markRecorded(inv.ID) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, minSendWait)
+	defer cancel()
+	if err := h.Record(ctx, &wire.Request{ID: inv.ID, NS: inv.NS, Task: inv.Task}); err != nil {
+		g.cfg.Logger.Warn("recording a call in the history: other replicas will know it by its outcome", "ns", inv.NS, "id", inv.ID, "err", err)
+	}
+}
+
 // claim claims idempotency key c.Key of namespace ns for invocation c.ID
 // in the history, if ns has one, and returns the claim that won.
 func (g *Gateway) claim(ctx context.Context, ns string, c wire.Claim, wait time.Duration) (wire.Claim, error) {
@@ -180,6 +199,19 @@ func (s *store) claimOf(ns, key string) (wire.Claim, bool) {
 	defer s.mu.Unlock()
 	c, ok := s.claims[idemKey{ns, key}]
 	return c.Claim, ok
+}
+
+// markRecorded notes that invocation id is recorded in the history, and
+// reports whether it was not yet (and is one this gateway started).
+func (s *store) markRecorded(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byID.Get(id)
+	if !ok || !r.local || r.recorded {
+		return false
+	}
+	r.recorded = true
+	return true
 }
 
 // local reports whether this gateway started invocation id.

@@ -45,8 +45,9 @@ type record struct {
 	caller string // who started it, while it counts against the cap per caller
 	counts bool   // it counts against its caller's cap: not ended yet
 
-	sending chan struct{} // closed once it is sent, or dropped because it could not be
-	local   bool          // this gateway started it; else it is known from the history
+	sending  chan struct{} // closed once it is sent, or dropped because it could not be
+	local    bool          // this gateway started it; else it is known from the history
+	recorded bool          // this gateway recorded it in the history (history.go)
 }
 
 // kid is a child of a recorded invocation, as the invocation reported it:

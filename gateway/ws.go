@@ -473,6 +473,7 @@ func (c *wsConn) runCall(op *wsOp, m clientMsg) {
 	if cancelled {
 		c.g.store.cancel(m.NS, id, errWSCancel)
 	}
+	c.g.record(c.ctx, Invocation{ID: id, NS: m.NS, Task: m.Task}) // its id goes out before its outcome
 	c.send(wsMessage{Type: "accepted", Ref: op.ref, ID: id, NS: m.NS, Task: m.Task, Replayed: replayed})
 	if !c.follow(op, id, &Invocation{State: "queued"}) && !op.detach && !replayed && context.Cause(c.ctx) != errGoingAway {
 		c.g.store.cancel(m.NS, id, errWSConnectionGone)

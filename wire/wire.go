@@ -243,8 +243,8 @@ func TraceID(traceparent string) string {
 }
 
 // History is implemented by transports whose calls are recorded in a log
-// that the processes making them share (gateway replicas): every request
-// they send, every reply to those requests and every claim of an
+// that the processes making them share (gateway replicas): the calls they
+// record, every reply to the calls they send and every claim of an
 // idempotency key, in one order that all of them read, retained for a
 // while.
 type History interface {
@@ -259,6 +259,11 @@ type History interface {
 	// the Follow function. Of the claims of one key, the first in the
 	// log's order names the invocation.
 	Claim(ctx context.Context, c Claim) error
+	// Record appends that call req, which this transport sent, was
+	// accepted, and returns once the log holds it. A call that is not
+	// recorded is known to the log by its replies alone: record one whose
+	// id others may ask about before its outcome.
+	Record(ctx context.Context, req *Request) error
 }
 
 // Historian is implemented by transports that may keep a History.
@@ -271,7 +276,7 @@ type Historian interface {
 // Claim is set.
 type Event struct {
 	At      time.Time // when it happened, by its writer's clock (to the second for some)
-	Request *Request  // a request, as it was sent
+	Request *Request  // a call recorded as accepted: its ID, NS, Task and Parent
 	Reply   *Reply    // a state change or an outcome of a request in the log
 	Claim   *Claim    // a claim of an idempotency key
 }

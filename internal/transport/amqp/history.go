@@ -17,11 +17,11 @@ import (
 
 // The history (Config.History, docs/PROTOCOL.md §13): a RabbitMQ stream
 // per namespace, "<prefix>.<ns>.history", that the transports with History
-// share as their reply queue. Once the broker has confirmed a request they
-// send, they record it there as accepted, many requests to a message (a
-// group commit: the requests confirmed while one message is on its way go
-// in the next), and Send returns once that message is confirmed too.
-// Servers answer to the stream like to any reply queue. Each such
+// share as their reply queue. A call whose id is handed out before its
+// outcome (the gateway's 202, a WebSocket call, one with an idempotency
+// key) is recorded there as accepted (Record), many calls to a message (a
+// group commit: the calls recorded while one message is on its way go in
+// the next); the others are known by their replies. Servers answer to the stream like to any reply queue. Each such
 // transport reads the stream whole, from the oldest message retained, and
 // resumes after the last offset it read on a new connection: it passes
 // replies to its own calls to the router, and every accepted request,
@@ -67,6 +67,7 @@ type history struct {
 type acceptedBatch struct {
 	entries []acceptedEntry
 	done    chan struct{} // closed once the message is confirmed, or could not be
+	err     error         // why it could not be, set before done is closed
 }
 
 // acceptedEntry is one request in an accepted message (the JSON array
@@ -194,11 +195,9 @@ func (g *generation) declareHistory(ch *amqp.Channel) error {
 	return nil
 }
 
-// recordAccepted records req, which the broker has confirmed, as accepted
-// in the history, and returns once that is confirmed too, or ctx ended, or
-// the connection was lost: a call whose record is lost still runs, and
-// its outcome tells the history of it.
-func (t *Transport) recordAccepted(ctx context.Context, req *wire.Request) {
+// Record implements wire.History: many calls go in one accepted message.
+func (l *historyLog) Record(ctx context.Context, req *wire.Request) error {
+	t := (*Transport)(l)
 	h := t.hist
 	h.mu.Lock()
 	b := h.accepted
@@ -212,13 +211,14 @@ func (t *Transport) recordAccepted(ctx context.Context, req *wire.Request) {
 	h.mu.Unlock()
 	if start {
 		t.mu.Lock()
-		if t.closed { // Close fails the calls
+		if t.closed {
 			t.mu.Unlock()
 			h.mu.Lock()
 			h.accepted, h.flushing = nil, false
 			h.mu.Unlock()
+			b.err = unavailable("transport closed")
 			close(b.done)
-			return
+			return b.err
 		}
 		t.background.Add(1)
 		t.mu.Unlock()
@@ -226,7 +226,9 @@ func (t *Transport) recordAccepted(ctx context.Context, req *wire.Request) {
 	}
 	select {
 	case <-b.done:
+		return b.err
 	case <-ctx.Done():
+		return notNow(ctx, "recording the call in the history: "+ctx.Err().Error())
 	}
 }
 
@@ -251,9 +253,7 @@ func (t *Transport) flushAccepted() {
 				DeliveryMode: amqp.Persistent, Timestamp: time.Now(), AppId: appID, Body: body})
 			cancel()
 		}
-		if err != nil {
-			t.log.Warn("amqp: recording calls in the history (their outcomes will record them)", "calls", len(b.entries), "err", err)
-		}
+		b.err = err
 		close(b.done)
 	}
 }

@@ -229,8 +229,6 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 	case err != nil:
 		t.untrack(req.ID)
 		return err
-	case t.hist != nil:
-		t.recordAccepted(ctx, req)
 	}
 	return nil
 }
