@@ -63,6 +63,9 @@ func Gateway(ctx context.Context, args []string, listening func(net.Addr)) error
 	if *o.history && *o.amqpURL == "" {
 		return errors.New("--history needs --amqp-url: an embedded gateway has no replicas")
 	}
+	if *o.history && *o.identity != "" {
+		log.Warn("--identity is not used with --history: outcomes wait in the shared history, not in a reply queue of this gateway's own")
+	}
 	broker := Broker{URL: *o.amqpURL, Identity: *o.identity, Prefix: *o.prefix, Logger: log, Metrics: reg, TLS: brokerTLS,
 		History: *o.history, HistoryMaxAge: *o.historyMaxAge, HistoryMaxBytes: int64(*o.historyMaxBytes)}
 	nss, err := broker.Namespaces(o.fronted())
