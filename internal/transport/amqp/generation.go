@@ -143,6 +143,9 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	}
 	var replies <-chan amqp.Delivery
 	if t.hist != nil { // shared with the other readers of the history
+		if err := g.awaitHistoryReplica(); err != nil {
+			return nil, fmt.Errorf("amqp: consume %s: %w", t.replyQ, err)
+		}
 		replies, err = g.in.Consume(t.replyQ, "history/"+t.id, false, false, false, false, t.hist.offset())
 	} else {
 		replies, err = g.in.Consume(t.replyQ, "reply/"+t.id, false, true, false, false, nil)

@@ -258,6 +258,38 @@ func (t *Transport) flushAccepted() {
 	}
 }
 
+// awaitHistoryReplica waits until the history can be consumed on this
+// node: a stream declared a moment ago (say, by another replica starting
+// at the same time) refuses consumers with 406 PRECONDITION_FAILED "does
+// not have a replica on the local node" until its member has started. It
+// tries a consumer on a channel of its own, which the refusal closes,
+// every historyRetry until one is accepted (and cancels it) or
+// historyReplicaWait passes.
+func (g *generation) awaitHistoryReplica() error {
+	deadline := time.Now().Add(historyReplicaWait)
+	for {
+		ch, err := openChannel(g.conn, "history probe")
+		if err != nil {
+			return err
+		}
+		if err = ch.Qos(1, 0, false); err == nil {
+			_, err = ch.Consume(g.t.replyQ, "probe/"+g.t.id, false, false, false, false, amqp.Table{headerStreamOffset: "next"})
+		}
+		var amqpErr *amqp.Error
+		if err == nil || !errors.As(err, &amqpErr) || amqpErr.Code != amqp.PreconditionFailed || time.Now().After(deadline) {
+			_ = ch.Close()
+			return err
+		}
+		time.Sleep(historyRetry)
+	}
+}
+
+// historyReplicaWait bounds awaitHistoryReplica; historyRetry is its pace.
+const (
+	historyReplicaWait = 30 * time.Second
+	historyRetry       = 100 * time.Millisecond
+)
+
 // historyArgs are the arguments of the history stream.
 func (c Config) historyArgs() amqp.Table {
 	return amqp.Table{

@@ -163,3 +163,26 @@ func TestHistorySyncsShareMarkers(t *testing.T) {
 		t.Fatalf("200 syncs took %v", d)
 	}
 }
+
+// Replicas that start at once on a history nobody declared before all
+// open: the stream refuses consumers until its member has started.
+func TestHistoryReplicasStartTogether(t *testing.T) {
+	t.Parallel()
+	for round := range 5 {
+		fx := newFixture(t)
+		var wg sync.WaitGroup
+		for i := range 3 {
+			tr := fx.transport(Config{History: true}, fmt.Sprint("replica ", round, i))
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), wait)
+				defer cancel()
+				if err := tr.Open(ctx, ignore); err != nil {
+					t.Errorf("round %d: replica %d: %v", round, i, err)
+					return
+				}
+				_ = tr.Close(ctx)
+			})
+		}
+		wg.Wait()
+	}
+}
