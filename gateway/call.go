@@ -394,10 +394,10 @@ func settleAt(inv *Invocation, result json.RawMessage, err error, at time.Time) 
 	inv.FinishedAt = &at
 	if err != nil {
 		e := asError(err)
-		inv.State, inv.Error = e.StateOf(), e
+		inv.State, inv.Error, inv.Result = e.StateOf(), e, nil
 		return
 	}
-	inv.State, inv.Result = "succeeded", result
+	inv.State, inv.Result, inv.Error = "succeeded", result, nil
 }
 
 // Adopt records the outcome of an invocation the gateway does not know,

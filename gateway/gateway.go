@@ -5,8 +5,8 @@
 // answers waits, long-polls, cancels and the dashboard's feed.
 //
 //	client, _ := atasks.NewClient(atasks.Config{Namespaces: nss}) // say, amqp.Namespaces(…, "billing")
-//	_ = client.Start(ctx)
 //	gw, _ := gateway.New(gateway.Config{Client: client, Tokens: tokens})
+//	_ = client.Start(ctx) // after New if the namespaces keep a history (amqp.Config.History)
 //	srv := &http.Server{Addr: "127.0.0.1:8080", Handler: gw}
 //	srv.RegisterOnShutdown(gw.Close)
 //
@@ -41,7 +41,8 @@ import (
 // Config configures a Gateway.
 type Config struct {
 	// Client calls the tasks. Required; it must be started before the
-	// gateway serves requests.
+	// gateway serves requests, and after New if its namespaces keep a
+	// history that gateway replicas share (amqp.Config.History).
 	Client *atasks.Client
 	// MaxBody bounds request bodies; larger ones get 413. Defaults to 1 MiB.
 	MaxBody int64
@@ -219,7 +220,9 @@ func New(cfg Config) (*Gateway, error) {
 	g.life, g.endLife = context.WithCancel(context.Background())
 	g.started = time.Now().UTC()
 	g.handler = g.routes()
-	g.follow()
+	if err := g.follow(); err != nil {
+		return nil, err
+	}
 	g.waiters.Add(1)
 	go g.sweep()
 	return g, nil
@@ -385,7 +388,10 @@ func (g *Gateway) getInvocation(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
 	ns, id := chi.URLParam(r, "ns"), chi.URLParam(r, "id")
 	wait := 5 * time.Second
-	g.known(r.Context(), ns, id)
+	if err := g.lookUp(r.Context(), ns, id); err != nil {
+		writeError(w, err)
+		return
+	}
 	if known, local := g.store.cancel(ns, id, errDeleted); !local {
 		inv, _, ok := g.store.get(id)
 		switch {
@@ -406,7 +412,10 @@ func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
 // for it to be final.
 func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	ns, id := chi.URLParam(r, "ns"), chi.URLParam(r, "id")
-	g.known(r.Context(), ns, id)
+	if err := g.lookUp(r.Context(), ns, id); err != nil {
+		writeError(w, err)
+		return
+	}
 	if inv, _, ok := g.store.get(id); ok && inv.NS != ns {
 		wait = 0 // another namespace's: not found, at once
 	}

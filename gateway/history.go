@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
 
+	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/internal/clientlink"
 	"github.com/atasks-go/atasks/internal/codec"
 	"github.com/atasks-go/atasks/wire"
@@ -39,8 +42,8 @@ type claimed struct {
 }
 
 // follow starts reading the history of every namespace whose transport
-// keeps one.
-func (g *Gateway) follow() {
+// keeps one; it fails if the client has started, which begins the reading.
+func (g *Gateway) follow() error {
 	g.histories = map[string]wire.History{}
 	for _, ns := range g.cfg.Client.Namespaces() {
 		r, _, codecs, err := clientlink.Namespace(g.cfg.Client, ns)
@@ -49,9 +52,12 @@ func (g *Gateway) follow() {
 		}
 		if h := r.History(); h != nil {
 			g.histories[ns] = h
-			h.Follow(func(e wire.Event) { g.fromHistory(ns, codecs, e) })
+			if err := h.Follow(func(e wire.Event) { g.fromHistory(ns, codecs, e) }); err != nil {
+				return fmt.Errorf("gateway: namespace %q keeps a history: create the gateway before starting its client, so that it reads the history from its start (%w)", ns, err)
+			}
 		}
 	}
+	return nil
 }
 
 // fromHistory records event e of namespace ns's history. Replies to calls
@@ -64,48 +70,60 @@ func (g *Gateway) fromHistory(ns string, codecs *codec.Registry, e wire.Event) {
 		g.store.remember(Invocation{ID: req.ID, NS: ns, Task: req.Task, State: "queued", CreatedAt: at, Parent: req.Parent})
 	case e.Claim != nil:
 		g.store.claim(ns, claimed{*e.Claim, e.At})
-	case e.Reply == nil || g.store.local(e.Reply.ID):
+	case e.Reply == nil:
+	case g.store.local(e.Reply.ID):
+		g.store.hear(e.Reply.ID)
+		if e.Reply.State.Final() { // its router may have made up an outcome: the server's is everyone's
+			rep := e.Reply
+			result, err := resultOf(rep, codecs)
+			g.store.correct(rep.ID, rep, func(inv *Invocation) { ended(inv, rep, result, err, at) })
+		}
 	case e.Reply.State.Final():
 		rep := e.Reply
 		result, err := resultOf(rep, codecs)
 		g.store.endChildren(rep.ID, rep.Children)
-		ended := func(inv *Invocation) {
-			if rep.Worker != "" {
-				inv.Worker = rep.Worker
-			}
-			if rep.Attempt > 0 {
-				inv.Attempt = rep.Attempt
-			}
-			settleAt(inv, result, err, at)
-		}
-		if !g.store.update(rep.ID, ended) {
+		if !g.store.update(rep.ID, func(inv *Invocation) { ended(inv, rep, result, err, at) }) {
 			inv := Invocation{ID: rep.ID, NS: ns, Task: rep.Task, CreatedAt: at}
-			ended(&inv)
+			ended(&inv, rep, result, err, at)
 			g.store.adopt(inv) // its request is older than the history's retention
 		}
+		g.store.hear(rep.ID)
 	default: // a call is recorded accepted once sent: its first states may come before
 		g.store.remember(Invocation{ID: e.Reply.ID, NS: ns, Task: e.Reply.Task, State: "queued", CreatedAt: at})
 		g.observeAt(e.Reply, at)
 	}
 }
 
-// known reports whether the gateway knows invocation id, after reading
-// namespace ns's history to its end if it did not at first.
-func (g *Gateway) known(ctx context.Context, ns, id string) bool {
-	if _, _, ok := g.store.get(id); ok {
-		return true
+// ended records in inv the outcome rep reached at time at: result, or
+// the failure err.
+func ended(inv *Invocation, rep *wire.Reply, result json.RawMessage, err error, at time.Time) {
+	if rep.Worker != "" {
+		inv.Worker = rep.Worker
 	}
+	if rep.Attempt > 0 {
+		inv.Attempt = rep.Attempt
+	}
+	settleAt(inv, result, err, at)
+}
+
+// lookUp reads namespace ns's history to its end if the gateway does not
+// know invocation id, so that a call made through another replica is
+// known. It fails with a retryable "unavailable" error when the history
+// could not be read to its end: then not knowing id proves nothing.
+func (g *Gateway) lookUp(ctx context.Context, ns, id string) error {
 	h := g.histories[ns]
 	if h == nil {
-		return false
+		return nil
+	}
+	if _, _, ok := g.store.get(id); ok {
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, lookupWait)
 	defer cancel()
-	if h.Sync(ctx) != nil {
-		return false
+	if err := h.Sync(ctx); err != nil {
+		return &atasks.Error{Code: wire.CodeUnavailable, Retryable: true, Message: "reading the history the gateway replicas share: " + err.Error()}
 	}
-	_, _, ok := g.store.get(id)
-	return ok
+	return nil
 }
 
 // record records invocation inv, which this gateway started, as accepted
@@ -137,8 +155,10 @@ func (g *Gateway) claim(ctx context.Context, ns string, c wire.Claim, wait time.
 	if err := h.Claim(ctx, c); err != nil {
 		return c, err
 	}
-	won, _ := g.store.claimOf(ns, c.Key)
-	return won, nil
+	if won, ok := g.store.claimOf(ns, c.Key); ok {
+		return won, nil
+	}
+	return c, nil
 }
 
 // remember records an invocation another replica started, unless it was
@@ -148,6 +168,7 @@ func (s *store) remember(inv Invocation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if r, known := s.byID.Get(inv.ID); known {
+		r.heard = true
 		if !r.local && r.inv.Parent == "" {
 			r.inv.Parent = inv.Parent
 		}
@@ -162,7 +183,7 @@ func (s *store) remember(inv Invocation) {
 	if _, gone := s.evicted.ns[inv.ID]; gone {
 		return
 	}
-	r := &record{inv: inv, changed: make(chan struct{}), cancel: noop, sending: closed}
+	r := &record{inv: inv, changed: make(chan struct{}), cancel: noop, sending: closed, heard: true}
 	if k, ok := s.claimedBy[inv.ID]; ok {
 		r.key, r.fingerprint = k.key, s.claims[k].Fingerprint
 	}
@@ -186,11 +207,51 @@ func (s *store) claim(ns string, c claimed) {
 	s.claimedBy[c.ID] = k
 }
 
-// void reports whether claim c is void at time now: its invocation is
-// unknown claimVoidAfter after the claim. s.mu is held.
+// void reports whether claim c is void at time now: the history has not
+// named its invocation (its record or a reply) claimVoidAfter after the
+// claim. What this gateway knows of its own calls does not count, so that
+// every replica judges alike. s.mu is held.
 func (s *store) void(c claimed, now time.Time) bool {
-	_, known := s.byID.Get(c.ID)
-	return !known && now.Sub(c.at) >= claimVoidAfter
+	r, known := s.byID.Get(c.ID)
+	return !(known && r.heard) && now.Sub(c.at) >= claimVoidAfter
+}
+
+// hear notes that the history named invocation id.
+func (s *store) hear(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r, ok := s.byID.Get(id); ok {
+		r.heard = true
+	}
+}
+
+// correct replaces the outcome of invocation id, which this gateway
+// started and has recorded final, with the one rep says (by fn) if they
+// differ: the outcome its router made up (cancelled, timed out, or the
+// broker away) yields to the server's, which every replica reads.
+func (s *store) correct(id string, rep *wire.Reply, fn func(*Invocation)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.byID.Get(id)
+	if !ok || !r.inv.State.Final() {
+		return
+	}
+	sameCode := (rep.Err == nil) == (r.inv.Error == nil) && (rep.Err == nil || rep.Err.Code == r.inv.Error.Code)
+	if string(r.inv.State) == string(rep.State) && sameCode {
+		return
+	}
+	fn(&r.inv)
+}
+
+// forgetVoidClaims drops the claims that are void at time now, with their
+// invocations unknown: nothing else would. s.mu is held.
+func (s *store) forgetVoidClaims(now time.Time) {
+	for k, c := range s.claims {
+		if _, known := s.byID.Get(c.ID); !known && s.void(c, now) {
+			delete(s.claims, k)
+			delete(s.claimedBy, c.ID)
+		}
+	}
 }
 
 // claimOf returns the claim that holds key of namespace ns, if any.

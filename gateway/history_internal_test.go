@@ -70,3 +70,35 @@ func TestRememberMerges(t *testing.T) {
 		t.Fatalf("a local invocation changed: %+v", inv)
 	}
 }
+
+// An outcome this gateway's router made up for its own call (a cancel, a
+// deadline) yields to the server's, which every replica reads; the same
+// outcome changes nothing.
+func TestCorrectYieldsToTheServersOutcome(t *testing.T) {
+	s := newStore(time.Minute, 10, 10, 0)
+	if _, _, err := s.add(Invocation{ID: "c", NS: "ns", Task: "t", State: "queued", CreatedAt: time.Now()}, noop, "", "", "x"); err != nil {
+		t.Fatal(err)
+	}
+	s.update("c", func(inv *Invocation) { settle(inv, nil, &wire.Error{Code: wire.CodeCancelled, Message: "by a DELETE"}) })
+	succeeded := &wire.Reply{ID: "c", State: wire.Succeeded, Worker: "w"}
+	s.correct("c", succeeded, func(inv *Invocation) { ended(inv, succeeded, []byte("3"), nil, time.Now()) })
+	if inv, _, _ := s.get("c"); inv.State != "succeeded" || string(inv.Result) != "3" || inv.Error != nil {
+		t.Fatalf("after the server's outcome: %+v", inv)
+	}
+	s.correct("c", succeeded, func(*Invocation) { t.Fatal("the same outcome applied again") })
+}
+
+// Void claims whose invocation never appeared are forgotten by the sweep.
+func TestSweepForgetsVoidClaims(t *testing.T) {
+	now := time.Now()
+	s := newStore(time.Minute, 10, 10, 0)
+	s.claim("ns", claimed{wire.Claim{Key: "old", ID: "gone"}, now.Add(-claimVoidAfter - time.Second)})
+	s.claim("ns", claimed{wire.Claim{Key: "new", ID: "coming"}, now})
+	s.sweep()
+	if _, ok := s.claimOf("ns", "old"); ok {
+		t.Error("a void claim is kept")
+	}
+	if _, ok := s.claimOf("ns", "new"); !ok {
+		t.Error("a fresh claim is forgotten")
+	}
+}

@@ -48,6 +48,7 @@ type record struct {
 	sending  chan struct{} // closed once it is sent, or dropped because it could not be
 	local    bool          // this gateway started it; else it is known from the history
 	recorded bool          // this gateway recorded it in the history (history.go)
+	heard    bool          // the history named it: its record or a reply
 }
 
 // kid is a child of a recorded invocation, as the invocation reported it:
@@ -204,11 +205,15 @@ func (s *store) drop(id string) {
 	close(r.changed)
 }
 
-// adopt stores a finished invocation unless one with its id is known.
+// adopt stores a finished invocation unless one with its id is known or
+// was evicted.
 func (s *store) adopt(inv Invocation) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, known := s.byID.Get(inv.ID); known {
+		return
+	}
+	if _, gone := s.evicted.ns[inv.ID]; gone {
 		return
 	}
 	r := &record{inv: inv, changed: make(chan struct{}), cancel: noop, sending: closed}
@@ -374,11 +379,12 @@ var (
 	closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 )
 
-// sweep drops the finished records past their retention.
+// sweep drops the finished records past their retention, and void claims.
 func (s *store) sweep() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.expire(time.Now())
+	s.forgetVoidClaims(time.Now())
 }
 
 // expire drops finished records older than the retention or beyond the cap.

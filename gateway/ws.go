@@ -415,7 +415,11 @@ func (c *wsConn) subscribe(m clientMsg) {
 	op := &wsOp{ref: m.Ref, ns: m.NS, sub: true, id: m.ID}
 	if c.opens(op) {
 		c.ops.Go(func() {
-			c.g.known(c.ctx, m.NS, m.ID)
+			if err := c.g.lookUp(c.ctx, m.NS, m.ID); err != nil {
+				c.forget(op)
+				c.fail(op.ref, asError(err))
+				return
+			}
 			c.follow(op, m.ID, nil)
 		})
 	}
@@ -554,16 +558,27 @@ func (c *wsConn) cancel(m clientMsg) {
 			return // runCall cancels it once started
 		}
 	}
-	if m.Ref == "" {
-		c.g.known(c.ctx, ns, id)
-	}
 	known, local := c.g.store.cancel(ns, id, errWSCancel)
-	switch {
-	case !known && m.Ref == "":
-		c.fail("", c.g.missing(ns, id))
-	case known && !local:
-		_ = c.g.cfg.Client.Cancel(c.ctx, ns, id) // another replica's call, or a child: its server cancels it
+	if local || (!known && m.Ref != "") {
+		return
 	}
+	// Another replica's call, or one not read yet: off the read loop, as
+	// it may wait for the history or the broker.
+	c.ops.Go(func() {
+		ctx, cancel := context.WithTimeout(c.ctx, lookupWait)
+		defer cancel()
+		if !known {
+			if err := c.g.lookUp(ctx, ns, id); err != nil {
+				c.fail("", asError(err))
+				return
+			}
+			if known, _ = c.g.store.cancel(ns, id, errWSCancel); !known {
+				c.fail("", c.g.missing(ns, id))
+				return
+			}
+		}
+		_ = c.g.cfg.Client.Cancel(ctx, ns, id) // its server cancels it
+	})
 }
 
 // monitor opens op m.Ref and feeds it what the monitor sees, in its op

@@ -249,9 +249,10 @@ func TraceID(traceparent string) string {
 // while.
 type History interface {
 	// Follow passes each event of the log to fn, in the log's order, from
-	// the oldest one retained; fn must not block for long. Call it before
-	// Open to see every retained event.
-	Follow(fn func(Event))
+	// the oldest one retained; fn must not block for long. It must be
+	// called before Open (which starts the reading), else it returns an
+	// error.
+	Follow(fn func(Event)) error
 	// Sync returns once every event appended before it was called has
 	// been passed to the Follow function.
 	Sync(ctx context.Context) error

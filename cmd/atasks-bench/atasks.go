@@ -57,9 +57,11 @@ type remote struct {
 }
 
 // startRemote starts n workers serving the demo tasks, each computing at
-// most concurrency tasks at once, and a caller client, each with its own
-// connections, and waits until the caller sees demo.echo.
-func startRemote(ctx context.Context, e *env, n, concurrency int, history bool) (*remote, error) {
+// most concurrency tasks at once, and a caller client (sharing the
+// namespaces' history if history; given to prepare, if not nil, before it
+// starts), each with its own connections, and waits until the caller sees
+// demo.echo.
+func startRemote(ctx context.Context, e *env, n, concurrency int, history bool, prepare func(*atasks.Client) error) (*remote, error) {
 	broker := cli.Broker{URL: e.amqpURL, Prefix: e.prefix, Slots: concurrency, Logger: logger}
 	r := &remote{}
 	for i := range n {
@@ -73,7 +75,13 @@ func startRemote(ctx context.Context, e *env, n, concurrency int, history bool) 
 	var err error
 	caller := broker
 	caller.History = history
-	if r.caller, err = startClient(ctx, caller, ""); err == nil {
+	if r.caller, err = newClient(caller, ""); err == nil && prepare != nil {
+		err = prepare(r.caller)
+	}
+	if err == nil {
+		err = r.caller.Start(ctx)
+	}
+	if err == nil {
 		err = awaitTask(ctx, r.caller, atasks.DefaultNamespace, demo.Echo.Name())
 	}
 	if err != nil {
@@ -118,15 +126,20 @@ func startWorker(ctx context.Context, broker cli.Broker, name string, concurrenc
 // startClient starts a client of the demo namespaces over broker (without
 // a URL: loopback).
 func startClient(ctx context.Context, broker cli.Broker, worker string) (*atasks.Client, error) {
-	nss, err := broker.Namespaces([]string{atasks.DefaultNamespace, demo.SeedNamespace})
-	if err != nil {
-		return nil, err
-	}
-	c, err := atasks.NewClient(atasks.Config{Namespaces: nss, Worker: worker, Logger: logger})
+	c, err := newClient(broker, worker)
 	if err != nil {
 		return nil, err
 	}
 	return c, c.Start(ctx)
+}
+
+// newClient returns a client of the demo namespaces over broker, not started.
+func newClient(broker cli.Broker, worker string) (*atasks.Client, error) {
+	nss, err := broker.Namespaces([]string{atasks.DefaultNamespace, demo.SeedNamespace})
+	if err != nil {
+		return nil, err
+	}
+	return atasks.NewClient(atasks.Config{Namespaces: nss, Worker: worker, Logger: logger})
 }
 
 // awaitTask waits up to 10 s until c's catalog of ns lists task.
@@ -184,7 +197,7 @@ func catalogNames(ctx context.Context, c *atasks.Client, ns string) []string {
 
 // openSDK measures demo.Echo.Call from a caller to a worker through RabbitMQ.
 func openSDK(ctx context.Context, e *env, _ int) (*target, error) {
-	r, err := startRemote(ctx, e, 1, workerConcurrency, false)
+	r, err := startRemote(ctx, e, 1, workerConcurrency, false, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -203,11 +216,15 @@ func openHTTP(ctx context.Context, e *env, inflight int) (*target, error) {
 // openHTTPOver measures POST demo.echo through a gateway over an AMQP
 // caller, one that shares the namespaces' history with replicas if history.
 func openHTTPOver(ctx context.Context, e *env, inflight int, history bool) (*target, error) {
-	r, err := startRemote(ctx, e, 1, workerConcurrency, history)
+	var gw *gateway.Gateway
+	r, err := startRemote(ctx, e, 1, workerConcurrency, history, func(c *atasks.Client) (err error) {
+		gw, err = gateway.New(gateway.Config{Client: c}) // before the client starts: it reads the history from its start
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	return serveGateway(r.caller, inflight, func() { r.stop(e) })
+	return serveGateway(gw, inflight, func() { r.stop(e) })
 }
 
 // openEmbedded measures POST demo.echo through a gateway over a loopback
@@ -225,17 +242,17 @@ func openEmbedded(ctx context.Context, _ *env, inflight int) (*target, error) {
 		_ = c.Stop(ctx)
 		return nil, err
 	}
-	return serveGateway(c, inflight, served{w, c}.stop)
-}
-
-// serveGateway serves a gateway over c and returns a target POSTing
-// demo.echo to it; closing the target runs after.
-func serveGateway(c *atasks.Client, inflight int, after func()) (*target, error) {
 	gw, err := gateway.New(gateway.Config{Client: c})
 	if err != nil {
-		after()
+		served{w, c}.stop()
 		return nil, err
 	}
+	return serveGateway(gw, inflight, served{w, c}.stop)
+}
+
+// serveGateway serves gw and returns a target POSTing demo.echo to it;
+// closing the target runs after.
+func serveGateway(gw *gateway.Gateway, inflight int, after func()) (*target, error) {
 	path := "/v1/ns/" + atasks.DefaultNamespace + "/tasks/" + demo.Echo.Name()
 	return serveHTTP(gw, path, `"x"`, inflight, func() { gw.Close(); after() })
 }

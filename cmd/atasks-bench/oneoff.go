@@ -34,7 +34,7 @@ const fibN = 20
 // runFib measures the wall time of demo.fib n=fibN on two workers over
 // AMQP: a recursive fan-out of fibCalls(fibN) invocations.
 func runFib(ctx context.Context, e *env) (result, error) {
-	r, err := startRemote(ctx, e, 2, workerConcurrency, false)
+	r, err := startRemote(ctx, e, 2, workerConcurrency, false, nil)
 	if err != nil {
 		return result{}, err
 	}
@@ -78,7 +78,7 @@ func runWSOpen(ctx context.Context, e *env) (result, error) {
 		return result{}, err
 	}
 	defer gw.stop()
-	r, err := startRemote(ctx, e, 1, openCalls, false)
+	r, err := startRemote(ctx, e, 1, openCalls, false, nil)
 	if err != nil {
 		return result{}, err
 	}
@@ -117,7 +117,7 @@ func runPollOpen(ctx context.Context, e *env) (result, error) {
 		return result{}, err
 	}
 	defer gw.stop()
-	r, err := startRemote(ctx, e, 1, openCalls, false)
+	r, err := startRemote(ctx, e, 1, openCalls, false, nil)
 	if err != nil {
 		return result{}, err
 	}

@@ -25,11 +25,13 @@ import (
 // generation dials a fresh connection (no amqp091-go recovery), and code
 // checks isDone before acking to skip the pointless call.
 type generation struct {
-	t    *Transport
-	conn *amqp.Connection
-	pub  *amqp.Channel // confirm mode; every message this process publishes
-	work *amqp.Channel // task and dead-letter consumers (see taskQueue)
-	in   *amqp.Channel // the reply and control consumers
+	t       *Transport
+	conn    *amqp.Connection
+	url     string        // the URL conn was dialled at
+	dialCfg amqp.Config   // and with what
+	pub     *amqp.Channel // confirm mode; every message this process publishes
+	work    *amqp.Channel // task and dead-letter consumers (see taskQueue)
+	in      *amqp.Channel // the reply and control consumers
 
 	controlQ string // this connection's control queue: lease answers come here
 
@@ -89,11 +91,12 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	if t.cfg.TLS != nil {
 		tlsConfig = t.cfg.TLS.Clone() // amqp091-go sets its ServerName
 	}
-	conn, err := t.dial(ctx, amqp.Config{Properties: props, Dial: dialer(ctx), TLSClientConfig: tlsConfig})
+	dialCfg := amqp.Config{Properties: props, Dial: dialer(ctx), TLSClientConfig: tlsConfig}
+	conn, url, err := t.dial(ctx, dialCfg)
 	if err != nil {
 		return nil, err
 	}
-	g := &generation{t: t, conn: conn, done: make(chan struct{}), kick: make(chan struct{}, 1)}
+	g := &generation{t: t, conn: conn, url: url, dialCfg: dialCfg, done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -188,21 +191,21 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 
 // dial connects to the first of the broker's URLs that answers, starting
 // with the one after the URL of the last connection.
-func (t *Transport) dial(ctx context.Context, cfg amqp.Config) (*amqp.Connection, error) {
+func (t *Transport) dial(ctx context.Context, cfg amqp.Config) (*amqp.Connection, string, error) {
 	urls := t.cfg.urls()
 	var errs []error
 	for range urls {
 		i := int(t.nextURL.Add(1)-1) % len(urls)
 		conn, err := amqp.DialConfig(urls[i], cfg)
 		if err == nil {
-			return conn, nil
+			return conn, urls[i], nil
 		}
 		errs = append(errs, fmt.Errorf("amqp: dial %s: %w", redacted(urls[i]), err))
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, errors.Join(errs...)
+	return nil, "", errors.Join(errs...)
 }
 
 // redacted is raw, a URL, without its password.

@@ -108,7 +108,16 @@ type historyLog Transport
 var _ wire.History = (*historyLog)(nil)
 
 // Follow implements wire.History.
-func (l *historyLog) Follow(fn func(wire.Event)) { l.hist.follow.Store(&fn) }
+func (l *historyLog) Follow(fn func(wire.Event)) error {
+	t := (*Transport)(l)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.opened {
+		return errors.New("amqp: Follow after Open: the history's first events are read already")
+	}
+	t.hist.follow.Store(&fn)
+	return nil
+}
 
 // Sync implements wire.History. Calls made while a marker is out share
 // the next one.
@@ -259,29 +268,42 @@ func (t *Transport) flushAccepted() {
 }
 
 // awaitHistoryReplica waits until the history can be consumed on this
-// node: a stream declared a moment ago (say, by another replica starting
-// at the same time) refuses consumers with 406 PRECONDITION_FAILED "does
-// not have a replica on the local node" until its member has started. It
-// tries a consumer on a channel of its own, which the refusal closes,
-// every historyRetry until one is accepted (and cancels it) or
+// generation's node: a stream declared a moment ago (say, by another
+// replica starting at the same time) refuses consumers with 406
+// PRECONDITION_FAILED "does not have a replica on the local node", or 541
+// INTERNAL_ERROR (which closes the connection), until its member has
+// started. It tries a consumer on a connection of its own to the same
+// node every historyRetry until one is accepted (and closes it), or
 // historyReplicaWait passes.
 func (g *generation) awaitHistoryReplica() error {
 	deadline := time.Now().Add(historyReplicaWait)
 	for {
-		ch, err := openChannel(g.conn, "history probe")
-		if err != nil {
-			return err
-		}
-		if err = ch.Qos(1, 0, false); err == nil {
-			_, err = ch.Consume(g.t.replyQ, "probe/"+g.t.id, false, false, false, false, amqp.Table{headerStreamOffset: "next"})
-		}
+		err := g.probeHistoryConsumer()
 		var amqpErr *amqp.Error
-		if err == nil || !errors.As(err, &amqpErr) || amqpErr.Code != amqp.PreconditionFailed || time.Now().After(deadline) {
-			_ = ch.Close()
+		starting := errors.As(err, &amqpErr) && (amqpErr.Code == amqp.PreconditionFailed || amqpErr.Code == amqp.InternalError)
+		if err == nil || !starting || time.Now().After(deadline) {
 			return err
 		}
 		time.Sleep(historyRetry)
 	}
+}
+
+// probeHistoryConsumer opens a consumer of the history on a connection of
+// its own to this generation's node, and closes it.
+func (g *generation) probeHistoryConsumer() error {
+	conn, err := amqp.DialConfig(g.url, g.dialCfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err == nil {
+		err = ch.Qos(1, 0, false)
+	}
+	if err == nil {
+		_, err = ch.Consume(g.t.replyQ, "probe/"+g.t.id, false, false, false, false, amqp.Table{headerStreamOffset: "next"})
+	}
+	return err
 }
 
 // historyReplicaWait bounds awaitHistoryReplica; historyRetry is its pace.
@@ -351,6 +373,7 @@ func (t *Transport) readHistory(m *amqp.Delivery) {
 		key, _ := headerString(m.Headers, headerKey)
 		fp, _ := headerString(m.Headers, headerFingerprint)
 		e.Claim = &wire.Claim{Key: key, Fingerprint: fp, ID: m.MessageId}
+		e.At = m.Timestamp // every reader judges a claim's age alike (gateway: claimVoidAfter)
 	}
 	if fn != nil && (e.Reply != nil || e.Claim != nil) {
 		(*fn)(e)

@@ -47,8 +47,13 @@ func replica(t *testing.T, fx *fixture, role string, deliver func(*wire.Reply)) 
 	t.Helper()
 	tr := fx.transport(Config{History: true}, role)
 	f := &follower{}
-	tr.History().Follow(f.follow)
+	if err := tr.History().Follow(f.follow); err != nil {
+		t.Fatal(err)
+	}
 	fx.opened(tr, deliver)
+	if err := tr.History().Follow(f.follow); err == nil {
+		t.Fatal("Follow after Open: no error")
+	}
 	return tr, f
 }
 
