@@ -342,18 +342,12 @@ func (g *Gateway) observeAt(rep *wire.Reply, at time.Time) {
 func (g *Gateway) finish(began Invocation, rep *wire.Reply, codecs *codec.Registry) {
 	result, err := resultOf(rep, codecs)
 	g.store.endChildren(began.ID, rep.Children)
-	ended := func(inv *Invocation) {
-		if rep.Worker != "" {
-			inv.Worker = rep.Worker
-		}
-		if rep.Attempt > 0 {
-			inv.Attempt = rep.Attempt
-		}
-		settle(inv, result, err)
+	end := func(inv *Invocation) {
+		ended(inv, rep, result, err, time.Now())
 		g.metrics.Invoking.Ended(inv.NS, inv.Task, string(inv.State), inv.FinishedAt.Sub(inv.CreatedAt))
 	}
-	if !g.store.update(began.ID, ended) {
-		ended(&began)
+	if !g.store.update(began.ID, end) {
+		end(&began)
 	}
 }
 

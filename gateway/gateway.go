@@ -380,6 +380,10 @@ func (g *Gateway) getInvocation(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, codeBadRequest, err.Error())
 		return
 	}
+	if err := g.lookUp(r.Context(), chi.URLParam(r, "ns"), chi.URLParam(r, "id")); err != nil {
+		writeError(w, err)
+		return
+	}
 	g.answer(w, r, min(wait, g.cfg.MaxWait))
 }
 
@@ -409,13 +413,9 @@ func (g *Gateway) cancelInvocation(w http.ResponseWriter, r *http.Request) {
 }
 
 // answer writes invocation {id} of namespace {ns} after waiting up to wait
-// for it to be final.
+// for it to be final; the caller has looked it up (lookUp).
 func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, wait time.Duration) {
 	ns, id := chi.URLParam(r, "ns"), chi.URLParam(r, "id")
-	if err := g.lookUp(r.Context(), ns, id); err != nil {
-		writeError(w, err)
-		return
-	}
 	if inv, _, ok := g.store.get(id); ok && inv.NS != ns {
 		wait = 0 // another namespace's: not found, at once
 	}

@@ -18,12 +18,7 @@ import (
 // new one started, which answers for every call made before it started.
 func TestReplicasAnswerForEachOther(t *testing.T) {
 	t.Parallel()
-	s := newSystem(t)
-	s.worker()
-	s.worker()
-	_, a := s.gateway("--history")
-	pb, b := s.gateway("--history")
-	waitServed(t, a, "default", "demo.sleep")
+	s, _, a, pb, b := replicas(t)
 	replicas := []string{a, b}
 
 	// 1 000 calls, each posted to one replica and long-polled on the other.
@@ -194,12 +189,7 @@ func TestReplicasAnswerForEachOther(t *testing.T) {
 // replica started afterwards answer every one of them with its outcome.
 func TestReplicaKilledWithCallsInFlight(t *testing.T) {
 	t.Parallel()
-	s := newSystem(t)
-	s.worker()
-	s.worker()
-	pa, a := s.gateway("--history")
-	_, b := s.gateway("--history")
-	waitServed(t, a, "default", "demo.sleep")
+	s, pa, a, _, b := replicas(t)
 
 	const calls = 200
 	ids := make([]string, calls)
@@ -234,6 +224,19 @@ func TestReplicaKilledWithCallsInFlight(t *testing.T) {
 	if lost > 0 {
 		t.Fatalf("%d answers wrong or missing of %d calls in flight when their replica was killed", lost, 2*calls)
 	}
+}
+
+// replicas starts a system of two workers and two gateway replicas sharing
+// the history, a and b, and returns once demo.sleep is served.
+func replicas(t *testing.T) (s *system, pa *proc, a string, pb *proc, b string) {
+	t.Helper()
+	s = newSystem(t)
+	s.worker()
+	s.worker()
+	pa, a = s.gateway("--history")
+	pb, b = s.gateway("--history")
+	waitServed(t, a, "default", "demo.sleep")
+	return s, pa, a, pb, b
 }
 
 // get reads an invocation without waiting.
