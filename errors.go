@@ -26,6 +26,7 @@ var (
 	ErrCancelled         = wire.ErrCancelled
 	ErrTimeout           = wire.ErrTimeout
 	ErrUnavailable       = wire.ErrUnavailable
+	ErrNondeterministic  = wire.ErrNondeterministic
 )
 
 // NewError returns an error with the given code and message for a task to

@@ -58,6 +58,22 @@ func InRegistry(r *Registry) DefineOption { return func(d *definition) { d.regis
 // fails with code "timeout" (state timed_out). It defaults to none.
 func Timeout(d time.Duration) DefineOption { return func(def *definition) { def.policy.Timeout = d } }
 
+// Durable says whether the task's invocations are durable parents, as
+// they are by default: a worker that dies under one does not make the
+// children it had awaited run again. The parent runs again elsewhere, and
+// its k-th call of a child whose outcome was kept gets that outcome back
+// at once; a child still running is awaited, not started again. It costs
+// the broker a journal write per child outcome (docs/DURABILITY.md).
+// Durable(false) skips it, for a task whose children are cheap and safe
+// to run again: they run again with it, at least once, as plain calls do.
+//
+// Replay needs one rule: given the same input and the same outcomes of
+// its children, a durable task calls the same tasks in the same order.
+// A re-run that calls another task at some position than its first run
+// did fails with code "nondeterministic" (ErrNondeterministic), naming
+// both, whatever the task then returns.
+func Durable(on bool) DefineOption { return func(d *definition) { d.policy.Volatile = !on } }
+
 // RetryPolicy says how often and after what delays a task's invocation
 // runs again when an attempt fails with a retryable error (Error.Retryable;
 // other failures are final at once).

@@ -68,6 +68,13 @@ type Config struct {
 	// Default to 1h and 1 GiB.
 	HistoryMaxAge   time.Duration
 	HistoryMaxBytes int64
+	// JournalMaxAge and JournalMaxBytes bound the retention of the
+	// journal, where servers keep the outcomes of durable parents'
+	// children (atasks.Durable): keep it longer than your longest parent
+	// runs. Every server of a namespace must give the same.
+	// Default to 24h and 1 GiB.
+	JournalMaxAge   time.Duration
+	JournalMaxBytes int64
 	// Slots is how many requests of each served task the transport holds
 	// computing at once; a request awaiting other tasks does not count.
 	// A Worker's concurrency is the better bound: give both the same.
@@ -99,6 +106,7 @@ type Config struct {
 func New(cfg Config) (atasks.Transport, error) {
 	ic := amqp.Config{URL: cfg.URL, TLS: cfg.TLS, Namespace: cfg.Namespace, Prefix: cfg.Prefix, Identity: cfg.Identity,
 		History: cfg.History, HistoryMaxAge: cfg.HistoryMaxAge, HistoryMaxBytes: cfg.HistoryMaxBytes,
+		JournalMaxAge: cfg.JournalMaxAge, JournalMaxBytes: cfg.JournalMaxBytes,
 		Slots: cfg.Slots, DeliveryLimit: cfg.DeliveryLimit, LeaseAfter: cfg.LeaseAfter, LeasePeriod: cfg.LeasePeriod, Logger: cfg.Logger}
 	if cfg.Metrics != nil {
 		ic.Metrics = metrics.NewAMQP(cfg.Metrics)

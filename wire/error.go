@@ -29,6 +29,7 @@ const (
 	CodeUnavailable       = "unavailable"         // the transport cannot reach the broker or was closed
 	CodePoison            = "poison"              // delivered too often without an outcome (it kept killing workers)
 	CodeDuplicateID       = "duplicate_id"        // a call reused the id of a call in flight
+	CodeNondeterministic  = "nondeterministic"    // a re-run parent called another task than its first run at the same position
 )
 
 // Sentinels for the codes atasks itself uses, to compare with errors.Is:
@@ -46,6 +47,7 @@ var (
 	ErrCancelled         = &Error{Code: CodeCancelled}         // the invocation was cancelled
 	ErrTimeout           = &Error{Code: CodeTimeout}           // the invocation's deadline passed
 	ErrUnavailable       = &Error{Code: CodeUnavailable}       // the transport cannot reach the broker or was closed
+	ErrNondeterministic  = &Error{Code: CodeNondeterministic}  // a re-run parent called another task than its first run at the same position
 )
 
 // ErrMaybeSent marks (errors.Is) a failed Transport.Send after which the

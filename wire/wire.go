@@ -49,6 +49,9 @@ type Request struct {
 	Retries     int       // how many earlier attempts failed and were retried (see Retrier); set by the serving transport
 	MaxAttempts int       // if > 0, the caller's cap on attempts, below the task's own
 	Quiet       bool      // the caller ignores state changes: servers need not send any (Delivery.Notify)
+	Journal     string    // if set, the journal (see Journaler) that servers copy the outcome to, unless cancelled
+	Replay      bool      // sent again by a durable parent's re-run: it may have run before, and may keep outcomes in the journal
+	Sent        time.Time // when the request was first sent (by a re-run parent: no later than that), by the sender's clock; zero: now
 	ReplyTo     string    // the caller's address; set and read by transports only
 }
 
@@ -288,4 +291,24 @@ type Claim struct {
 	Key         string
 	Fingerprint string
 	ID          string
+}
+
+// Journaler is implemented by transports that keep a journal: a log of
+// the outcomes of durable parents' children, so that a parent that runs
+// again after a crash gets back the outcomes of the children it had
+// awaited instead of running them again (docs/DURABILITY.md).
+type Journaler interface {
+	// Journal names the namespace's journal, for Request.Journal; "" when
+	// this transport keeps none.
+	Journal() string
+	// Kept reads the namespace's journal, from the outcomes appended at
+	// since to those appended before Kept was called, and returns the
+	// outcomes of the children of invocation parent, by child id (the
+	// first of each).
+	Kept(ctx context.Context, parent string, since time.Time) (map[string]*Reply, error)
+	// Adopt asks the servers of the namespace whether one of them runs
+	// invocation id now; the one that does sends its outcome to this
+	// transport too, as if this process had sent the request. It reports
+	// whether one does; false when no server answered so in time.
+	Adopt(ctx context.Context, id string) (bool, error)
 }

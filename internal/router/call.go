@@ -76,7 +76,7 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, opts StartOptions
 	if parent != nil {
 		req.Parent = parent.ID
 		if req.ID == "" {
-			req.ID, derived = parent.childID(), true
+			req.ID, req.Journal, derived = parent.childID(), parent.journal, true
 		}
 	}
 	if req.ID == "" {
@@ -94,13 +94,22 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, opts StartOptions
 		p.finish(ctxFailure(req.ID, ctx), nil)
 		return p
 	}
+	resumed := derived && parent.replay != nil
+	if resumed {
+		if rep := parent.recall(ctx, req, false); rep != nil {
+			parent.called(req.ID, r.cfg.NS, req.Task)
+			p.finish(rep, nil)
+			return p
+		}
+	}
 	joined, err := r.join(p, req, derived)
 	if err != nil {
 		p.sendErr = err
 		p.finish(failure(req.ID, err), nil)
 		return p
 	}
-	if !joined {
+	later := !joined && resumed // see resume
+	if !joined && !later {
 		if err := r.send(ctx, req, opts.SendWithin); err != nil {
 			p.sendErr = err
 			r.sendFailed(p, err)
@@ -130,6 +139,9 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, opts StartOptions
 	if !open {
 		stop()
 	}
+	if later {
+		go r.resume(parent, p, req, opts.SendWithin)
+	}
 	return p
 }
 
@@ -157,17 +169,19 @@ func (r *Router) sent(id string) {
 	}
 }
 
-// sendFailed ends p, whose send failed with err. Other calls that joined
-// its flight meanwhile do not inherit the failure: the first of them
-// sends the request again, in the background, under its own context. If
-// the request may have reached the broker and nobody waits for it any
-// more, its server is asked to cancel it.
+// sendFailed ends p, whose send failed with err, unless it ended
+// meanwhile (a send in the background, see resume). Other calls that
+// joined its flight meanwhile do not inherit the failure: the first of
+// them sends the request again, in the background, under its own
+// context. If the request may have reached the broker and nobody waits
+// for it any more, its server is asked to cancel it.
 func (r *Router) sendFailed(p *Pending, err error) {
 	r.mu.Lock()
 	f, _ := r.calls.Get(p.id)
 	var next *Pending
 	var req *wire.Request
-	if f != nil {
+	waiting := f != nil && slices.Contains(f.waiters, p)
+	if waiting {
 		f.waiters = slices.DeleteFunc(f.waiters, func(w *Pending) bool { return w == p })
 		if len(f.waiters) == 0 {
 			r.calls.Delete(p.id)
@@ -175,8 +189,11 @@ func (r *Router) sendFailed(p *Pending, err error) {
 			next, req = f.waiters[0], f.req
 		}
 	}
+	stop := p.stop
 	r.mu.Unlock()
-	p.finish(failure(p.id, err), nil)
+	if waiting {
+		p.finish(failure(p.id, err), stop)
+	}
 	switch {
 	case next != nil && req != nil:
 		r.cancels.Go(func() {

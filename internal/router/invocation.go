@@ -21,13 +21,17 @@ type Invocation struct {
 	Task    string
 	Parent  string // invocation id of the caller, "" at the top
 	Attempt int
+	Retries int    // how many earlier attempts failed and were retried
 	Worker  string // the process running it
 
 	ctx      context.Context // ends when the task returns
 	delivery wire.Delivery
 	quiet    bool // its caller ignores state changes (wire.Request.Quiet)
 	slots    *Slots
-	children atomic.Uint64 // calls made so far, for child ids
+	children atomic.Uint64              // calls made so far, for child ids
+	journal  string                     // where its children's outcomes are kept, if it is durable
+	replay   *replay                    // if it is durable and an earlier run was cut short
+	diverged atomic.Pointer[wire.Error] // a "nondeterministic" call: the outcome
 
 	mu        sync.Mutex
 	kids      []wire.ChildState // the children it called, the first wire.MaxChildren
@@ -50,12 +54,16 @@ func FromContext(ctx context.Context) *Invocation {
 	return inv
 }
 
-// childID derives the id of the invocation's next child from its own id and
-// the call's position, so a re-run of the same parent that starts its
-// children in the same order names them the same.
+// childID derives the id of the invocation's next child from its own id,
+// the call's position and, after a retry, how many attempts were retried,
+// so a re-run of the same parent that starts its children in the same
+// order names them the same, and a retry (a fresh run) names them anew.
 func (inv *Invocation) childID() string {
-	n := inv.children.Add(1)
-	sum := sha256.Sum256([]byte(inv.ID + "/" + strconv.FormatUint(n, 10)))
+	key := inv.ID + "/" + strconv.FormatUint(inv.children.Add(1), 10)
+	if inv.Retries > 0 {
+		key = inv.ID + "/r" + strconv.Itoa(inv.Retries) + "/" + key[len(inv.ID)+1:]
+	}
+	sum := sha256.Sum256([]byte(key))
 	return encodeID(sum[:16])
 }
 

@@ -32,6 +32,9 @@ type Policy struct {
 	Initial, Max time.Duration
 	Multiplier   float64
 	Jitter       float64 // 0 to 1
+	// Volatile turns durability off (atasks.Durable(false)): its children's
+	// outcomes are not journaled, and a re-run calls them all again.
+	Volatile bool
 }
 
 // MaxRetryDelay caps every retry delay, whatever the policy says.

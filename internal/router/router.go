@@ -172,7 +172,8 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 			Message: fmt.Sprintf("the attempt took longer than its task's timeout of %v", h.Policy.Timeout)})
 		defer cancel()
 	}
-	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, Worker: r.cfg.Worker, ctx: ctx, delivery: d, quiet: req.Quiet, slots: r.slots}
+	inv := &Invocation{ID: req.ID, NS: r.cfg.NS, Task: req.Task, Parent: req.Parent, Attempt: req.Attempt, Retries: req.Retries, Worker: r.cfg.Worker, ctx: ctx, delivery: d, quiet: req.Quiet, slots: r.slots}
+	r.durable(inv, req, h.Policy)
 	if err := inv.start(); err != nil {
 		return failure(req.ID, err)
 	}
@@ -183,6 +184,9 @@ func (r *Router) Handle(ctx context.Context, req *wire.Request, d wire.Delivery)
 	out, err := r.run(withInvocation(ctx, inv), h.Fn, c, req)
 	notice.stop()
 	inv.finish()
+	if e := inv.diverged.Load(); e != nil {
+		out, err = nil, e
+	}
 	rep := &wire.Reply{ID: req.ID, State: wire.Succeeded, Codec: c.Name(), Body: out}
 	if err != nil {
 		rep = failure(req.ID, explain(ctx, err))

@@ -72,6 +72,15 @@ type Config struct {
 	HistoryMaxAge   time.Duration
 	HistoryMaxBytes int64
 
+	// JournalMaxAge and JournalMaxBytes bound the retention of the
+	// namespace's journal ("<Prefix>.<Namespace>.journal", a stream that
+	// servers declare), where servers copy the outcomes of durable parents'
+	// children (docs/DURABILITY.md): keep it longer than the longest
+	// parent runs. Every server of the namespace must give the same.
+	// Default to 24h and 1 GiB.
+	JournalMaxAge   time.Duration
+	JournalMaxBytes int64
+
 	// Slots is how many requests of each served task this transport holds
 	// computing at once. A request whose handler is suspended (awaiting
 	// other tasks) does not occupy a slot, nor does one converted into a
@@ -161,6 +170,12 @@ func (c Config) WithDefaults() Config {
 	if c.HistoryMaxBytes == 0 {
 		c.HistoryMaxBytes = 1 << 30
 	}
+	if c.JournalMaxAge == 0 {
+		c.JournalMaxAge = 24 * time.Hour
+	}
+	if c.JournalMaxBytes == 0 {
+		c.JournalMaxBytes = 1 << 30
+	}
 	if c.DeliveryLimit == 0 {
 		c.DeliveryLimit = 5
 	}
@@ -224,6 +239,8 @@ func (c Config) validate() error {
 		return errors.New("amqp: AnnounceInterval below 10ms")
 	case c.HistoryMaxAge < time.Second || c.HistoryMaxBytes < historySegment:
 		return fmt.Errorf("amqp: history retention below 1s or %d bytes", historySegment)
+	case c.JournalMaxAge < time.Second || c.JournalMaxBytes < journalSegment:
+		return fmt.Errorf("amqp: journal retention below 1s or %d bytes", journalSegment)
 	case c.LookupTimeout < 0:
 		return errors.New("amqp: negative LookupTimeout")
 	}

@@ -79,6 +79,9 @@ func (n topology) dlx() string { return n.base + ".dlx" }
 // dead is the quorum queue bound to dlx.
 func (n topology) dead() string { return n.base + ".dead" }
 
+// journal is the stream of the namespace's journal (see journal.go).
+func (n topology) journal() string { return n.base + ".journal" }
+
 // history is the stream of the namespace's history (see history.go).
 func (n topology) history() string { return n.base + ".history" }
 
@@ -178,6 +181,16 @@ func requestPublishing(req *wire.Request, replyTo string, now time.Time) amqp.Pu
 	if req.Quiet {
 		h[headerQuiet] = true
 	}
+	if req.Journal != "" {
+		h[headerJournal] = req.Journal
+	}
+	if req.Replay {
+		h[headerReplay] = true
+	}
+	sent := now
+	if !req.Sent.IsZero() {
+		sent = req.Sent
+	}
 	return amqp.Publishing{
 		Headers:       h,
 		ContentType:   contentType(req.Codec),
@@ -186,7 +199,7 @@ func requestPublishing(req *wire.Request, replyTo string, now time.Time) amqp.Pu
 		ReplyTo:       replyTo,
 		Expiration:    exp,
 		MessageId:     req.ID,
-		Timestamp:     now,
+		Timestamp:     sent,
 		Type:          typeRequest,
 		AppId:         appID,
 		Body:          req.Body,
@@ -387,6 +400,9 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 	req.MaxAttempts = headerInt(m.Headers, headerMaxAttempts)
 	req.Retries = headerInt(m.Headers, headerRetries)
 	req.Quiet = headerTrue(m.Headers, headerQuiet)
+	req.Journal, _ = headerString(m.Headers, headerJournal)
+	req.Replay = headerTrue(m.Headers, headerReplay)
+	req.Sent = m.Timestamp
 	if req.ID == "" {
 		return req, &wire.Error{Code: wire.CodeBadInput, Message: "request without message_id"}
 	}

@@ -539,6 +539,13 @@ func (g *generation) consumeControl(deliveries <-chan amqp.Delivery) {
 			if srv := t.serving(); srv != nil {
 				srv.cancel(c.ID)
 			}
+		case typeAdopt:
+			a, ok := decodeAdoption(&m)
+			if srv := t.serving(); ok && srv != nil && m.ReplyTo != "" {
+				g.answerAdopt(srv, a, m.ReplyTo, m.CorrelationId)
+			}
+		case typeAdopted:
+			t.answered(m.CorrelationId, leaseAnswer{held: true})
 		case typeLeaseQuery, typeLeaseHeld, typeLeaseGone:
 			n, ok := leaseNoteOf(&m)
 			if !ok {

@@ -191,6 +191,7 @@ func (f *fixture) deleteAll() {
 		exchanges[tr.topo.activity()] = true
 		tr.retryQueues.Range(func(q, _ any) bool { queues[q.(string)] = true; return true })
 		if srv := tr.serving(); srv != nil {
+			queues[tr.topo.journal()] = true
 			for _, q := range srv.queues {
 				queues[q.name] = true
 			}

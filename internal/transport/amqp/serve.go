@@ -119,11 +119,13 @@ type delivery struct {
 
 	// Guarded by srv.mu.
 	cancel    context.CancelCauseFunc
-	started   bool // the handler was called
-	leased    bool // converted into a lease: acknowledged, a copy parked
-	settled   bool // its outcome was published (or, once leased, given back)
-	abandoned bool // Close gave it back; its outcome must not be published
-	finishing bool // Close must not give it back: the handler returned, or a lease copy is being settled
+	started   bool        // the handler was called
+	leased    bool        // converted into a lease: acknowledged, a copy parked
+	settled   bool        // its outcome was published (or, once leased, given back)
+	abandoned bool        // Close gave it back; its outcome must not be published
+	finishing bool        // Close must not give it back: the handler returned, or a lease copy is being settled
+	outcome   *wire.Reply // once finishing, the final reply being published
+	also      []string    // reply queues of processes that adopted it (see Adopt), besides the caller's
 
 	// Guarded by q.mu.
 	suspended bool
@@ -207,6 +209,9 @@ func (g *generation) serve(srv *server) error {
 		return err
 	}
 	defer ch.Close()
+	if err := t.declareJournal(ch); err != nil {
+		return err
+	}
 	for _, q := range srv.queues {
 		if _, err := ch.QueueDeclare(q.name, true, false, false, false, taskQueueArgs(t.topo, t.cfg.DeliveryLimit)); err != nil {
 			return fmt.Errorf("amqp: declare %s: %w", q.name, err)
@@ -464,20 +469,28 @@ func (t *Transport) run(d *delivery) {
 		return
 	}
 	rep := t.handle(d)
+	final := rep != nil && rep.State.Final()
+	var msg amqp.Publishing
+	var err error
+	if final {
+		msg, err = replyPublishing(rep, time.Now())
+	}
 	srv.mu.Lock()
 	abandoned, leased := d.abandoned, d.leased
 	d.finishing = true
+	if final && err == nil {
+		d.outcome = rep
+		d.finalRoutingLocked(&msg, rep)
+	}
 	srv.mu.Unlock()
 	if abandoned {
 		return
 	}
 	log := t.log.With(d.logAttrs()...)
-	if rep != nil && !rep.State.Final() {
+	if rep != nil && !final {
 		d.Notify(rep) // a retry is confirmed in its queue (see Retry): this attempt is settled
-		rep = nil
 	}
-	if rep != nil {
-		msg, err := replyPublishing(rep, time.Now())
+	if final {
 		if err == nil {
 			err = t.publish(t.killCtx, "", d.msg.ReplyTo, msg)
 		}

@@ -70,6 +70,8 @@ type Transport struct {
 	cat    *catalog
 	hist   *history // with Config.History, else nil
 
+	journal journalReads // Kept calls waiting for a read of the journal
+
 	deliver func(*wire.Reply)
 
 	// setupMu serialises Serve with connect, so that every generation

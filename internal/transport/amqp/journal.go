@@ -1,0 +1,361 @@
+package amqp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/atasks-go/atasks/wire"
+)
+
+// The journal (docs/DURABILITY.md, docs/PROTOCOL.md §14): a RabbitMQ
+// stream per namespace, "<prefix>.<ns>.journal", declared by servers. A
+// request whose atasks-journal header names it is a durable parent's
+// child: its server routes the final reply to the journal too (CC), with
+// the parent's id in atasks-parent, unless the child was cancelled (most
+// often by its parent's own end). Nobody reads it while nothing crashes.
+// A parent that runs again reads it (Kept), from its request's timestamp
+// to a marker it appends, for its children's outcomes; reads asked for
+// while one is under way share the next. A child that was running when
+// its parent died is found by asking the namespace's servers (Adopt).
+
+// Message types and headers of the journal.
+const (
+	typeJournalMark = "journal-mark"
+	typeAdopt       = "adopt"
+	typeAdopted     = "adopted"
+
+	headerJournal = "atasks-journal"
+	headerReplay  = "atasks-replay"
+)
+
+// journalSegment is the journal's segment size (see historySegment).
+const journalSegment = 16 << 20
+
+// journalSkew is how much earlier than a request's timestamp Kept starts
+// reading: the timestamp is the sender's clock in whole seconds, the
+// stream's the broker's.
+const journalSkew = 10 * time.Second
+
+// journalReadTimeout bounds one read of the journal.
+const journalReadTimeout = time.Minute
+
+// adoptWait is how long Adopt waits for a server to say it runs the
+// invocation.
+const adoptWait = 2 * time.Second
+
+// journalArgs are the arguments of the journal stream.
+func (c Config) journalArgs() amqp.Table {
+	return amqp.Table{
+		"x-queue-type":                    "stream",
+		"x-max-age":                       formatAge(c.JournalMaxAge),
+		"x-max-length-bytes":              c.JournalMaxBytes,
+		"x-stream-max-segment-size-bytes": int64(journalSegment),
+	}
+}
+
+// declareJournal declares the namespace's journal.
+func (t *Transport) declareJournal(ch *amqp.Channel) error {
+	if _, err := ch.QueueDeclare(t.topo.journal(), true, false, false, false, t.cfg.journalArgs()); err != nil {
+		return fmt.Errorf("amqp: declare %s: %w", t.topo.journal(), err)
+	}
+	return nil
+}
+
+// Journal implements wire.Journaler: the namespace's journal.
+func (t *Transport) Journal() string { return t.topo.journal() }
+
+// journalReads are the reads of the journal asked for and not yet done.
+type journalReads struct {
+	mu      sync.Mutex
+	waiting []*journalAsk
+	reading bool // a goroutine runs rounds
+}
+
+// journalAsk is one Kept call waiting for a round.
+type journalAsk struct {
+	parent string
+	since  time.Time
+	kept   map[string]*wire.Reply
+	err    error
+	done   chan struct{}
+}
+
+// Kept implements wire.Journaler.
+func (t *Transport) Kept(ctx context.Context, parent string, since time.Time) (map[string]*wire.Reply, error) {
+	a := &journalAsk{parent: parent, since: since, kept: map[string]*wire.Reply{}, done: make(chan struct{})}
+	j := &t.journal
+	j.mu.Lock()
+	j.waiting = append(j.waiting, a)
+	start := !j.reading
+	j.reading = true
+	j.mu.Unlock()
+	if start {
+		go t.readJournal()
+	}
+	select {
+	case <-a.done:
+		return a.kept, a.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
+// readJournal reads the journal once for every batch of asks that came in
+// while the last read was under way, until none waits.
+func (t *Transport) readJournal() {
+	j := &t.journal
+	for {
+		j.mu.Lock()
+		asks := j.waiting
+		j.waiting = nil
+		if len(asks) == 0 {
+			j.reading = false
+			j.mu.Unlock()
+			return
+		}
+		j.mu.Unlock()
+		err := t.journalRound(asks)
+		for _, a := range asks {
+			a.err = err
+			close(a.done)
+		}
+	}
+}
+
+// journalRound reads the journal for asks on a connection of its own (a
+// stream a moment old may refuse its consumer with 541, which closes the
+// connection), retrying while the stream is starting.
+func (t *Transport) journalRound(asks []*journalAsk) error {
+	ctx, cancel := context.WithTimeout(t.stopCtx, journalReadTimeout)
+	defer cancel()
+	for {
+		err := t.journalPass(ctx, asks)
+		var amqpErr *amqp.Error
+		starting := errors.As(err, &amqpErr) && (amqpErr.Code == amqp.PreconditionFailed || amqpErr.Code == amqp.InternalError)
+		if err == nil || !starting {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(historyRetry):
+		}
+	}
+}
+
+// journalPass appends a marker to the journal, then reads it from the
+// earliest ask's since to the marker, keeping the final replies to the
+// asks' parents.
+func (t *Transport) journalPass(ctx context.Context, asks []*journalAsk) error {
+	g, err := t.waitGen(ctx)
+	if err != nil {
+		return err
+	}
+	cfg := g.dialCfg
+	cfg.Dial = dialer(ctx) // the generation's ended with its connect
+	conn, err := amqp.DialConfig(g.url, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	if err := ch.Confirm(false); err != nil {
+		return err
+	}
+	mark := randomID()
+	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", t.topo.journal(), false, false,
+		amqp.Publishing{Type: typeJournalMark, CorrelationId: mark, Timestamp: time.Now(), AppId: appID})
+	if err != nil {
+		return err
+	}
+	if ok, err := dc.WaitContext(ctx); err != nil || !ok {
+		return fmt.Errorf("amqp: the broker did not take the journal's marker: %v", err)
+	}
+	byParent := map[string][]*journalAsk{}
+	since := asks[0].since
+	for _, a := range asks {
+		byParent[a.parent] = append(byParent[a.parent], a)
+		if a.since.Before(since) {
+			since = a.since
+		}
+	}
+	if err := ch.Qos(500, 0, false); err != nil {
+		return err
+	}
+	ms, err := ch.ConsumeWithContext(ctx, t.topo.journal(), "journal/"+t.id+"/"+mark, false, false, false, false,
+		amqp.Table{headerStreamOffset: since.Add(-journalSkew)})
+	if err != nil {
+		return err
+	}
+	for n := 1; ; n++ {
+		var m amqp.Delivery
+		var ok bool
+		select {
+		case m, ok = <-ms:
+		case <-ctx.Done():
+			return fmt.Errorf("amqp: reading the journal: %w", context.Cause(ctx))
+		}
+		if !ok {
+			return fmt.Errorf("amqp: reading the journal: the channel closed")
+		}
+		if m.Type == typeJournalMark && m.CorrelationId == mark {
+			return nil
+		}
+		if n%100 == 0 {
+			_ = m.Ack(true) // a stream's acks only give credit
+		}
+		parent, _ := headerString(m.Headers, headerParent)
+		if m.Type != typeReply || byParent[parent] == nil {
+			continue
+		}
+		r, err := decodeReply(m.Body)
+		if err != nil || !r.State.Final() {
+			continue
+		}
+		for _, a := range byParent[parent] {
+			if _, seen := a.kept[r.ID]; !seen {
+				a.kept[r.ID] = r
+			}
+		}
+	}
+}
+
+// Adopt implements wire.Journaler: it asks the namespace's servers, on
+// its control exchange, to send the outcome of invocation id to this
+// transport's reply queue too, and waits up to adoptWait for the one that
+// runs it to say so.
+func (t *Transport) Adopt(ctx context.Context, id string) (bool, error) {
+	g, err := t.waitGen(ctx)
+	if err != nil {
+		return false, err
+	}
+	corr := randomID()
+	answer := make(chan leaseAnswer, 1)
+	t.mu.Lock()
+	t.asks[corr] = answer
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		delete(t.asks, corr)
+		t.mu.Unlock()
+	}()
+	msg, err := controlPublishing(typeAdopt, adoption{ID: id, ReplyTo: t.replyQ}, time.Now())
+	if err != nil {
+		return false, err
+	}
+	msg.ReplyTo, msg.CorrelationId = g.controlQ, corr
+	t.track(id) // its outcome may come before the answer
+	adopted := false
+	defer func() {
+		if !adopted {
+			t.untrack(id)
+		}
+	}()
+	if err := g.pub.Publish(t.topo.control(), "", false, false, msg); err != nil {
+		return false, unavailable("amqp: ask who runs " + id + ": " + err.Error())
+	}
+	timer := time.NewTimer(adoptWait)
+	defer timer.Stop()
+	select {
+	case <-answer:
+		adopted = true
+		return true, nil
+	case <-timer.C:
+		return false, nil
+	case <-g.done:
+		return false, unavailable("amqp: connection lost while asking who runs " + id)
+	case <-ctx.Done():
+		return false, context.Cause(ctx)
+	}
+}
+
+// adoption is the body of an adopt message: send the outcome of
+// invocation ID to ReplyTo too.
+type adoption struct {
+	ID      string `json:"id"`
+	ReplyTo string `json:"reply_to"`
+}
+
+// answerAdopt answers an adopt message, sent by the process whose control
+// queue is replyTo, if this server runs the invocation: its outcome will
+// go to a.ReplyTo too, or, if it is being published, goes there now.
+func (g *generation) answerAdopt(srv *server, a adoption, replyTo, corr string) {
+	t := g.t
+	srv.mu.Lock()
+	var d *delivery
+	for x := range srv.active {
+		if x.id == a.ID && x.started && !x.abandoned {
+			d = x
+			break
+		}
+	}
+	var outcome *wire.Reply
+	if d != nil {
+		if d.outcome == nil {
+			d.also = append(d.also, a.ReplyTo)
+		}
+		outcome = d.outcome
+	}
+	srv.mu.Unlock()
+	if d == nil {
+		return
+	}
+	if outcome != nil {
+		msg, err := replyPublishing(outcome, time.Now())
+		if err == nil {
+			err = g.pub.Publish("", a.ReplyTo, false, false, msg)
+		}
+		if err != nil {
+			return
+		}
+	}
+	msg, err := controlPublishing(typeAdopted, adoption{ID: a.ID}, time.Now())
+	if err == nil {
+		msg.CorrelationId = corr
+		err = g.pub.Publish("", replyTo, false, false, msg)
+	}
+	if err != nil && !g.isDone() {
+		t.log.Warn("amqp: answer adopt", "invocation_id", a.ID, "err", err)
+	}
+}
+
+// finalRoutingLocked adds to msg, the outcome of d, the queues it goes to
+// besides the caller's: the journal named in the request (with the
+// parent's id), unless d was cancelled, and the processes that adopted
+// it. srv.mu must be held.
+func (d *delivery) finalRoutingLocked(msg *amqp.Publishing, rep *wire.Reply) {
+	var cc []any
+	if j, ok := headerString(d.msg.Headers, headerJournal); ok && rep.State != wire.Cancelled {
+		cc = append(cc, j)
+		if msg.Headers == nil {
+			msg.Headers = amqp.Table{}
+		}
+		parent, _ := headerString(d.msg.Headers, headerParent)
+		msg.Headers[headerParent] = parent
+	}
+	for _, q := range d.also {
+		cc = append(cc, q)
+	}
+	if len(cc) > 0 {
+		if msg.Headers == nil {
+			msg.Headers = amqp.Table{}
+		}
+		msg.Headers["CC"] = cc
+	}
+}
+
+// decodeAdoption reads an adopt message's body.
+func decodeAdoption(m *amqp.Delivery) (adoption, bool) {
+	var a adoption
+	err := json.Unmarshal(m.Body, &a)
+	return a, err == nil && a.ID != ""
+}
