@@ -1,6 +1,7 @@
 // Package demo defines the demo tasks both binaries serve: a few tasks in
-// namespace "default" that show calls, nesting, parallel awaits, errors and
-// panics, and the seed project's own scenarios in namespace "seed".
+// namespace "default" that show calls, nesting, parallel awaits, errors,
+// panics and durable parents (durable.go, with its run ledger), and the
+// seed project's own scenarios in namespace "seed".
 package demo
 
 import (
@@ -48,18 +49,26 @@ type FibIn struct {
 
 // Fib returns the Nth Fibonacci number, awaiting Fib(N-1) and Fib(N-2) in
 // parallel as two task calls: a recursive fan-out of 2·fib(N+1)-1 invocations.
+// It records its runs in the run ledger (ATASKS_DEMO_LEDGER), as Pipeline does.
 var Fib *atasks.Task[FibIn, int64]
 
 func fib(ctx context.Context, in FibIn) (int64, error) {
-	if in.N < 2 {
-		return int64(max(in.N, 0)), nil
-	}
-	fs := []*atasks.Future[int64]{Fib.Start(ctx, FibIn{in.N - 1}), Fib.Start(ctx, FibIn{in.N - 2})}
-	outs, err := atasks.WaitAll(ctx, fs, atasks.CancelOnError())
-	if err != nil {
+	if err := runs.record(ctx, "start", nil); err != nil {
 		return 0, err
 	}
-	return outs[0] + outs[1], nil
+	n := int64(max(in.N, 0))
+	if in.N >= 2 {
+		fs := []*atasks.Future[int64]{Fib.Start(ctx, FibIn{in.N - 1}), Fib.Start(ctx, FibIn{in.N - 2})}
+		outs, err := atasks.WaitAll(ctx, fs, atasks.CancelOnError())
+		if err != nil {
+			return 0, err
+		}
+		n = outs[0] + outs[1]
+	}
+	if err := runs.record(ctx, "end", nil); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // GatherIn is the input of Gather.

@@ -83,6 +83,9 @@ type system struct {
 	// extra names, by namespace, tasks that binaries built outside this
 	// module serve (examples/): deleteTopology deletes their objects too.
 	extra map[string][]string
+	// env is more environment, NAME=value, for the processes start runs
+	// from now on: ATASKS_DEMO_LEDGER, say.
+	env []string
 }
 
 func newSystem(t *testing.T) *system {
@@ -96,7 +99,8 @@ func newSystem(t *testing.T) *system {
 
 // deleteTopology deletes the exchanges and queues the system's processes
 // declared: those named in docs/PROTOCOL.md for the demo namespaces and
-// tasks, and the reply queues that rabbitmqctl lists under the prefix.
+// tasks (the journal and history streams too), and the reply queues that
+// rabbitmqctl lists under the prefix.
 func (s *system) deleteTopology() {
 	conn, err := amqp091.Dial(s.url)
 	if err != nil {
@@ -116,7 +120,7 @@ func (s *system) deleteTopology() {
 	}
 	for _, ns := range namespaces {
 		b := s.prefix + "." + ns
-		queues = append(queues, b+".dead", b+".lease")
+		queues = append(queues, b+".dead", b+".lease", b+".journal", b+".history")
 		for _, task := range append(append(atasks.Defined(ns), s.extra[ns]...), "test.crash", "test.fib_all") {
 			queues = append(queues, b+".task."+task)
 		}
@@ -160,7 +164,7 @@ func (s *system) start(name string, args ...string) *proc {
 	s.t.Helper()
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(bin, name), args...)
-	p.cmd.Env = append(os.Environ(), "ATASKS_AMQP_URL="+s.url, "ATASKS_PREFIX="+s.prefix, "ATASKS_LOG_LEVEL=debug")
+	p.cmd.Env = append(append(os.Environ(), "ATASKS_AMQP_URL="+s.url, "ATASKS_PREFIX="+s.prefix, "ATASKS_LOG_LEVEL=debug"), s.env...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		s.t.Fatal(err)
