@@ -25,7 +25,7 @@ type env struct {
 type opener func(ctx context.Context, e *env, inflight int) (*target, error)
 
 // allScenarios lists the scenarios in the order they run by default.
-var allScenarios = []string{"floor-amqp", "floor-http", "naive-gw", "sdk", "http", "http-history", "ws", "embedded", "fib", "ws-open", "poll-open"}
+var allScenarios = []string{"floor-amqp", "floor-http", "naive-gw", "sdk", "http", "http-history", "ws", "embedded", "fib", "fib-volatile", "ws-open", "poll-open"}
 
 // scenarios maps each scenario's name to its opener.
 var scenarios = map[string]opener{
@@ -56,16 +56,16 @@ type remote struct {
 	caller  *atasks.Client
 }
 
-// startRemote starts n workers serving the demo tasks, each computing at
-// most concurrency tasks at once, and a caller client (sharing the
+// startRemote starts n workers serving the demo tasks (those of reg, if
+// not nil), each computing at most concurrency tasks at once, and a caller client (sharing the
 // namespaces' history if history; given to prepare, if not nil, before it
 // starts), each with its own connections, and waits until the caller sees
 // demo.echo.
-func startRemote(ctx context.Context, e *env, n, concurrency int, history bool, prepare func(*atasks.Client) error) (*remote, error) {
+func startRemote(ctx context.Context, e *env, n, concurrency int, reg *atasks.Registry, history bool, prepare func(*atasks.Client) error) (*remote, error) {
 	broker := cli.Broker{URL: e.amqpURL, Prefix: e.prefix, Slots: concurrency, Logger: logger}
 	r := &remote{}
 	for i := range n {
-		w, err := startWorker(ctx, broker, fmt.Sprintf("atasks-bench-worker-%d", i), concurrency)
+		w, err := startWorker(ctx, broker, fmt.Sprintf("atasks-bench-worker-%d", i), concurrency, reg)
 		if err != nil {
 			r.stop(e)
 			return nil, err
@@ -106,13 +106,14 @@ func (s served) stop() {
 	}
 }
 
-// startWorker starts a worker named name over broker.
-func startWorker(ctx context.Context, broker cli.Broker, name string, concurrency int) (served, error) {
+// startWorker starts a worker named name over broker, serving the tasks
+// of reg (nil: the default registry).
+func startWorker(ctx context.Context, broker cli.Broker, name string, concurrency int, reg *atasks.Registry) (served, error) {
 	wc, err := startClient(ctx, broker, name)
 	if err != nil {
 		return served{}, err
 	}
-	w, err := atasks.NewWorker(wc, atasks.WorkerConfig{Concurrency: concurrency})
+	w, err := atasks.NewWorker(wc, atasks.WorkerConfig{Concurrency: concurrency, Registry: reg})
 	if err == nil {
 		err = w.Start(ctx)
 	}
@@ -197,7 +198,7 @@ func catalogNames(ctx context.Context, c *atasks.Client, ns string) []string {
 
 // openSDK measures demo.Echo.Call from a caller to a worker through RabbitMQ.
 func openSDK(ctx context.Context, e *env, _ int) (*target, error) {
-	r, err := startRemote(ctx, e, 1, workerConcurrency, false, nil)
+	r, err := startRemote(ctx, e, 1, workerConcurrency, nil, false, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +218,7 @@ func openHTTP(ctx context.Context, e *env, inflight int) (*target, error) {
 // caller, one that shares the namespaces' history with replicas if history.
 func openHTTPOver(ctx context.Context, e *env, inflight int, history bool) (*target, error) {
 	var gw *gateway.Gateway
-	r, err := startRemote(ctx, e, 1, workerConcurrency, history, func(c *atasks.Client) (err error) {
+	r, err := startRemote(ctx, e, 1, workerConcurrency, nil, history, func(c *atasks.Client) (err error) {
 		gw, err = gateway.New(gateway.Config{Client: c}) // before the client starts: it reads the history from its start
 		return err
 	})

@@ -29,7 +29,7 @@ func deleteAtasksObjects(e *env, tasks map[string][]string) error {
 	defer conn.Close()
 	for ns, names := range tasks {
 		base := e.prefix + "." + ns
-		queues := []string{base + ".dead", base + ".lease", base + ".history"}
+		queues := []string{base + ".dead", base + ".lease", base + ".history", base + ".journal"}
 		for _, t := range names {
 			queues = append(queues, base+".task."+t)
 		}

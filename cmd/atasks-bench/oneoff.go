@@ -26,15 +26,20 @@ import (
 type oneOff func(ctx context.Context, e *env) (result, error)
 
 // oneOffs maps each one-off scenario's name to its function.
-var oneOffs = map[string]oneOff{"fib": runFib, "ws-open": runWSOpen, "poll-open": runPollOpen}
+var oneOffs = map[string]oneOff{"fib": fibOn("fib", nil), "fib-volatile": fibOn("fib-volatile", demo.VolatileFib()), "ws-open": runWSOpen, "poll-open": runPollOpen}
 
 // fibN is the argument of the fib scenario.
 const fibN = 20
 
-// runFib measures the wall time of demo.fib n=fibN on two workers over
-// AMQP: a recursive fan-out of fibCalls(fibN) invocations.
-func runFib(ctx context.Context, e *env) (result, error) {
-	r, err := startRemote(ctx, e, 2, workerConcurrency, false, nil)
+// fibOn is scenario name: the wall time of demo.fib n=fibN on two
+// workers over AMQP serving reg (nil: the demo's tasks, demo.fib
+// durable), a recursive fan-out of fibCalls(fibN) invocations.
+func fibOn(name string, reg *atasks.Registry) oneOff {
+	return func(ctx context.Context, e *env) (result, error) { return runFib(ctx, e, name, reg) }
+}
+
+func runFib(ctx context.Context, e *env, name string, reg *atasks.Registry) (result, error) {
+	r, err := startRemote(ctx, e, 2, workerConcurrency, reg, false, nil)
 	if err != nil {
 		return result{}, err
 	}
@@ -49,7 +54,7 @@ func runFib(ctx context.Context, e *env) (result, error) {
 	}
 	n := fibCalls(fibN)
 	return result{
-		scenario: "fib", ok: n, elapsed: elapsed, throughput: float64(n) / elapsed.Seconds(),
+		scenario: name, ok: n, elapsed: elapsed, throughput: float64(n) / elapsed.Seconds(),
 		p50: elapsed, p99: elapsed, p999: elapsed,
 		note: fmt.Sprintf("fib(%d) = %d: %d invocations on 2 workers in %s", fibN, got, n, fmtDur(elapsed)),
 	}, nil
@@ -78,7 +83,7 @@ func runWSOpen(ctx context.Context, e *env) (result, error) {
 		return result{}, err
 	}
 	defer gw.stop()
-	r, err := startRemote(ctx, e, 1, openCalls, false, nil)
+	r, err := startRemote(ctx, e, 1, openCalls, nil, false, nil)
 	if err != nil {
 		return result{}, err
 	}
@@ -117,7 +122,7 @@ func runPollOpen(ctx context.Context, e *env) (result, error) {
 		return result{}, err
 	}
 	defer gw.stop()
-	r, err := startRemote(ctx, e, 1, openCalls, false, nil)
+	r, err := startRemote(ctx, e, 1, openCalls, nil, false, nil)
 	if err != nil {
 		return result{}, err
 	}

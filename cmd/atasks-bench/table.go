@@ -9,7 +9,7 @@ import (
 )
 
 // floorOf names the floor each atasks scenario is compared with.
-var floorOf = map[string]string{"sdk": "floor-amqp", "http": "naive-gw", "http-history": "naive-gw", "ws": "floor-amqp", "fib": "floor-amqp", "embedded": "floor-http"}
+var floorOf = map[string]string{"sdk": "floor-amqp", "http": "naive-gw", "http-history": "naive-gw", "ws": "floor-amqp", "fib": "floor-amqp", "fib-volatile": "floor-amqp", "embedded": "floor-http"}
 
 // printTable writes one row per result, with each atasks scenario's
 // throughput as a percentage of its floor's at the same inflight (a

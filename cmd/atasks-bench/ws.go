@@ -25,7 +25,7 @@ const wsConns = 4
 // openWS measures demo.echo calls multiplexed over wsConns WebSockets to a
 // gateway fronting a worker over AMQP.
 func openWS(ctx context.Context, e *env, _ int) (*target, error) {
-	r, err := startRemote(ctx, e, 1, workerConcurrency, false, nil)
+	r, err := startRemote(ctx, e, 1, workerConcurrency, nil, false, nil)
 	if err != nil {
 		return nil, err
 	}
