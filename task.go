@@ -60,9 +60,11 @@ func Timeout(d time.Duration) DefineOption { return func(def *definition) { def.
 
 // Durable says whether the task's invocations are durable parents, as
 // they are by default: a worker that dies under one does not make the
-// children it had awaited run again. The parent runs again elsewhere, and
-// its k-th call of a child whose outcome was kept gets that outcome back
-// at once; a child still running is awaited, not started again. It costs
+// children whose outcomes it had run again. The parent runs again
+// elsewhere, and its k-th call of a child whose outcome was kept gets
+// that outcome back at once; a child still running on another worker is
+// awaited, not started again; one queued, or running on the dead worker,
+// may run twice (docs/DURABILITY.md says exactly when). It costs
 // the broker a journal write per child outcome (docs/DURABILITY.md).
 // Durable(false) skips it, for a task whose children are cheap and safe
 // to run again: they run again with it, at least once, as plain calls do.

@@ -302,13 +302,13 @@ type Journaler interface {
 	// this transport keeps none.
 	Journal() string
 	// Kept reads the namespace's journal, from the outcomes appended at
-	// since to those appended before Kept was called, and returns the
-	// outcomes of the children of invocation parent, by child id (the
-	// first of each).
+	// since (or a little earlier) to those appended before Kept was
+	// called, and returns the outcomes of the children of invocation
+	// parent, by child id (the first of each).
 	Kept(ctx context.Context, parent string, since time.Time) (map[string]*Reply, error)
 	// Adopt asks the servers of the namespace whether one of them runs
-	// invocation id now; the one that does sends its outcome to this
-	// transport too, as if this process had sent the request. It reports
-	// whether one does; false when no server answered so in time.
-	Adopt(ctx context.Context, id string) (bool, error)
+	// invocation id now, and returns its task ("" when no server said so
+	// in time). If that is task, the server sends the outcome to this
+	// transport too, as if this process had sent the request.
+	Adopt(ctx context.Context, id, task string) (running string, err error)
 }

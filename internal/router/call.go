@@ -183,11 +183,12 @@ func (r *Router) sendFailed(p *Pending, err error) {
 	waiting := f != nil && slices.Contains(f.waiters, p)
 	if waiting {
 		f.waiters = slices.DeleteFunc(f.waiters, func(w *Pending) bool { return w == p })
-		if len(f.waiters) == 0 {
-			r.calls.Delete(p.id)
-		} else {
-			next, req = f.waiters[0], f.req
-		}
+	}
+	switch {
+	case f != nil && len(f.waiters) == 0:
+		r.calls.Delete(p.id)
+	case f != nil:
+		next, req = f.waiters[0], f.req
 	}
 	stop := p.stop
 	r.mu.Unlock()
@@ -244,6 +245,8 @@ func (p *Pending) ID() string { return p.id }
 
 // Sent returns nil if the request was handed to the transport (or joined
 // a call in flight), else why not; Start has set it by the time it returns.
+// A durable parent's re-run sends a child it has no outcome of in the
+// background: a failure to send is then its outcome, and Sent is nil.
 func (p *Pending) Sent() error { return p.sendErr }
 
 // OnDone makes p call fn with its outcome once known, at once if it is:

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -27,9 +28,10 @@ const adoptRecheck = 10 * time.Second
 type replay struct {
 	journal wire.Journaler
 	since   time.Time // when the parent's request was first sent
+	log     *slog.Logger
 
 	mu   sync.Mutex
-	read bool                   // the journal was read once
+	read bool                   // the journal was read once (or could not be)
 	kept map[string]*wire.Reply // outcomes by child id
 }
 
@@ -42,35 +44,36 @@ func (r *Router) durable(inv *Invocation, req *wire.Request, p Policy) {
 	}
 	inv.journal = j.Journal()
 	if req.Attempt > req.Retries+1 || req.Replay { // an earlier run of this retry may have been cut short
-		inv.replay = &replay{journal: j, since: req.Sent}
+		inv.replay = &replay{journal: j, since: req.Sent, log: r.cfg.Logger, kept: map[string]*wire.Reply{}}
 	}
 }
 
-// lookUp returns the outcome kept for child id, reading the journal again
-// first if fresh is true or it was never read. A journal that cannot be
-// read keeps nothing: the child runs again, as without durability. Called
-// by the task (fresh false), it gives up its compute slot while it reads.
+// lookUp returns the outcome kept for child id, reading the journal first
+// if fresh is true or it was never read. Called by the task (fresh false),
+// it gives up its compute slot while it reads. A journal that cannot be
+// read keeps nothing: the children run again, as without durability.
 func (inv *Invocation) lookUp(ctx context.Context, id string, fresh bool) *wire.Reply {
 	rp := inv.replay
 	rp.mu.Lock()
+	if !fresh && rp.read {
+		defer rp.mu.Unlock()
+		return rp.kept[id]
+	}
+	rp.mu.Unlock()
+	if !fresh {
+		inv.suspend()
+		defer inv.resume()
+	}
+	kept, err := rp.journal.Kept(ctx, inv.ID, rp.since) // concurrent reads share rounds
+	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	if fresh || !rp.read {
-		if !fresh {
-			inv.suspend()
-			defer inv.resume()
-		}
-		kept, err := rp.journal.Kept(ctx, inv.ID, rp.since)
-		if err != nil {
-			return nil
-		}
-		rp.read = true
-		if rp.kept == nil {
-			rp.kept = kept
-		}
-		for k, v := range kept {
-			if _, ok := rp.kept[k]; !ok {
-				rp.kept[k] = v
-			}
+	if err != nil && !rp.read {
+		rp.log.Warn("reading the journal failed: children whose outcomes it keeps run again", "task", inv.Task, "invocation_id", inv.ID, "err", err)
+	}
+	rp.read = true
+	for k, v := range kept {
+		if _, ok := rp.kept[k]; !ok {
+			rp.kept[k] = v
 		}
 	}
 	return rp.kept[id]
@@ -86,15 +89,21 @@ func (inv *Invocation) recall(ctx context.Context, req *wire.Request, fresh bool
 		return nil
 	}
 	if rep.Task != req.Task {
-		e := &wire.Error{Code: wire.CodeNondeterministic, Message: fmt.Sprintf(
-			"call %s of invocation %s: its first run called task %q there, this run called %q; a durable task must call the same tasks in the same order given the same input and outcomes",
-			req.ID, inv.ID, rep.Task, req.Task)}
-		inv.diverged.CompareAndSwap(nil, e)
-		return failure(req.ID, e)
+		return inv.diverge(req, rep.Task)
 	}
 	out := *rep
 	out.ID = req.ID
 	return &out
+}
+
+// diverge fails the call req, which an earlier run of the parent made
+// of task other, and the parent with it: "nondeterministic".
+func (inv *Invocation) diverge(req *wire.Request, other string) *wire.Reply {
+	e := &wire.Error{Code: wire.CodeNondeterministic, Message: fmt.Sprintf(
+		"call %s of invocation %s: its first run called task %q there, this run called %q; a durable task must call the same tasks in the same order given the same input and outcomes",
+		req.ID, inv.ID, other, req.Task)}
+	inv.diverged.CompareAndSwap(nil, e)
+	return failure(req.ID, e)
 }
 
 // resume takes care of a re-run parent's call p of a child without a
@@ -104,9 +113,14 @@ func (inv *Invocation) recall(ctx context.Context, req *wire.Request, fresh bool
 // ended meanwhile, or else sends the request.
 func (r *Router) resume(parent *Invocation, p *Pending, req *wire.Request, within time.Duration) {
 	if j, ok := r.cfg.Transport.(wire.Journaler); ok {
-		if adopted, err := j.Adopt(p.ctx, req.ID); err == nil && adopted {
+		running, err := j.Adopt(p.ctx, req.ID, req.Task)
+		switch {
+		case err == nil && running == req.Task:
 			r.cfg.Logger.Debug("adopted a child running when its parent's earlier run ended", "task", req.Task, "invocation_id", req.ID)
-			r.watchAdopted(parent, p, j, req)
+			r.watchAdopted(parent, j, req)
+			return
+		case err == nil && running != "":
+			r.fail(req.ID, parent.diverge(req, running))
 			return
 		}
 		// Read after the servers answered: an outcome published before is there.
@@ -132,28 +146,46 @@ func again(parent *Invocation, req *wire.Request) {
 }
 
 // watchAdopted asks again every adoptRecheck whether a server still runs
-// the adopted child p: when none does and its outcome has not come, it
-// takes the outcome from the journal, or sends the request again.
-func (r *Router) watchAdopted(parent *Invocation, p *Pending, j wire.Journaler, req *wire.Request) {
+// the adopted child req, until its flight ends: when none does and its
+// outcome has not come, it takes the outcome from the journal, or sends
+// the request again.
+func (r *Router) watchAdopted(parent *Invocation, j wire.Journaler, req *wire.Request) {
 	tick := time.NewTicker(adoptRecheck)
 	defer tick.Stop()
-	for {
-		select {
-		case <-p.closed:
+	for range tick.C {
+		if !r.inFlight(req.ID) {
 			return
-		case <-tick.C:
 		}
-		if adopted, err := j.Adopt(p.ctx, req.ID); err != nil || adopted {
+		ctx, cancel := context.WithTimeout(parent.ctx, adoptRecheck)
+		running, err := j.Adopt(ctx, req.ID, req.Task)
+		var rep *wire.Reply
+		if err == nil && running == "" {
+			rep = parent.recall(ctx, req, true)
+		}
+		switch {
+		case parent.ctx.Err() != nil:
+			cancel()
+			return // its waiters end with the parent's context
+		case err != nil || running != "":
+			cancel()
 			continue
-		}
-		if rep := parent.recall(p.ctx, req, true); rep != nil {
+		case rep != nil:
 			r.fail(req.ID, rep)
-			return
+		default:
+			again(parent, req)
+			if err := r.send(ctx, req, 0); err != nil {
+				r.fail(req.ID, failure(req.ID, err))
+			}
 		}
-		again(parent, req)
-		if err := r.send(p.ctx, req, 0); err != nil {
-			r.sendFailed(p, err)
-		}
+		cancel()
 		return
 	}
+}
+
+// inFlight reports whether invocation id is in flight here.
+func (r *Router) inFlight(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.calls.Get(id)
+	return ok
 }

@@ -545,7 +545,9 @@ func (g *generation) consumeControl(deliveries <-chan amqp.Delivery) {
 				g.answerAdopt(srv, a, m.ReplyTo, m.CorrelationId)
 			}
 		case typeAdopted:
-			t.answered(m.CorrelationId, leaseAnswer{held: true})
+			if a, ok := decodeAdoption(&m); ok {
+				t.answered(m.CorrelationId, leaseAnswer{held: true, task: a.Task})
+			}
 		case typeLeaseQuery, typeLeaseHeld, typeLeaseGone:
 			n, ok := leaseNoteOf(&m)
 			if !ok {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,16 +61,30 @@ func (c Config) journalArgs() amqp.Table {
 	}
 }
 
-// declareJournal declares the namespace's journal.
-func (t *Transport) declareJournal(ch *amqp.Channel) error {
-	if _, err := ch.QueueDeclare(t.topo.journal(), true, false, false, false, t.cfg.journalArgs()); err != nil {
-		return fmt.Errorf("amqp: declare %s: %w", t.topo.journal(), err)
+// declareJournal declares the namespace's journal on a channel of its
+// own. A journal the broker refuses (no streams, other arguments, no
+// permission) is logged, and the transport serves without durability.
+func (g *generation) declareJournal() {
+	t := g.t
+	ch, err := openChannel(g.conn, "journal")
+	if err == nil {
+		_, err = ch.QueueDeclare(t.topo.journal(), true, false, false, false, t.cfg.journalArgs())
+		_ = ch.Close()
 	}
-	return nil
+	t.journalOK.Store(err == nil)
+	if err != nil {
+		t.log.Warn("amqp: declare the journal: parents run their children again after a crash", "queue", t.topo.journal(), "err", err)
+	}
 }
 
-// Journal implements wire.Journaler: the namespace's journal.
-func (t *Transport) Journal() string { return t.topo.journal() }
+// Journal implements wire.Journaler: the namespace's journal, once
+// declared.
+func (t *Transport) Journal() string {
+	if !t.journalOK.Load() {
+		return ""
+	}
+	return t.topo.journal()
+}
 
 // journalReads are the reads of the journal asked for and not yet done.
 type journalReads struct {
@@ -191,8 +207,12 @@ func (t *Transport) journalPass(ctx context.Context, asks []*journalAsk) error {
 	if err := ch.Qos(500, 0, false); err != nil {
 		return err
 	}
+	var from any = since.Add(-journalSkew)
+	if since.IsZero() { // the request had no timestamp
+		from = "first"
+	}
 	ms, err := ch.ConsumeWithContext(ctx, t.topo.journal(), "journal/"+t.id+"/"+mark, false, false, false, false,
-		amqp.Table{headerStreamOffset: since.Add(-journalSkew)})
+		amqp.Table{headerStreamOffset: from})
 	if err != nil {
 		return err
 	}
@@ -233,10 +253,10 @@ func (t *Transport) journalPass(ctx context.Context, asks []*journalAsk) error {
 // its control exchange, to send the outcome of invocation id to this
 // transport's reply queue too, and waits up to adoptWait for the one that
 // runs it to say so.
-func (t *Transport) Adopt(ctx context.Context, id string) (bool, error) {
+func (t *Transport) Adopt(ctx context.Context, id, task string) (string, error) {
 	g, err := t.waitGen(ctx)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	corr := randomID()
 	answer := make(chan leaseAnswer, 1)
@@ -248,9 +268,9 @@ func (t *Transport) Adopt(ctx context.Context, id string) (bool, error) {
 		delete(t.asks, corr)
 		t.mu.Unlock()
 	}()
-	msg, err := controlPublishing(typeAdopt, adoption{ID: id, ReplyTo: t.replyQ}, time.Now())
+	msg, err := controlPublishing(typeAdopt, adoption{ID: id, Task: task, ReplyTo: t.replyQ}, time.Now())
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	msg.ReplyTo, msg.CorrelationId = g.controlQ, corr
 	t.track(id) // its outcome may come before the answer
@@ -261,33 +281,36 @@ func (t *Transport) Adopt(ctx context.Context, id string) (bool, error) {
 		}
 	}()
 	if err := g.pub.Publish(t.topo.control(), "", false, false, msg); err != nil {
-		return false, unavailable("amqp: ask who runs " + id + ": " + err.Error())
+		return "", unavailable("amqp: ask who runs " + id + ": " + err.Error())
 	}
 	timer := time.NewTimer(adoptWait)
 	defer timer.Stop()
 	select {
-	case <-answer:
-		adopted = true
-		return true, nil
+	case a := <-answer:
+		adopted = a.task == task
+		return a.task, nil
 	case <-timer.C:
-		return false, nil
+		return "", nil
 	case <-g.done:
-		return false, unavailable("amqp: connection lost while asking who runs " + id)
+		return "", unavailable("amqp: connection lost while asking who runs " + id)
 	case <-ctx.Done():
-		return false, context.Cause(ctx)
+		return "", context.Cause(ctx)
 	}
 }
 
 // adoption is the body of an adopt message: send the outcome of
-// invocation ID to ReplyTo too.
+// invocation ID, of Task, to ReplyTo too; and of its answer, adopted:
+// Task is the task of invocation ID.
 type adoption struct {
 	ID      string `json:"id"`
-	ReplyTo string `json:"reply_to"`
+	Task    string `json:"task"`
+	ReplyTo string `json:"reply_to,omitempty"`
 }
 
 // answerAdopt answers an adopt message, sent by the process whose control
-// queue is replyTo, if this server runs the invocation: its outcome will
-// go to a.ReplyTo too, or, if it is being published, goes there now.
+// queue is replyTo, if this server runs the invocation: if it is of the
+// task asked for, its outcome will go to a.ReplyTo too, or, if it is being
+// published, goes there now. The answer names its task.
 func (g *generation) answerAdopt(srv *server, a adoption, replyTo, corr string) {
 	t := g.t
 	srv.mu.Lock()
@@ -299,8 +322,8 @@ func (g *generation) answerAdopt(srv *server, a adoption, replyTo, corr string) 
 		}
 	}
 	var outcome *wire.Reply
-	if d != nil {
-		if d.outcome == nil {
+	if d != nil && d.q.task == a.Task {
+		if d.outcome == nil && !slices.Contains(d.also, a.ReplyTo) {
 			d.also = append(d.also, a.ReplyTo)
 		}
 		outcome = d.outcome
@@ -318,7 +341,7 @@ func (g *generation) answerAdopt(srv *server, a adoption, replyTo, corr string) 
 			return
 		}
 	}
-	msg, err := controlPublishing(typeAdopted, adoption{ID: a.ID}, time.Now())
+	msg, err := controlPublishing(typeAdopted, adoption{ID: a.ID, Task: d.q.task}, time.Now())
 	if err == nil {
 		msg.CorrelationId = corr
 		err = g.pub.Publish("", replyTo, false, false, msg)
@@ -334,7 +357,7 @@ func (g *generation) answerAdopt(srv *server, a adoption, replyTo, corr string) 
 // it. srv.mu must be held.
 func (d *delivery) finalRoutingLocked(msg *amqp.Publishing, rep *wire.Reply) {
 	var cc []any
-	if j, ok := headerString(d.msg.Headers, headerJournal); ok && rep.State != wire.Cancelled {
+	if j, ok := headerString(d.msg.Headers, headerJournal); ok && strings.HasSuffix(j, ".journal") && kept(rep.State) {
 		cc = append(cc, j)
 		if msg.Headers == nil {
 			msg.Headers = amqp.Table{}
@@ -352,6 +375,12 @@ func (d *delivery) finalRoutingLocked(msg *amqp.Publishing, rep *wire.Reply) {
 		msg.Headers["CC"] = cc
 	}
 }
+
+// kept reports whether an outcome in state s goes to the journal: not a
+// cancelled one, most often its parent's own doing (its end, or a graceful
+// stop giving it back), nor one timed out, maybe at the deadline of the
+// parent's run that died.
+func kept(s wire.State) bool { return s != wire.Cancelled && s != wire.TimedOut }
 
 // decodeAdoption reads an adopt message's body.
 func decodeAdoption(m *amqp.Delivery) (adoption, bool) {

@@ -9,8 +9,9 @@ import (
 )
 
 // A durable parent's children's outcomes are in the journal, by parent,
-// unless cancelled; Kept finds those appended since the time given; and
-// a process that adopts a running child gets its outcome too.
+// unless cancelled or timed out; Kept finds those appended since the time
+// given; and a process that adopts a running child gets its outcome too,
+// unless it asks for another task.
 func TestJournalKeepsAndAdopts(t *testing.T) {
 	fx := newFixture(t)
 	started, release := make(chan string, 8), make(chan struct{})
@@ -25,6 +26,8 @@ func TestJournalKeepsAndAdopts(t *testing.T) {
 		switch string(req.Body) {
 		case `"cancel"`:
 			return &wire.Reply{ID: req.ID, State: wire.Cancelled, Err: &wire.Error{Code: wire.CodeCancelled}}
+		case `"late"`:
+			return &wire.Reply{ID: req.ID, State: wire.TimedOut, Err: &wire.Error{Code: wire.CodeTimeout}}
 		case `"slow"`:
 			started <- req.ID
 			<-release
@@ -40,10 +43,10 @@ func TestJournalKeepsAndAdopts(t *testing.T) {
 		send(t, caller, req)
 		return req
 	}
-	a, c, other, plain := child("P1", "a"), child("P1", "cancel"), child("P2", "b"), request("child", "c")
+	a, c, late, other, plain := child("P1", "a"), child("P1", "cancel"), child("P1", "late"), child("P2", "b"), request("child", "c")
 	plain.Parent = "P1" // not durable: no journal named
 	send(t, caller, plain)
-	for _, r := range []*wire.Request{a, c, other, plain} {
+	for _, r := range []*wire.Request{a, c, late, other, plain} {
 		b.final(r.ID)
 	}
 	slow := child("P1", "slow")
@@ -56,16 +59,19 @@ func TestJournalKeepsAndAdopts(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(kept) != 1 || kept[a.ID] == nil || kept[a.ID].State != wire.Succeeded || kept[a.ID].Task != "child" {
-		t.Fatalf("kept for P1: %v; want only %s, succeeded (not the cancelled, the other parent's, the non-durable or the running one)", kept, a.ID)
+		t.Fatalf("kept for P1: %v; want only %s, succeeded (not the cancelled, the timed out, the other parent's, the non-durable or the running one)", kept, a.ID)
 	}
 
 	b2 := newInbox()
 	adopter := fx.open(Config{}, "adopter", b2.deliver)
-	if ok, err := adopter.Adopt(ctx, slow.ID); err != nil || !ok {
-		t.Fatalf("adopt a running child: %v %v", ok, err)
+	if task, err := adopter.Adopt(ctx, slow.ID, "other"); err != nil || task != "child" {
+		t.Fatalf("adopt a running child as another task: %q %v; want its task named", task, err)
 	}
-	if ok, err := adopter.Adopt(ctx, "nobody-runs-this"); err != nil || ok {
-		t.Fatalf("adopt what no server runs: %v %v", ok, err)
+	if task, err := adopter.Adopt(ctx, slow.ID, "child"); err != nil || task != "child" {
+		t.Fatalf("adopt a running child: %q %v", task, err)
+	}
+	if task, err := adopter.Adopt(ctx, "nobody-runs-this", "child"); err != nil || task != "" {
+		t.Fatalf("adopt what no server runs: %q %v", task, err)
 	}
 	close(release)
 	released = true

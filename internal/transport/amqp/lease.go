@@ -54,6 +54,7 @@ type leaseKey struct{ holder, id string }
 type leaseAnswer struct {
 	held   bool
 	server string // with held: who runs the invocation
+	task   string // of an adopted answer (see Adopt): the invocation's task
 }
 
 // queryTimeout is how long a lease query waits for an answer.

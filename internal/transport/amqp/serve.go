@@ -209,9 +209,7 @@ func (g *generation) serve(srv *server) error {
 		return err
 	}
 	defer ch.Close()
-	if err := t.declareJournal(ch); err != nil {
-		return err
-	}
+	g.declareJournal()
 	for _, q := range srv.queues {
 		if _, err := ch.QueueDeclare(q.name, true, false, false, false, taskQueueArgs(t.topo, t.cfg.DeliveryLimit)); err != nil {
 			return fmt.Errorf("amqp: declare %s: %w", q.name, err)
@@ -552,7 +550,7 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 		srv.mu.Unlock()
 		t.giveBack(d)
 		return nil
-	case srv.cancelled.has(req.ID, time.Now()):
+	case srv.cancelled.has(req.ID, time.Now()) && !req.Replay: // sent again by a re-run parent: its cancel was the earlier run's
 		srv.mu.Unlock()
 		return fail(errCancelled)
 	}

@@ -70,7 +70,8 @@ type Transport struct {
 	cat    *catalog
 	hist   *history // with Config.History, else nil
 
-	journal journalReads // Kept calls waiting for a read of the journal
+	journal   journalReads // Kept calls waiting for a read of the journal
+	journalOK atomic.Bool  // the journal is declared (see Journal)
 
 	deliver func(*wire.Reply)
 
