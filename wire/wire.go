@@ -50,7 +50,8 @@ type Request struct {
 	MaxAttempts int       // if > 0, the caller's cap on attempts, below the task's own
 	Quiet       bool      // the caller ignores state changes: servers need not send any (Delivery.Notify)
 	Journal     string    // if set, the journal (see Journaler) that servers copy the outcome to, unless cancelled
-	Replay      bool      // sent again by a durable parent's re-run: it may have run before, and may keep outcomes in the journal
+	Resent      bool      // sent again by a durable parent's re-run: a cancel of an earlier copy (the parent's earlier run ending) does not apply
+	Replay      bool      // it may have run before and kept outcomes of its children in the journal: read them as a re-run does
 	Sent        time.Time // when the request was first sent (by a re-run parent: no later than that), by the sender's clock; zero: now
 	ReplyTo     string    // the caller's address; set and read by transports only
 }
@@ -302,10 +303,11 @@ type Journaler interface {
 	// this transport keeps none.
 	Journal() string
 	// Kept reads the namespace's journal, from the outcomes appended at
-	// since (or a little earlier) to those appended before Kept was
-	// called, and returns the outcomes of the children of invocation
-	// parent, by child id (the first of each).
-	Kept(ctx context.Context, parent string, since time.Time) (map[string]*Reply, error)
+	// since (or a little earlier), or if from is positive from position
+	// from, to those appended before Kept was called, and returns the
+	// outcomes of the children of invocation parent, by child id (the
+	// first of each), and the position to read from next time.
+	Kept(ctx context.Context, parent string, since time.Time, from int64) (kept map[string]*Reply, next int64, err error)
 	// Adopt asks the servers of the namespace whether one of them runs
 	// invocation id now, and returns its task ("" when no server said so
 	// in time). If that is task, the server sends the outcome to this

@@ -174,7 +174,8 @@ func (r *Router) sent(id string) {
 // joined its flight meanwhile do not inherit the failure: the first of
 // them sends the request again, in the background, under its own
 // context. If the request may have reached the broker and nobody waits
-// for it any more, its server is asked to cancel it.
+// for it any more because of this failure, its server is asked to cancel
+// it.
 func (r *Router) sendFailed(p *Pending, err error) {
 	r.mu.Lock()
 	f, _ := r.calls.Get(p.id)
@@ -204,8 +205,8 @@ func (r *Router) sendFailed(p *Pending, err error) {
 			}
 			r.sent(next.id)
 		})
-	case next == nil && errors.Is(err, wire.ErrMaybeSent):
-		r.cancelRemote(p)
+	case waiting && next == nil && errors.Is(err, wire.ErrMaybeSent):
+		r.cancelRemote(p) // not if p ended otherwise: its outcome came, or its context's end cancelled it
 	}
 }
 

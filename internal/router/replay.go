@@ -28,10 +28,12 @@ const adoptRecheck = 10 * time.Second
 type replay struct {
 	journal wire.Journaler
 	since   time.Time // when the parent's request was first sent
+	rerun   bool      // it was delivered again (not only sent again, see again)
 	log     *slog.Logger
 
 	mu   sync.Mutex
 	read bool                   // the journal was read once (or could not be)
+	next int64                  // where the next read starts: after the last one
 	kept map[string]*wire.Reply // outcomes by child id
 }
 
@@ -44,7 +46,7 @@ func (r *Router) durable(inv *Invocation, req *wire.Request, p Policy) {
 	}
 	inv.journal = j.Journal()
 	if req.Attempt > req.Retries+1 || req.Replay { // an earlier run of this retry may have been cut short
-		inv.replay = &replay{journal: j, since: req.Sent, log: r.cfg.Logger, kept: map[string]*wire.Reply{}}
+		inv.replay = &replay{journal: j, since: req.Sent, rerun: !req.Replay, log: r.cfg.Logger, kept: map[string]*wire.Reply{}}
 	}
 }
 
@@ -59,14 +61,16 @@ func (inv *Invocation) lookUp(ctx context.Context, id string, fresh bool) *wire.
 		defer rp.mu.Unlock()
 		return rp.kept[id]
 	}
+	from := rp.next
 	rp.mu.Unlock()
 	if !fresh {
 		inv.suspend()
 		defer inv.resume()
 	}
-	kept, err := rp.journal.Kept(ctx, inv.ID, rp.since) // concurrent reads share rounds
+	kept, next, err := rp.journal.Kept(ctx, inv.ID, rp.since, from) // concurrent reads share rounds
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
+	rp.next = max(rp.next, next)
 	if err != nil && !rp.read {
 		rp.log.Warn("reading the journal failed: children whose outcomes it keeps run again", "task", inv.Task, "invocation_id", inv.ID, "err", err)
 	}
@@ -138,11 +142,25 @@ func (r *Router) resume(parent *Invocation, p *Pending, req *wire.Request, withi
 }
 
 // again marks req, a re-run parent's call of a child that is neither kept
-// nor running, as sent again: its first run may be queued still, or may
-// have died with the parent's worker, having kept outcomes of its own.
+// nor running, as sent again (a cancel of its earlier copy, the parent's
+// earlier run ending, does not apply) and maybe as one to replay: its
+// first run may be queued still, or may have died with the parent's
+// worker, having kept outcomes of its own.
 // Its server reads them from the journal from the parent's first send.
+// A parent marks them if it was delivered again, or if the journal kept
+// outcomes of its own earlier run: a parent sent again that never ran
+// before does not make its whole subtree replay (nor, through the
+// broker's counting a delivery returned unstarted as an attempt, does a
+// tree that nothing killed).
 func again(parent *Invocation, req *wire.Request) {
-	req.Replay, req.Sent = true, parent.replay.since
+	rp := parent.replay
+	rp.mu.Lock()
+	ran := rp.rerun || len(rp.kept) > 0
+	rp.mu.Unlock()
+	req.Resent = true
+	if ran {
+		req.Replay, req.Sent = true, rp.since
+	}
 }
 
 // watchAdopted asks again every adoptRecheck whether a server still runs
@@ -173,7 +191,7 @@ func (r *Router) watchAdopted(parent *Invocation, j wire.Journaler, req *wire.Re
 			r.fail(req.ID, rep)
 		default:
 			again(parent, req)
-			if err := r.send(ctx, req, 0); err != nil {
+			if err := r.send(parent.ctx, req, 0); err != nil { // as long as its parent waits, like any call
 				r.fail(req.ID, failure(req.ID, err))
 			}
 		}

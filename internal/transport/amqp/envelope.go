@@ -187,6 +187,9 @@ func requestPublishing(req *wire.Request, replyTo string, now time.Time) amqp.Pu
 	if req.Replay {
 		h[headerReplay] = true
 	}
+	if req.Resent {
+		h[headerResent] = true
+	}
 	sent := now
 	if !req.Sent.IsZero() {
 		sent = req.Sent
@@ -402,6 +405,7 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 	req.Quiet = headerTrue(m.Headers, headerQuiet)
 	req.Journal, _ = headerString(m.Headers, headerJournal)
 	req.Replay = headerTrue(m.Headers, headerReplay)
+	req.Resent = headerTrue(m.Headers, headerResent)
 	req.Sent = m.Timestamp
 	if req.ID == "" {
 		return req, &wire.Error{Code: wire.CodeBadInput, Message: "request without message_id"}

@@ -546,7 +546,7 @@ func (g *generation) consumeControl(deliveries <-chan amqp.Delivery) {
 			}
 		case typeAdopted:
 			if a, ok := decodeAdoption(&m); ok {
-				t.answered(m.CorrelationId, leaseAnswer{held: true, task: a.Task})
+				t.answered(m.CorrelationId, leaseAnswer{held: a.Task != "", task: a.Task})
 			}
 		case typeLeaseQuery, typeLeaseHeld, typeLeaseGone:
 			n, ok := leaseNoteOf(&m)

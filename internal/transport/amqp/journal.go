@@ -34,6 +34,7 @@ const (
 
 	headerJournal = "atasks-journal"
 	headerReplay  = "atasks-replay"
+	headerResent  = "atasks-resent"
 )
 
 // journalSegment is the journal's segment size (see historySegment).
@@ -41,8 +42,8 @@ const journalSegment = 16 << 20
 
 // journalSkew is how much earlier than a request's timestamp Kept starts
 // reading: the timestamp is the sender's clock in whole seconds, the
-// stream's the broker's.
-const journalSkew = 10 * time.Second
+// stream's the broker's (hosts kept in time by NTP).
+const journalSkew = 2 * time.Second
 
 // journalReadTimeout bounds one read of the journal.
 const journalReadTimeout = time.Minute
@@ -97,14 +98,16 @@ type journalReads struct {
 type journalAsk struct {
 	parent string
 	since  time.Time
+	from   int64 // if positive, the offset to read from instead of since
 	kept   map[string]*wire.Reply
+	next   int64 // the offset after the round's marker
 	err    error
 	done   chan struct{}
 }
 
 // Kept implements wire.Journaler.
-func (t *Transport) Kept(ctx context.Context, parent string, since time.Time) (map[string]*wire.Reply, error) {
-	a := &journalAsk{parent: parent, since: since, kept: map[string]*wire.Reply{}, done: make(chan struct{})}
+func (t *Transport) Kept(ctx context.Context, parent string, since time.Time, from int64) (map[string]*wire.Reply, int64, error) {
+	a := &journalAsk{parent: parent, since: since, from: from, kept: map[string]*wire.Reply{}, done: make(chan struct{})}
 	j := &t.journal
 	j.mu.Lock()
 	j.waiting = append(j.waiting, a)
@@ -116,9 +119,9 @@ func (t *Transport) Kept(ctx context.Context, parent string, since time.Time) (m
 	}
 	select {
 	case <-a.done:
-		return a.kept, a.err
+		return a.kept, a.next, a.err
 	case <-ctx.Done():
-		return nil, context.Cause(ctx)
+		return nil, 0, context.Cause(ctx)
 	}
 }
 
@@ -197,22 +200,14 @@ func (t *Transport) journalPass(ctx context.Context, asks []*journalAsk) error {
 		return fmt.Errorf("amqp: the broker did not take the journal's marker: %v", err)
 	}
 	byParent := map[string][]*journalAsk{}
-	since := asks[0].since
 	for _, a := range asks {
 		byParent[a.parent] = append(byParent[a.parent], a)
-		if a.since.Before(since) {
-			since = a.since
-		}
 	}
 	if err := ch.Qos(500, 0, false); err != nil {
 		return err
 	}
-	var from any = since.Add(-journalSkew)
-	if since.IsZero() { // the request had no timestamp
-		from = "first"
-	}
 	ms, err := ch.ConsumeWithContext(ctx, t.topo.journal(), "journal/"+t.id+"/"+mark, false, false, false, false,
-		amqp.Table{headerStreamOffset: from})
+		amqp.Table{headerStreamOffset: roundStart(asks)})
 	if err != nil {
 		return err
 	}
@@ -228,6 +223,10 @@ func (t *Transport) journalPass(ctx context.Context, asks []*journalAsk) error {
 			return fmt.Errorf("amqp: reading the journal: the channel closed")
 		}
 		if m.Type == typeJournalMark && m.CorrelationId == mark {
+			off, _ := m.Headers[headerStreamOffset].(int64)
+			for _, a := range asks {
+				a.next = off + 1
+			}
 			return nil
 		}
 		if n%100 == 0 {
@@ -249,17 +248,42 @@ func (t *Transport) journalPass(ctx context.Context, asks []*journalAsk) error {
 	}
 }
 
+// roundStart is where a round reading for asks starts: the earliest
+// offset if every ask has one, else (an offset is no earlier than its
+// ask's since) the earliest since less journalSkew, or the first message
+// retained if a request had no timestamp.
+func roundStart(asks []*journalAsk) any {
+	from, since := int64(-1), time.Time{}
+	for _, a := range asks {
+		switch {
+		case a.from > 0 && (from < 0 || a.from < from):
+			from = a.from
+		case a.from > 0:
+		case a.since.IsZero():
+			return "first"
+		case since.IsZero() || a.since.Before(since):
+			since = a.since
+		}
+	}
+	if since.IsZero() {
+		return from
+	}
+	return since.Add(-journalSkew)
+}
+
 // Adopt implements wire.Journaler: it asks the namespace's servers, on
 // its control exchange, to send the outcome of invocation id to this
-// transport's reply queue too, and waits up to adoptWait for the one that
-// runs it to say so.
+// transport's reply queue too, and waits until the one that runs it says
+// so, every live server has said it does not, or adoptWait passes (a
+// server that died lingers in the catalog for a while).
 func (t *Transport) Adopt(ctx context.Context, id, task string) (string, error) {
 	g, err := t.waitGen(ctx)
 	if err != nil {
 		return "", err
 	}
 	corr := randomID()
-	answer := make(chan leaseAnswer, 1)
+	live := len(t.cat.serverList(time.Now())) // none heard of yet: wait for an answer until adoptWait
+	answer := make(chan leaseAnswer, live+1)
 	t.mu.Lock()
 	t.asks[corr] = answer
 	t.mu.Unlock()
@@ -285,16 +309,23 @@ func (t *Transport) Adopt(ctx context.Context, id, task string) (string, error) 
 	}
 	timer := time.NewTimer(adoptWait)
 	defer timer.Stop()
-	select {
-	case a := <-answer:
-		adopted = a.task == task
-		return a.task, nil
-	case <-timer.C:
-		return "", nil
-	case <-g.done:
-		return "", unavailable("amqp: connection lost while asking who runs " + id)
-	case <-ctx.Done():
-		return "", context.Cause(ctx)
+	for answers := 0; ; {
+		select {
+		case a := <-answer:
+			if a.held {
+				adopted = a.task == task
+				return a.task, nil
+			}
+			if answers++; live > 0 && answers >= live {
+				return "", nil
+			}
+		case <-timer.C:
+			return "", nil
+		case <-g.done:
+			return "", unavailable("amqp: connection lost while asking who runs " + id)
+		case <-ctx.Done():
+			return "", context.Cause(ctx)
+		}
 	}
 }
 
@@ -308,9 +339,10 @@ type adoption struct {
 }
 
 // answerAdopt answers an adopt message, sent by the process whose control
-// queue is replyTo, if this server runs the invocation: if it is of the
+// queue is replyTo: if this server runs the invocation, and it is of the
 // task asked for, its outcome will go to a.ReplyTo too, or, if it is being
-// published, goes there now. The answer names its task.
+// published, goes there now. The answer names its task, or no task if
+// this server does not run it.
 func (g *generation) answerAdopt(srv *server, a adoption, replyTo, corr string) {
 	t := g.t
 	srv.mu.Lock()
@@ -329,8 +361,9 @@ func (g *generation) answerAdopt(srv *server, a adoption, replyTo, corr string) 
 		outcome = d.outcome
 	}
 	srv.mu.Unlock()
-	if d == nil {
-		return
+	running := ""
+	if d != nil {
+		running = d.q.task
 	}
 	if outcome != nil {
 		msg, err := replyPublishing(outcome, time.Now())
@@ -341,7 +374,7 @@ func (g *generation) answerAdopt(srv *server, a adoption, replyTo, corr string) 
 			return
 		}
 	}
-	msg, err := controlPublishing(typeAdopted, adoption{ID: a.ID, Task: d.q.task}, time.Now())
+	msg, err := controlPublishing(typeAdopted, adoption{ID: a.ID, Task: running}, time.Now())
 	if err == nil {
 		msg.CorrelationId = corr
 		err = g.pub.Publish("", replyTo, false, false, msg)

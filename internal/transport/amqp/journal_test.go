@@ -10,7 +10,7 @@ import (
 
 // A durable parent's children's outcomes are in the journal, by parent,
 // unless cancelled or timed out; Kept finds those appended since the time
-// given; and a process that adopts a running child gets its outcome too,
+// given, or after the position a read ended; and a process that adopts a running child gets its outcome too,
 // unless it asks for another task.
 func TestJournalKeepsAndAdopts(t *testing.T) {
 	fx := newFixture(t)
@@ -54,7 +54,7 @@ func TestJournalKeepsAndAdopts(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	kept, err := caller.Kept(ctx, "P1", since)
+	kept, next, err := caller.Kept(ctx, "P1", since, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,8 @@ func TestJournalKeepsAndAdopts(t *testing.T) {
 	released = true
 	wantFinal(t, b2, slow.ID, wire.Succeeded)
 	wantFinal(t, b, slow.ID, wire.Succeeded)
-	if kept, err = adopter.Kept(ctx, "P1", since); err != nil || kept[slow.ID] == nil {
-		t.Fatalf("kept for P1 after the adopted child ended: %v %v", kept, err)
+	// Read on from where the first read ended: only what came since.
+	if kept, _, err = adopter.Kept(ctx, "P1", since, next); err != nil || len(kept) != 1 || kept[slow.ID] == nil {
+		t.Fatalf("kept for P1 after the adopted child ended, read from %d: %v %v; want only %s", next, kept, err, slow.ID)
 	}
 }

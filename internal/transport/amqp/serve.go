@@ -550,7 +550,7 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 		srv.mu.Unlock()
 		t.giveBack(d)
 		return nil
-	case srv.cancelled.has(req.ID, time.Now()) && !req.Replay: // sent again by a re-run parent: its cancel was the earlier run's
+	case srv.cancelled.has(req.ID, time.Now()) && !req.Resent: // sent again by a re-run parent: its cancel was the earlier run's
 		srv.mu.Unlock()
 		return fail(errCancelled)
 	}
