@@ -42,15 +42,7 @@ func TestDurablePipelineSequential(t *testing.T) {
 	lines := led.wait(time.Minute, "step 3 of the pipeline to end and step 4 to start", func(ls []entry) bool {
 		return slices.ContainsFunc(ls, isStep(id, "end", 3)) && slices.ContainsFunc(ls, isStep(id, "start", 4))
 	})
-	victim := killWriter(t, workers, lines, id)
-
-	got := poll(t, gw, "default", id, 2*time.Minute)
-	lines = led.read()
-	if !isFinal(got.State) {
-		t.Fatalf("the pipeline did not end within 2 min of its worker's kill: %s\n%s", got.State, led.story(id))
-	}
-	checkSteps(t, got, 6, led.story(id))
-	starts := stepStarts(t, lines, id)
+	victim, got, lines, starts := killPipeline(t, led, workers, lines, gw, id, 6)
 	for k := 1; k <= 3; k++ {
 		if starts[k] != 1 {
 			t.Errorf("step %d (ended before the kill) started %d times; want once: the re-run pipeline should get its kept outcome back\n%s", k, starts[k], led.story(id))
@@ -107,15 +99,7 @@ func TestDurablePipelineParallel(t *testing.T) {
 			endedBy[l.Step] = l.PID
 		}
 	}
-	victim := killWriter(t, workers, lines, id)
-
-	got := poll(t, gw, "default", id, 2*time.Minute)
-	lines = led.read()
-	if !isFinal(got.State) {
-		t.Fatalf("the pipeline did not end within 2 min of its worker's kill: %s\n%s", got.State, led.story(id))
-	}
-	checkSteps(t, got, 10, led.story(id))
-	starts := stepStarts(t, lines, id)
+	victim, _, lines, starts := killPipeline(t, led, workers, lines, gw, id, 10)
 	var others []string
 	for k := 1; k <= 10; k++ {
 		if !slices.Contains(ended, k) {
@@ -430,6 +414,22 @@ func killWriter(t *testing.T, workers []*proc, lines []entry, id string) int {
 	}
 	workers[w].kill()
 	return w
+}
+
+// killPipeline kills the worker that ran pipeline id (seen in lines),
+// awaits the pipeline's end through the gateway at gw and checks its n
+// steps; it returns the killed worker's index, the outcome, the ledger
+// then and the starts of each step.
+func killPipeline(t *testing.T, led *runLedger, workers []*proc, lines []entry, gw, id string, n int) (int, invocation, []entry, map[int]int) {
+	t.Helper()
+	victim := killWriter(t, workers, lines, id)
+	got := poll(t, gw, "default", id, 2*time.Minute)
+	lines = led.read()
+	if !isFinal(got.State) {
+		t.Fatalf("the pipeline did not end within 2 min of its worker's kill: %s\n%s", got.State, led.story(id))
+	}
+	checkSteps(t, got, n, led.story(id))
+	return victim, got, lines, stepStarts(t, lines, id)
 }
 
 // checkReran checks that task id started twice, attempts 1 and 2: once

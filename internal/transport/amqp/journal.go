@@ -281,17 +281,9 @@ func (t *Transport) Adopt(ctx context.Context, id, task string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	corr := randomID()
 	live := len(t.cat.serverList(time.Now())) // none heard of yet: wait for an answer until adoptWait
-	answer := make(chan leaseAnswer, live+1)
-	t.mu.Lock()
-	t.asks[corr] = answer
-	t.mu.Unlock()
-	defer func() {
-		t.mu.Lock()
-		delete(t.asks, corr)
-		t.mu.Unlock()
-	}()
+	corr, answer, forget := t.ask(live + 1)
+	defer forget()
 	msg, err := controlPublishing(typeAdopt, adoption{ID: id, Task: task, ReplyTo: t.replyQ}, time.Now())
 	if err != nil {
 		return "", err
@@ -392,20 +384,16 @@ func (d *delivery) finalRoutingLocked(msg *amqp.Publishing, rep *wire.Reply) {
 	var cc []any
 	if j, ok := headerString(d.msg.Headers, headerJournal); ok && strings.HasSuffix(j, ".journal") && kept(rep.State) {
 		cc = append(cc, j)
-		if msg.Headers == nil {
-			msg.Headers = amqp.Table{}
-		}
-		parent, _ := headerString(d.msg.Headers, headerParent)
-		msg.Headers[headerParent] = parent
 	}
 	for _, q := range d.also {
 		cc = append(cc, q)
 	}
-	if len(cc) > 0 {
-		if msg.Headers == nil {
-			msg.Headers = amqp.Table{}
-		}
-		msg.Headers["CC"] = cc
+	if len(cc) == 0 {
+		return
+	}
+	msg.Headers = amqp.Table{"CC": cc}
+	if parent, ok := headerString(d.msg.Headers, headerParent); ok {
+		msg.Headers[headerParent] = parent
 	}
 }
 

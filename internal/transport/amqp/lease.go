@@ -164,16 +164,8 @@ func (t *Transport) settleLease(d *delivery, park bool, holder string) {
 // about the invocation id whose lease copy names holder, and waits up to
 // queryTimeout for the first answer. It reports false without one.
 func (t *Transport) askLease(g *generation, holder, id string) (leaseAnswer, bool) {
-	corr := randomID()
-	answer := make(chan leaseAnswer, 1)
-	t.mu.Lock()
-	t.asks[corr] = answer
-	t.mu.Unlock()
-	defer func() {
-		t.mu.Lock()
-		delete(t.asks, corr)
-		t.mu.Unlock()
-	}()
+	corr, answer, forget := t.ask(1)
+	defer forget()
 	msg, err := controlPublishing(typeLeaseQuery, leaseNote{Holder: holder, IDs: []string{id}}, time.Now())
 	if err != nil {
 		return leaseAnswer{}, false
@@ -194,8 +186,23 @@ func (t *Transport) askLease(g *generation, holder, id string) (leaseAnswer, boo
 	return leaseAnswer{}, false
 }
 
-// answered passes an answer to the lease query with correlation id corr,
-// if it still waits.
+// ask registers a query on the control exchange expecting up to n
+// answers: its correlation id, the channel answered passes them to, and
+// forget, which stops passing them.
+func (t *Transport) ask(n int) (corr string, answer chan leaseAnswer, forget func()) {
+	corr, answer = randomID(), make(chan leaseAnswer, n)
+	t.mu.Lock()
+	t.asks[corr] = answer
+	t.mu.Unlock()
+	return corr, answer, func() {
+		t.mu.Lock()
+		delete(t.asks, corr)
+		t.mu.Unlock()
+	}
+}
+
+// answered passes an answer to the query (lease or adopt) with
+// correlation id corr, if it still waits.
 func (t *Transport) answered(corr string, a leaseAnswer) {
 	t.mu.Lock()
 	answer := t.asks[corr]
