@@ -124,7 +124,7 @@ func TestSendConfirmedAndPersistent(t *testing.T) {
 		{"content type", m.ContentType, "application/json"},
 		{"message id", m.MessageId, req.ID},
 		{"correlation id", m.CorrelationId, req.ID},
-		{"reply to", m.ReplyTo, caller.replyQ},
+		{"reply to", m.ReplyTo, caller.replyQueue()},
 		{"type", m.Type, "request"},
 		{"deadline header", m.Headers[headerDeadline], req.Deadline.UTC().Format(time.RFC3339Nano)},
 		{"parent header", m.Headers[headerParent], req.Parent},

@@ -147,14 +147,14 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 	var replies <-chan amqp.Delivery
 	if t.hist != nil { // shared with the other readers of the history
 		if err := g.awaitHistoryReplica(); err != nil {
-			return nil, fmt.Errorf("amqp: consume %s: %w", t.replyQ, err)
+			return nil, fmt.Errorf("amqp: consume %s: %w", t.replyQueue(), err)
 		}
-		replies, err = g.in.Consume(t.replyQ, "history/"+t.id, false, false, false, false, t.hist.offset())
+		replies, err = g.in.Consume(t.replyQueue(), "history/"+t.id, false, false, false, false, t.hist.offset())
 	} else {
-		replies, err = g.in.Consume(t.replyQ, "reply/"+t.id, false, true, false, false, nil)
+		replies, err = g.in.Consume(t.replyQueue(), "reply/"+t.id, false, true, false, false, nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("amqp: consume %s: %w", t.replyQ, err)
+		return nil, fmt.Errorf("amqp: consume %s: %w", t.replyQueue(), err)
 	}
 	q, err := g.in.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
@@ -301,10 +301,34 @@ func (g *generation) blocked() (string, <-chan struct{}) {
 // replyQueueLost reports whether the reply queue disappeared while the
 // transport was disconnected (x-expires deletes the queue of a caller
 // without Identity after a minute without consumer; an operator may delete
-// any), taking any replies with it.
+// any), taking any replies with it. A transient queue whose node does not
+// answer within replyCheckTimeout is given up for lost too, and replaced:
+// its node is cut off from this one, and until the cluster declares it
+// down (a minute, by Erlang's net_ticktime) nothing could use the queue.
 func (g *generation) replyQueueLost() (bool, error) {
-	exists, err := g.queueExists(g.t.replyQ)
-	return !exists && err == nil, err
+	type answer struct {
+		exists bool
+		err    error
+	}
+	queue := g.t.replyQueue()
+	answered := make(chan answer, 1)
+	go func() {
+		exists, err := g.queueExists(queue)
+		answered <- answer{exists, err}
+	}()
+	timer := time.NewTimer(replyCheckTimeout)
+	defer timer.Stop()
+	select {
+	case a := <-answered:
+		return !a.exists && a.err == nil, a.err
+	case <-timer.C:
+		if g.t.cfg.Identity != "" { // replies outlive this process: only this queue will do
+			return false, unavailable(fmt.Sprintf("amqp: check %s: no answer in %v", queue, replyCheckTimeout))
+		}
+		g.t.replaceReplyQueue()
+		g.t.log.Warn("amqp: the reply queue's node does not answer; replaced the queue", "queue", queue, "new", g.t.replyQueue(), "after", replyCheckTimeout)
+		return true, nil
+	}
 }
 
 // queueExists reports whether queue exists on the broker.
@@ -376,8 +400,8 @@ func (g *generation) declareCommon() error {
 		args = amqp.Table{"x-queue-type": "classic", "x-expires": ephemeralExpiry.Milliseconds()}
 		durable = false
 	}
-	if _, err := ch.QueueDeclare(t.replyQ, durable, false, false, false, args); err != nil {
-		return fmt.Errorf("amqp: declare %s: %w", t.replyQ, err)
+	if _, err := ch.QueueDeclare(t.replyQueue(), durable, false, false, false, args); err != nil {
+		return fmt.Errorf("amqp: declare %s: %w", t.replyQueue(), err)
 	}
 	return nil
 }

@@ -181,7 +181,7 @@ func (f *fixture) deleteAll() {
 		queues[q] = true
 	}
 	for _, tr := range f.transports {
-		queues[tr.replyQ] = true
+		queues[tr.replyQueue()] = true
 		queues[tr.topo.dead()] = true
 		queues[tr.topo.lease()] = true
 		exchanges[tr.topo.lease()] = true

@@ -184,7 +184,7 @@ func (t *Transport) appendMark(ctx context.Context, msg amqp.Publishing) error {
 		h.mu.Unlock()
 	}()
 	msg.CorrelationId, msg.Timestamp, msg.AppId, msg.DeliveryMode = id, time.Now(), appID, amqp.Persistent
-	if err := t.publish(ctx, "", t.replyQ, msg); err != nil {
+	if err := t.publish(ctx, "", t.replyQueue(), msg); err != nil {
 		return err
 	}
 	select {
@@ -198,8 +198,8 @@ func (t *Transport) appendMark(ctx context.Context, msg amqp.Publishing) error {
 // declareHistory declares the history stream on ch.
 func (g *generation) declareHistory(ch *amqp.Channel) error {
 	t := g.t
-	if _, err := ch.QueueDeclare(t.replyQ, true, false, false, false, t.cfg.historyArgs()); err != nil {
-		return fmt.Errorf("amqp: declare %s (every process with History must give it the same retention): %w", t.replyQ, err)
+	if _, err := ch.QueueDeclare(t.replyQueue(), true, false, false, false, t.cfg.historyArgs()); err != nil {
+		return fmt.Errorf("amqp: declare %s (every process with History must give it the same retention): %w", t.replyQueue(), err)
 	}
 	return nil
 }
@@ -258,7 +258,7 @@ func (t *Transport) flushAccepted() {
 		body, err := json.Marshal(b.entries)
 		if err == nil {
 			ctx, cancel := context.WithTimeout(t.stopCtx, syncTimeout)
-			err = t.publish(ctx, "", t.replyQ, amqp.Publishing{Type: typeAccepted, ContentType: jsonContentType,
+			err = t.publish(ctx, "", t.replyQueue(), amqp.Publishing{Type: typeAccepted, ContentType: jsonContentType,
 				DeliveryMode: amqp.Persistent, Timestamp: time.Now(), AppId: appID, Body: body})
 			cancel()
 		}
@@ -301,7 +301,7 @@ func (g *generation) probeHistoryConsumer() error {
 		err = ch.Qos(1, 0, false)
 	}
 	if err == nil {
-		_, err = ch.Consume(g.t.replyQ, "probe/"+g.t.id, false, false, false, false, amqp.Table{headerStreamOffset: "next"})
+		_, err = ch.Consume(g.t.replyQueue(), "probe/"+g.t.id, false, false, false, false, amqp.Table{headerStreamOffset: "next"})
 	}
 	return err
 }

@@ -284,7 +284,7 @@ func (t *Transport) Adopt(ctx context.Context, id, task string) (string, error) 
 	live := len(t.cat.serverList(time.Now())) // none heard of yet: wait for an answer until adoptWait
 	corr, answer, forget := t.ask(live + 1)
 	defer forget()
-	msg, err := controlPublishing(typeAdopt, adoption{ID: id, Task: task, ReplyTo: t.replyQ}, time.Now())
+	msg, err := controlPublishing(typeAdopt, adoption{ID: id, Task: task, ReplyTo: t.replyQueue()}, time.Now())
 	if err != nil {
 		return "", err
 	}

@@ -44,9 +44,11 @@ const (
 	dialTimeout     = 10 * time.Second
 	replyPrefetch   = 256
 	ephemeralExpiry = time.Minute // x-expires of a reply queue without Identity
-	minBackoff      = 100 * time.Millisecond
-	maxBackoff      = 5 * time.Second
-	giveBackTimeout = 5 * time.Second
+	// replyCheckTimeout bounds a reconnect's check of the reply queue.
+	replyCheckTimeout = 5 * time.Second
+	minBackoff        = 100 * time.Millisecond
+	maxBackoff        = 5 * time.Second
+	giveBackTimeout   = 5 * time.Second
 )
 
 var (
@@ -62,11 +64,14 @@ var errGenerationLost = errors.New("amqp: connection lost")
 // Transport carries atasks requests and replies over RabbitMQ. It
 // implements wire.Transport; create it with New.
 type Transport struct {
-	cfg    Config
-	log    *slog.Logger
-	topo   topology
-	id     string // this instance, random: server id in announcements
-	replyQ string
+	cfg  Config
+	log  *slog.Logger
+	topo topology
+	id   string // this instance, random: server id in announcements
+	// replyQ is the name of the reply queue: the history's with History;
+	// otherwise one of this transport's, replaced when its node is out of
+	// reach (see replaceReplyQueue).
+	replyQ atomic.Pointer[string]
 	cat    *catalog
 	hist   *history // with Config.History, else nil
 
@@ -126,11 +131,12 @@ func New(cfg Config) (*Transport, error) {
 		genChanged: make(chan struct{}),
 		asks:       map[string]chan leaseAnswer{},
 	}
-	t.replyQ = t.topo.replyQueue(replyID)
+	reply := t.topo.replyQueue(replyID)
 	if cfg.History {
 		t.hist = newHistory()
-		t.replyQ = t.topo.history()
+		reply = t.topo.history()
 	}
+	t.replyQ.Store(&reply)
 	t.stopCtx, t.stop = context.WithCancel(context.Background())
 	t.killCtx, t.kill = context.WithCancel(context.Background())
 	return t, nil
@@ -174,6 +180,7 @@ func (t *Transport) Open(ctx context.Context, deliver func(*wire.Reply)) error {
 		t.mu.Unlock()
 		return err
 	}
+	t.log.Info("amqp: connected", "url", redacted(g.url))
 	t.wg.Add(1)
 	go t.supervise(g)
 	if t.hist != nil {
@@ -216,7 +223,7 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 		return err
 	}
 	t.track(req.ID)
-	err := t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQ, time.Now()))
+	err := t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQueue(), time.Now()))
 	var u *unconfirmedError
 	switch {
 	case errors.As(err, &u):
@@ -458,12 +465,24 @@ func (t *Transport) deleteReplyQueue() {
 	}
 	ch, err := openChannel(g.conn, "delete")
 	if err == nil {
-		_, err = ch.QueueDelete(t.replyQ, false, false, false)
+		_, err = ch.QueueDelete(t.replyQueue(), false, false, false)
 		_ = ch.Close()
 	}
 	if err != nil {
-		t.log.Warn("amqp: delete reply queue", "queue", t.replyQ, "err", err)
+		t.log.Warn("amqp: delete reply queue", "queue", t.replyQueue(), "err", err)
 	}
+}
+
+// replyQueue returns the name of the reply queue.
+func (t *Transport) replyQueue() string { return *t.replyQ.Load() }
+
+// replaceReplyQueue gives the transport a reply queue of a new name: the
+// old one's node does not answer (cut off from the rest of the cluster,
+// which has not yet declared it down), and anything touching the old
+// queue would wait for it. The old queue expires once its node is back.
+func (t *Transport) replaceReplyQueue() {
+	name := t.topo.replyQueue(randomID())
+	t.replyQ.Store(&name)
 }
 
 func (t *Transport) track(id string) {
@@ -666,7 +685,7 @@ func (t *Transport) supervise(g *generation) {
 		if g = t.reconnect(); g == nil {
 			return
 		}
-		t.log.Info("amqp: reconnected")
+		t.log.Info("amqp: reconnected", "url", redacted(g.url))
 		t.cfg.Metrics.Reconnected(t.cfg.Namespace)
 	}
 }
