@@ -2,6 +2,7 @@ package main
 
 import (
 	amqp "github.com/rabbitmq/amqp091-go"
+	"strings"
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/internal/demo"
@@ -22,7 +23,7 @@ func demoTasks() map[string][]string {
 // history stream, and the
 // tasks, control, dlx, lease and activity exchanges.
 func deleteAtasksObjects(e *env, tasks map[string][]string) error {
-	conn, err := amqp.Dial(e.amqpURL)
+	conn, err := amqp.Dial(strings.Split(e.amqpURL, ",")[0]) // of a cluster's URLs, the first node
 	if err != nil {
 		return err
 	}

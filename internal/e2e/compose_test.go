@@ -279,3 +279,88 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// docker-compose.cluster.yml layered over docker-compose.yml, as
+// docs/DEPLOY.md runs them: three RabbitMQ nodes that find each other by
+// the names in deploy/rabbitmq-cluster.conf and share a cookie, each with
+// its data in a volume of its own; gateways and workers given all three
+// and waiting for all three.
+func TestComposeClusterFile(t *testing.T) {
+	t.Parallel()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	options, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml"), filepath.Join(root, "docker-compose.cluster.yml")},
+		cli.WithName("atasks"), cli.WithWorkingDirectory(root), cli.WithResolvedPaths(true), cli.WithEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	project, err := options.LoadProject(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := []string{"rabbitmq", "rabbitmq-2", "rabbitmq-3"}
+	if names := slices.Sorted(maps.Keys(project.Services)); !slices.Equal(names, []string{"gateway", "haproxy", "rabbitmq", "rabbitmq-2", "rabbitmq-3", "worker"}) {
+		t.Fatalf("services %v", names)
+	}
+	conf := ""
+	var urls []string
+	for _, name := range nodes {
+		s := project.Services[name]
+		if s.Hostname != name {
+			t.Errorf("%s: hostname %q; want %q (the node's name, in the cluster's configuration)", name, s.Hostname, name)
+		}
+		if got := s.Environment["RABBITMQ_ERLANG_COOKIE"]; got == nil || *got != "atasks-cluster-cookie" {
+			t.Errorf("%s: RABBITMQ_ERLANG_COOKIE=%s; want the cluster's cookie", name, deref(got))
+		}
+		if h := s.HealthCheck; h == nil || h.Disable || !slices.Contains(h.Test, "rabbitmq-diagnostics") {
+			t.Errorf("%s: no rabbitmq-diagnostics healthcheck", name)
+		}
+		data, cluster := false, ""
+		for _, v := range s.Volumes {
+			switch v.Target {
+			case "/var/lib/rabbitmq":
+				data = v.Type == types.VolumeTypeVolume && v.Source == name+"-data" && project.Volumes[v.Source].Name != ""
+			case "/etc/rabbitmq/conf.d/90-cluster.conf":
+				cluster = v.Source
+			}
+		}
+		if !data {
+			t.Errorf("%s: volumes %v; want the named volume %s-data on /var/lib/rabbitmq", name, s.Volumes, name)
+		}
+		if cluster == "" || conf != "" && cluster != conf {
+			t.Errorf("%s: mounts %q on /etc/rabbitmq/conf.d/90-cluster.conf; want the cluster's configuration, as every node", name, cluster)
+		}
+		conf = cluster
+		urls = append(urls, "amqp://atasks:atasks@"+name+":5672/")
+		if name != "rabbitmq" && len(s.Ports) > 0 {
+			t.Errorf("%s publishes %v; only the first node's ports are published", name, s.Ports)
+		}
+	}
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var named []string
+	for _, m := range regexp.MustCompile(`(?m)^cluster_formation\.classic_config\.nodes\.\d+ = rabbit@(\S+)$`).FindAllStringSubmatch(string(b), -1) {
+		named = append(named, m[1])
+	}
+	if !slices.Equal(named, nodes) || !strings.Contains(string(b), "cluster_formation.peer_discovery_backend = classic_config") {
+		t.Errorf("%s names the nodes %v for classic_config discovery; want %v", conf, named, nodes)
+	}
+	if !strings.Contains(string(b), "cluster_partition_handling = pause_minority") {
+		t.Errorf("%s: no cluster_partition_handling = pause_minority", conf)
+	}
+	for _, name := range []string{"gateway", "worker"} {
+		s := project.Services[name]
+		if got, want := deref(s.Environment["ATASKS_AMQP_URL"]), strings.Join(urls, ","); got != want {
+			t.Errorf("%s: ATASKS_AMQP_URL=%s; want %s", name, got, want)
+		}
+		for _, node := range nodes {
+			if d := s.DependsOn[node]; d.Condition != types.ServiceConditionHealthy {
+				t.Errorf("%s: depends on %s with condition %q; want %s", name, node, d.Condition, types.ServiceConditionHealthy)
+			}
+		}
+	}
+}
