@@ -215,7 +215,7 @@ func (c *rabbitCluster) leader(t *testing.T, queue string) int {
 		}
 		for line := range strings.Lines(out) {
 			if f := strings.Fields(line); len(f) == 2 && f[0] == queue {
-				if m := regexp.MustCompile(`^atasks(\d)@`).FindStringSubmatch(f[1]); m != nil {
+				if m := regexp.MustCompile(`^atasks(\d)-\d+@`).FindStringSubmatch(f[1]); m != nil {
 					n, _ := strconv.Atoi(m[1])
 					return n
 				}
