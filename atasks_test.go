@@ -352,3 +352,27 @@ func TestOneWorkerPerClientAndStopLeavesTheClient(t *testing.T) {
 		t.Errorf("a call of a task nobody serves any more: %v; want task_not_found, the client still open", err)
 	}
 }
+
+// clock reports when it ran.
+var clock = atasks.Define(func(context.Context, int) (time.Time, error) { return time.Now(), nil }, atasks.Name("test.clock"))
+
+// After and At delay a call: it runs no earlier; a deadline before its
+// time is refused as bad input, before anything runs.
+func TestAfterAndAt(t *testing.T) {
+	t.Parallel()
+	ctx := atasktest.Start(t, "default")
+	runAt := time.Now().Add(300 * time.Millisecond)
+	ran, err := clock.Call(ctx, 0, atasks.At(runAt))
+	if err != nil || ran.Before(runAt) {
+		t.Fatalf("At(+300ms) ran at %v (%v); want at %v or later", ran, err, runAt)
+	}
+	began := time.Now()
+	if ran, err = clock.Call(ctx, 0, atasks.After(200*time.Millisecond)); err != nil || ran.Sub(began) < 200*time.Millisecond {
+		t.Fatalf("After(200ms) ran %v after the call (%v)", ran.Sub(began), err)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := clock.Call(short, 0, atasks.After(time.Second)); !errors.Is(err, atasks.ErrBadInput) {
+		t.Fatalf("a deadline before the call's time: %v; want bad input", err)
+	}
+}

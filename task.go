@@ -178,7 +178,7 @@ func (t *Task[In, Out]) Start(ctx context.Context, in In, opts ...CallOption) *F
 	if err != nil {
 		return &Future[Out]{err: &Error{Code: wire.CodeBadInput, Message: fmt.Sprintf("encode input of %s: %v", t.name, err)}}
 	}
-	req := &wire.Request{ID: cc.id, NS: t.ns, Task: t.name, Codec: c.Name(), Body: body, MaxAttempts: cc.maxAttempts}
+	req := &wire.Request{ID: cc.id, NS: t.ns, Task: t.name, Codec: c.Name(), Body: body, MaxAttempts: cc.maxAttempts, RunAt: cc.runAt}
 	return &Future[Out]{p: r.Start(ctx, req, router.StartOptions{Observe: cc.observer()}), codecs: r.codecs}
 }
 
@@ -195,11 +195,24 @@ type callConfig struct {
 	id          string
 	onState     func(Event)
 	maxAttempts int
+	runAt       time.Time
 }
 
 // WithID gives the invocation a caller-chosen id instead of a generated one.
 // It must be unique among the calls in flight.
 func WithID(id string) CallOption { return func(c *callConfig) { c.id = id } }
+
+// After delays the call: the invocation is scheduled, and runs no
+// earlier than d from now. RabbitMQ holds it meanwhile (so it outlives
+// every process); the embedded default holds it in memory. The call's
+// deadline, if any, must not come before then. Cancelling it before then
+// means it never runs.
+func After(d time.Duration) CallOption {
+	return func(c *callConfig) { c.runAt = time.Now().Add(d) }
+}
+
+// At delays the call until t: see After.
+func At(t time.Time) CallOption { return func(c *callConfig) { c.runAt = t } }
 
 // MaxAttempts caps how many times this call's invocation may run when its
 // task retries failures (see Retry): the lower of n and the task's own.

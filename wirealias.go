@@ -13,8 +13,8 @@ type Codec = wire.Codec
 // Transport carries requests and replies between processes; see wire.Transport.
 type Transport = wire.Transport
 
-// State is where an invocation is in its life: queued, running, succeeded,
-// failed, cancelled or timed_out.
+// State is where an invocation is in its life: scheduled (a delayed call,
+// see After), queued, running, succeeded, failed, cancelled or timed_out.
 type State = wire.State
 
 // Activity is a worker's report of an invocation it runs, as Client.Watch

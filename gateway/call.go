@@ -49,6 +49,11 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, codeBadRequest, err.Error())
 		return
 	}
+	runAt, err := runAtParams(r, timeout)
+	if err != nil {
+		writeProblem(w, codeBadRequest, err.Error())
+		return
+	}
 	input, ok := readInput(w, r)
 	if !ok {
 		return
@@ -56,7 +61,7 @@ func (g *Gateway) invoke(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
 	g.extendWrite(w, max(wait, minSendWait)+wait) // sending, then waiting
 	id, replayed, err := g.start(traceOf(r), callSpec{ns: ns, task: task, input: input, timeout: timeout,
-		key: r.Header.Get("Idempotency-Key"), maxAttempts: maxAttempts, caller: limitKey(callerOf(r.Context()), r)}, max(wait, minSendWait))
+		key: r.Header.Get("Idempotency-Key"), maxAttempts: maxAttempts, runAt: runAt, caller: limitKey(callerOf(r.Context()), r)}, max(wait, minSendWait))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -104,6 +109,7 @@ type callSpec struct {
 	timeout     time.Duration   // the invocation's deadline from now; 0: none
 	key         string          // idempotency key; "" for none
 	maxAttempts int             // the caller's cap on attempts; 0: the task's own
+	runAt       time.Time       // a delayed call's time; zero: now
 	caller      string          // who calls, for the cap per caller (limitKey)
 }
 
@@ -144,7 +150,11 @@ func (g *Gateway) start(trace context.Context, c callSpec, sendWait time.Duratio
 	if c.timeout > 0 {
 		ctx, cancel = withTimeout(ctx, cancel, c.timeout)
 	}
-	began := Invocation{ID: id, NS: c.ns, Task: c.task, State: "queued", CreatedAt: time.Now().UTC()}
+	began := Invocation{ID: id, NS: c.ns, Task: c.task, State: wire.Queued, CreatedAt: time.Now().UTC()}
+	if time.Until(c.runAt) > 0 {
+		at := c.runAt.UTC()
+		began.State, began.RunAt = wire.Scheduled, &at
+	}
 	prior, priorFP, err := g.store.add(began, cancel, c.key, fp, c.caller)
 	switch {
 	case errors.Is(err, errCallerFull):
@@ -178,7 +188,7 @@ func (g *Gateway) start(trace context.Context, c callSpec, sendWait time.Duratio
 		}
 		return prior, true, nil
 	}
-	req := &wire.Request{ID: id, NS: c.ns, Task: c.task, Codec: nsCodec.Name(), Body: body, MaxAttempts: c.maxAttempts}
+	req := &wire.Request{ID: id, NS: c.ns, Task: c.task, Codec: nsCodec.Name(), Body: body, MaxAttempts: c.maxAttempts, RunAt: c.runAt}
 	p := r.Start(ctx, req, router.StartOptions{Observe: g.observe, SendWithin: sendWait})
 	if err := p.Sent(); err != nil {
 		g.store.drop(id)
@@ -316,7 +326,7 @@ func (g *Gateway) observe(rep *wire.Reply) { g.observeAt(rep, time.Now()) }
 // observeAt records a state change of an invocation made at time at.
 func (g *Gateway) observeAt(rep *wire.Reply, at time.Time) {
 	g.store.update(rep.ID, func(inv *Invocation) {
-		if inv.StartedAt == nil {
+		if inv.StartedAt == nil && rep.State != wire.Queued { // queued: a delayed call's time came
 			at := at.UTC()
 			inv.StartedAt = &at
 		}

@@ -144,6 +144,48 @@ func durationParam(r *http.Request, name string) (time.Duration, error) {
 	return d, nil
 }
 
+// maxDelay is how far ahead a call may be delayed.
+const maxDelay = 30 * 24 * time.Hour
+
+// runAtParams reads ?delay= or ?run_at= (RFC 3339): when a delayed call
+// is to run, zero for now. It refuses both at once, a time more than
+// maxDelay ahead, and a timeout that ends before it.
+func runAtParams(r *http.Request, timeout time.Duration) (time.Time, error) {
+	q := r.URL.Query()
+	delay, at := q.Get("delay"), q.Get("run_at")
+	return runAt(delay, at, timeout, "delay", "run_at")
+}
+
+// runAt is when a call given delay or at (either may be "") runs, checked
+// as runAtParams says; names are what the caller calls them.
+func runAt(delay, at string, timeout time.Duration, delayName, atName string) (time.Time, error) {
+	var t time.Time
+	switch {
+	case delay != "" && at != "":
+		return t, fmt.Errorf("give %s or %s, not both", delayName, atName)
+	case delay != "":
+		d, err := time.ParseDuration(delay)
+		if err != nil || d < 0 {
+			return t, fmt.Errorf("%s: want a duration such as 90s or 72h, got %q", delayName, delay)
+		}
+		t = time.Now().Add(d)
+	case at != "":
+		var err error
+		if t, err = time.Parse(time.RFC3339Nano, at); err != nil {
+			return t, fmt.Errorf("%s: want an RFC 3339 time such as 2026-12-08T03:00:00Z, got %q", atName, at)
+		}
+	default:
+		return t, nil
+	}
+	if time.Until(t) > maxDelay {
+		return t, fmt.Errorf("%s is more than %v ahead", t.UTC().Format(time.RFC3339), maxDelay)
+	}
+	if timeout > 0 && time.Now().Add(timeout).Before(t) {
+		return t, fmt.Errorf("the timeout (%v) ends before the call is to run (%s): it could only time out", timeout, t.UTC().Format(time.RFC3339))
+	}
+	return t, nil
+}
+
 // intParam parses query parameter name as a decimal integer; absent is 0.
 func intParam(r *http.Request, name string) (int, error) {
 	s := r.URL.Query().Get(name)

@@ -25,6 +25,7 @@ type Invocation struct {
 	FinishedAt *time.Time      `json:"finished_at,omitempty"`
 	Worker     string          `json:"worker,omitempty"`
 	Attempt    int             `json:"attempt,omitempty"`
+	RunAt      *time.Time      `json:"run_at,omitempty"`
 	Parent     string          `json:"parent,omitempty"`
 	Children   []string        `json:"children,omitempty"`
 	Result     json.RawMessage `json:"result,omitempty"`

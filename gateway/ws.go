@@ -464,7 +464,7 @@ func (c *wsConn) runCall(op *wsOp, m clientMsg) {
 		return
 	}
 	id, replayed, err := c.g.start(context.Background(), callSpec{ns: m.NS, task: m.Task, input: m.Input, timeout: m.Timeout,
-		key: m.IdempotencyKey, maxAttempts: m.MaxAttempts, caller: c.key}, max(c.g.cfg.DefaultWait, minSendWait))
+		key: m.IdempotencyKey, maxAttempts: m.MaxAttempts, runAt: m.RunAt, caller: c.key}, max(c.g.cfg.DefaultWait, minSendWait))
 	if err != nil {
 		c.forget(op)
 		c.fail(op.ref, asError(err))
@@ -663,6 +663,7 @@ type clientMsg struct {
 	Timeout        time.Duration
 	IdempotencyKey string
 	MaxAttempts    int
+	RunAt          time.Time // a delayed call's time; zero: now
 	Detach         bool
 }
 
@@ -677,6 +678,8 @@ type wsFrame struct {
 	Timeout        string          `json:"timeout"`
 	IdempotencyKey string          `json:"idempotency_key"`
 	MaxAttempts    int             `json:"max_attempts"`
+	Delay          string          `json:"delay"`
+	RunAt          string          `json:"run_at"`
 	Detach         bool            `json:"detach"`
 }
 
@@ -719,6 +722,11 @@ func decodeFrame(data []byte) (clientMsg, *atasks.Error) {
 		}
 		m.Timeout = d
 	}
+	runAt, err := runAt(f.Delay, f.RunAt, m.Timeout, "delay", "run_at")
+	if err != nil {
+		return m, frameError(codeBadFrame, err.Error())
+	}
+	m.RunAt = runAt
 	m.Input = f.Input // checked once the frame is permitted (handle)
 	return m, nil
 }

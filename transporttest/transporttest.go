@@ -77,6 +77,8 @@ func Run(t *testing.T, newPair NewPairFunc, opts Options) {
 		{"Close", testClose},
 		{"Unserve", testUnserve},
 		{"SuspendResume", testSuspendResume},
+		{"Delayed", testDelayed},
+		{"CancelDelayed", testCancelDelayed},
 	}
 	if opts.Queues {
 		tests = append(tests, struct {
@@ -395,6 +397,59 @@ func testCancel(t *testing.T, newPair NewPairFunc) {
 		t.Fatalf("handler ctx ended with %v, want context.Canceled", err)
 	}
 	wantFinal(t, e.in.final(req.ID), wire.Cancelled, wire.CodeCancelled)
+}
+
+// A request with RunAt 1.5 s ahead runs once, no earlier; one without runs
+// at once meanwhile.
+func testDelayed(t *testing.T, newPair NewPairFunc) {
+	e := open(t, newPair)
+	var mu sync.Mutex
+	ranAt := map[string][]time.Time{}
+	e.serve(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		mu.Lock()
+		ranAt[req.ID] = append(ranAt[req.ID], time.Now())
+		mu.Unlock()
+		return succeeded(req, req.Body)
+	}, "echo")
+	later, now := request("echo", "later"), request("echo", "now")
+	later.RunAt = time.Now().Add(1500 * time.Millisecond)
+	e.send(later)
+	e.send(now)
+	wantFinal(t, e.in.final(now.ID), wire.Succeeded, "")
+	wantFinal(t, e.in.final(later.ID), wire.Succeeded, "")
+	mu.Lock()
+	defer mu.Unlock()
+	if got := ranAt[later.ID]; len(got) != 1 || got[0].Before(later.RunAt) {
+		t.Errorf("the delayed request ran at %v; want once, at or after %v", got, later.RunAt)
+	}
+}
+
+// A delayed request cancelled before its time is answered cancelled and
+// never runs.
+func testCancelDelayed(t *testing.T, newPair NewPairFunc) {
+	e := open(t, newPair)
+	ran := make(chan string, 2)
+	e.serve(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		ran <- string(req.Body)
+		return succeeded(req, req.Body)
+	}, "echo")
+	req := request("echo", "later")
+	req.RunAt = time.Now().Add(1500 * time.Millisecond)
+	e.send(req)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := e.caller.Cancel(ctx, req.ID); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	wantFinal(t, e.in.final(req.ID), wire.Cancelled, wire.CodeCancelled)
+	if time.Now().Before(req.RunAt) {
+		time.Sleep(time.Until(req.RunAt) + 500*time.Millisecond) // its time passes: it must not run then
+	}
+	select {
+	case body := <-ran:
+		t.Errorf("the handler ran %s, cancelled before its time", body)
+	default:
+	}
 }
 
 func testCancelQueued(t *testing.T, newPair NewPairFunc) {

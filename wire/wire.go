@@ -18,6 +18,7 @@ type State string
 
 // The states of an invocation. Succeeded, Failed, Cancelled and TimedOut are final.
 const (
+	Scheduled State = "scheduled" // a delayed call waits for its time (Request.RunAt)
 	Queued    State = "queued"
 	Running   State = "running"
 	Succeeded State = "succeeded"
@@ -53,7 +54,26 @@ type Request struct {
 	Resent      bool      // sent again by a durable parent's re-run: a cancel of an earlier copy (the parent's earlier run ending) does not apply
 	Replay      bool      // it may have run before and kept outcomes of its children in the journal: read them as a re-run does
 	Sent        time.Time // when the request was first sent (by a re-run parent: no later than that), by the sender's clock; zero: now
+	RunAt       time.Time // zero means now; else the transport holds the request until then, and it runs no earlier
 	ReplyTo     string    // the caller's address; set and read by transports only
+}
+
+// AwaitRunAt returns once r's RunAt has come (at once if it has, or if
+// r has none), or ctx's cause if ctx ends first: for a transport that
+// holds a delayed request itself, or receives it a moment early.
+func (r *Request) AwaitRunAt(ctx context.Context) error {
+	wait := time.Until(r.RunAt)
+	if r.RunAt.IsZero() || wait <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // Reply tells a caller about one invocation: state changes while it runs

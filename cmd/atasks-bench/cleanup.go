@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"strings"
 
@@ -30,7 +31,10 @@ func deleteAtasksObjects(e *env, tasks map[string][]string) error {
 	defer conn.Close()
 	for ns, names := range tasks {
 		base := e.prefix + "." + ns
-		queues := []string{base + ".dead", base + ".lease", base + ".history", base + ".journal"}
+		queues := []string{base + ".dead", base + ".lease", base + ".history", base + ".journal", base + ".due", base + ".cancels"}
+		for k := range 25 { // the delay ladder
+			queues = append(queues, fmt.Sprintf("%s.delay.%d", base, k))
+		}
 		for _, t := range names {
 			queues = append(queues, base+".task."+t)
 		}
@@ -39,7 +43,7 @@ func deleteAtasksObjects(e *env, tasks map[string][]string) error {
 				progress("delete queue %s: %v", q, err)
 			}
 		}
-		for _, x := range []string{".tasks", ".control", ".dlx", ".lease", ".activity"} {
+		for _, x := range []string{".tasks", ".control", ".dlx", ".lease", ".activity", ".due"} {
 			if err := withChannel(conn, func(ch *amqp.Channel) error { return ch.ExchangeDelete(base+x, false, false) }); err != nil {
 				progress("delete exchange %s: %v", base+x, err)
 			}

@@ -136,7 +136,7 @@ var runs = newLedger(os.Getenv("ATASKS_DEMO_LEDGER"))
 // line at each start and successful end of a run, so that a test (or a
 // person) can count runs across worker processes, killed ones included:
 //
-//	{"event":"start","task":"demo.step","id":"…","parent":"…","attempt":1,"pid":4242,"step":3}
+//	{"event":"start","task":"demo.step","id":"…","parent":"…","attempt":1,"pid":4242,"at":"2026-12-07T17:00:00.123Z","step":3}
 //
 // "step" is demo.step's only. The file is opened once, at the first line,
 // with O_APPEND, and each line is one write(2): lines from concurrent
@@ -167,14 +167,15 @@ func (l *ledger) record(ctx context.Context, event string, step *int) error {
 	}
 	inv, _ := atasks.InvocationFrom(ctx)
 	line, err := json.Marshal(struct {
-		Event   string `json:"event"`
-		Task    string `json:"task"`
-		ID      string `json:"id"`
-		Parent  string `json:"parent"`
-		Attempt int    `json:"attempt"`
-		PID     int    `json:"pid"`
-		Step    *int   `json:"step,omitempty"`
-	}{event, inv.Task, inv.ID, inv.Parent, inv.Attempt, os.Getpid(), step})
+		Event   string    `json:"event"`
+		Task    string    `json:"task"`
+		ID      string    `json:"id"`
+		Parent  string    `json:"parent"`
+		Attempt int       `json:"attempt"`
+		PID     int       `json:"pid"`
+		At      time.Time `json:"at"`
+		Step    *int      `json:"step,omitempty"`
+	}{event, inv.Task, inv.ID, inv.Parent, inv.Attempt, os.Getpid(), time.Now(), step})
 	if err != nil {
 		return fmt.Errorf("demo: the run ledger: %w", err)
 	}

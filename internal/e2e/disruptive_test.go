@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -247,5 +248,63 @@ func TestDisruptiveBrokerAwayAnswersInTime(t *testing.T) {
 	// the broker was there, and those it accepted.
 	if ran, want := metricSum(t, worker, "atasks_worker_invocations_total"), len(brokerFaults)+len(accepted); ran != float64(want) {
 		t.Errorf("the worker ran %v invocations; want %d", ran, want)
+	}
+}
+
+// A call delayed 3 s (demo.step, through a gateway with the history, so
+// its outcome outlives the broker's restart) survives the restart of the
+// broker and of its only worker during the wait: it runs once, not before
+// its time. Another, cancelled before its time, never runs; one delayed a
+// little longer, sent after it, shows when the first's time has passed.
+func TestDisruptiveDelayedCall(t *testing.T) {
+	s := newSystem(t)
+	l := newRunLedger(t, s)
+	w := s.worker()
+	_, gw := s.gateway("--history")
+	waitServed(t, gw, "default", "demo.step")
+
+	inv := call(t, gw, "default", "demo.step", `{"step":1,"ms":10}`, "?delay=3s&wait=0")
+	if inv.status != 202 || inv.State != "scheduled" || inv.RunAt.IsZero() {
+		t.Fatalf("delay=3s: %d %s %v; want 202 scheduled with run_at", inv.status, inv.State, inv.RunAt)
+	}
+	w.kill()
+	restore := brokerFaults[0].start(t) // stop_app
+	restore()
+	s.worker()
+	got := poll(t, gw, "default", inv.ID, time.Minute)
+	if got.State != "succeeded" || string(got.Result) != `{"step":1}` {
+		t.Fatalf("the delayed call after the restarts: %s %s %+v", got.State, got.Result, got.Error)
+	}
+	starts := l.wait(10*time.Second, "its start", func(es []entry) bool {
+		return slices.ContainsFunc(es, func(e entry) bool { return e.ID == inv.ID && e.Event == "start" })
+	})
+	var runs []time.Time
+	for _, e := range starts {
+		if e.ID == inv.ID && e.Event == "start" {
+			runs = append(runs, e.At)
+		}
+	}
+	if len(runs) != 1 || runs[0].Before(inv.RunAt) {
+		t.Fatalf("the delayed call started at %v; want once, at its run_at %v or later", runs, inv.RunAt)
+	}
+	t.Logf("delayed 3 s across a broker and worker restart: started %v after its run_at", runs[0].Sub(inv.RunAt).Round(time.Millisecond))
+
+	cancelled := call(t, gw, "default", "demo.step", `{"step":2,"ms":10}`, "?delay=2s&wait=0")
+	after := call(t, gw, "default", "demo.step", `{"step":3,"ms":10}`, "?delay=3s&wait=0")
+	req, _ := http.NewRequest("DELETE", gw+"/v1/ns/default/invocations/"+cancelled.ID, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, res); got.State != "cancelled" {
+		t.Fatalf("DELETE of a scheduled call: %d %s", got.status, got.State)
+	}
+	if got := poll(t, gw, "default", after.ID, time.Minute); got.State != "succeeded" {
+		t.Fatalf("the call delayed after the cancelled one: %s %+v", got.State, got.Error)
+	}
+	for _, e := range l.read() {
+		if e.ID == cancelled.ID {
+			t.Errorf("the call cancelled before its time ran: %+v", e)
+		}
 	}
 }

@@ -257,13 +257,14 @@ func TestDurableNondeterministic(t *testing.T) {
 
 // entry is one line of the demo tasks' run ledger.
 type entry struct {
-	Event   string `json:"event"` // "start" or "end"
-	Task    string `json:"task"`
-	ID      string `json:"id"`
-	Parent  string `json:"parent"`
-	Attempt int    `json:"attempt"`
-	PID     int    `json:"pid"`
-	Step    int    `json:"step"` // demo.step's only
+	Event   string    `json:"event"` // "start" or "end"
+	Task    string    `json:"task"`
+	ID      string    `json:"id"`
+	Parent  string    `json:"parent"`
+	Attempt int       `json:"attempt"`
+	PID     int       `json:"pid"`
+	At      time.Time `json:"at"`
+	Step    int       `json:"step"` // demo.step's only
 }
 
 // runLedger is the run ledger the workers of one test share, read as it grows.

@@ -120,7 +120,10 @@ func (s *system) deleteTopology() {
 	}
 	for _, ns := range namespaces {
 		b := s.prefix + "." + ns
-		queues = append(queues, b+".dead", b+".lease", b+".journal", b+".history")
+		queues = append(queues, b+".dead", b+".lease", b+".journal", b+".history", b+".due", b+".cancels")
+		for k := range 25 { // the delay ladder (PROTOCOL §15)
+			queues = append(queues, fmt.Sprintf("%s.delay.%d", b, k))
+		}
 		for _, task := range append(append(atasks.Defined(ns), s.extra[ns]...), "test.crash", "test.fib_all") {
 			queues = append(queues, b+".task."+task)
 		}
@@ -135,7 +138,7 @@ func (s *system) deleteTopology() {
 		}
 	}
 	for _, ns := range namespaces {
-		for _, x := range []string{"tasks", "control", "dlx", "lease", "activity"} {
+		for _, x := range []string{"tasks", "control", "dlx", "lease", "activity", "due"} {
 			if ch, err := conn.Channel(); err == nil {
 				_ = ch.ExchangeDelete(s.prefix+"."+ns+"."+x, false, false)
 				ch.Close()
@@ -238,6 +241,7 @@ type invocation struct {
 	Result   json.RawMessage `json:"result"`
 	Children []string        `json:"children"`
 	Attempt  int             `json:"attempt"`
+	RunAt    time.Time       `json:"run_at"` // a delayed call's
 	Error    *struct {
 		Code      string `json:"code"`
 		Message   string `json:"message"`

@@ -94,6 +94,11 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, opts StartOptions
 		p.finish(ctxFailure(req.ID, ctx), nil)
 		return p
 	}
+	if !req.RunAt.IsZero() && !req.Deadline.IsZero() && req.Deadline.Before(req.RunAt) {
+		p.sendErr = &wire.Error{Code: wire.CodeBadInput, Message: fmt.Sprintf("the call's deadline comes before its run_at %s: it could only time out", req.RunAt.UTC().Format(time.RFC3339))}
+		p.finish(failure(req.ID, p.sendErr), nil)
+		return p
+	}
 	resumed := derived && parent.replay != nil
 	if resumed {
 		if rep := parent.recall(ctx, req, false); rep != nil {

@@ -93,6 +93,15 @@ func (n topology) lease() string { return n.base + ".lease" }
 // retry is the classic queue where retries of task wait about delay (a
 // bucket of the ladder retryBucket makes); its messages expire back to
 // the tasks exchange, to the task's queue.
+// delay is rung k of the delay ladder.
+func (n topology) delay(k int) string { return n.base + ".delay." + strconv.Itoa(k) }
+
+// due is the exchange and the queue delayed requests leave the ladder by.
+func (n topology) due() string { return n.base + ".due" }
+
+// cancels is the stream of cancels of delayed requests.
+func (n topology) cancels() string { return n.base + ".cancels" }
+
 func (n topology) retry(task string, bucket time.Duration) string {
 	return fmt.Sprintf("%s.retry.%s.%d", n.base, task, bucket.Milliseconds())
 }
@@ -407,6 +416,9 @@ func decodeRequest(m *amqp.Delivery, ns, task string) (*wire.Request, *wire.Erro
 	req.Replay = headerTrue(m.Headers, headerReplay)
 	req.Resent = headerTrue(m.Headers, headerResent)
 	req.Sent = m.Timestamp
+	if s, ok := headerString(m.Headers, headerRunAt); ok {
+		req.RunAt, _ = time.Parse(time.RFC3339Nano, s)
+	}
 	if req.ID == "" {
 		return req, &wire.Error{Code: wire.CodeBadInput, Message: "request without message_id"}
 	}

@@ -52,9 +52,13 @@ type generation struct {
 
 	// slotMu serialises the consumer changes on work: the slot manager's,
 	// those of stopServing and settle's.
+	ladderMu sync.Mutex
+	ladder   bool // the delay ladder is declared (see declareLadder)
+
 	slotMu   sync.Mutex
 	prefetch int    // the work channel's current basic.qos prefetch count
 	deadTag  string // consumer tag on the dead-letter queue, if serving
+	dueTag   string // and on the due queue (delay.go)
 
 	// wg counts this generation's goroutines: watcher, reply and control
 	// consumers, and when serving the slot manager, announcer, task and

@@ -189,6 +189,12 @@ func (f *fixture) deleteAll() {
 		exchanges[tr.topo.control()] = true
 		exchanges[tr.topo.dlx()] = true
 		exchanges[tr.topo.activity()] = true
+		exchanges[tr.topo.due()] = true
+		queues[tr.topo.due()] = true
+		queues[tr.topo.cancels()] = true
+		for k := range delayRungs {
+			queues[tr.topo.delay(k)] = true
+		}
 		tr.retryQueues.Range(func(q, _ any) bool { queues[q.(string)] = true; return true })
 		if srv := tr.serving(); srv != nil {
 			queues[tr.topo.journal()] = true

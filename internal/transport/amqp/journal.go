@@ -289,7 +289,7 @@ func (t *Transport) Adopt(ctx context.Context, id, task string) (string, error) 
 		return "", err
 	}
 	msg.ReplyTo, msg.CorrelationId = g.controlQ, corr
-	t.track(id) // its outcome may come before the answer
+	t.track(id, time.Time{}) // its outcome may come before the answer
 	adopted := false
 	defer func() {
 		if !adopted {

@@ -234,9 +234,21 @@ func (g *generation) serve(srv *server) error {
 	if err != nil {
 		return fmt.Errorf("amqp: consume %s: %w", t.topo.dead(), err)
 	}
+	if err := declareDue(ch, t.topo); err != nil {
+		return err
+	}
+	if err := g.followCancels(); err != nil { // before any due request moves on
+		t.log.Warn("amqp: read the stream of cancels: a delayed call cancelled earlier than 10 minutes before its time, or before every server restarted, may run", "err", err)
+	}
+	g.dueTag = "due/" + t.id
+	due, err := g.work.Consume(t.topo.due(), g.dueTag, false, false, false, false, nil)
+	if err != nil {
+		return fmt.Errorf("amqp: consume %s: %w", t.topo.due(), err)
+	}
 	g.srv.Store(srv)
-	g.wg.Add(3)
+	g.wg.Add(4)
 	go g.consumeDead(dead)
+	go g.consumeDue(due)
 	go g.manageSlots(srv)
 	go g.announceLoop(srv)
 	select {
@@ -562,6 +574,9 @@ func (t *Transport) handle(d *delivery) *wire.Reply {
 		ctx, cancelDeadline = context.WithDeadlineCause(ctx, req.Deadline, wire.DeadlinePassed())
 		defer cancelDeadline()
 	}
+	if err := req.AwaitRunAt(ctx); err != nil { // the ladder lets less than a rung go early; clocks differ
+		return fail(wire.AsError(err))
+	}
 	leaseDone := make(chan struct{})
 	timer := time.AfterFunc(t.cfg.LeaseAfter, func() {
 		defer close(leaseDone)
@@ -866,7 +881,7 @@ func (t *Transport) stopServing(srv *server) {
 	g.slotMu.Lock()
 	var tags []string
 	if g.deadTag != "" {
-		tags = append(tags, g.deadTag)
+		tags = append(tags, g.deadTag, g.dueTag)
 	}
 	for _, q := range srv.queues {
 		q.mu.Lock()

@@ -78,6 +78,8 @@ type Transport struct {
 	journal   journalReads // Kept calls waiting for a read of the journal
 	journalOK atomic.Bool  // the journal is declared (see Journal)
 
+	laterCancels laterCancels // cancels of delayed requests, from the stream of cancels (cancels.go)
+
 	deliver func(*wire.Reply)
 
 	// setupMu serialises Serve with connect, so that every generation
@@ -90,8 +92,8 @@ type Transport struct {
 	gen        *generation   // the live connection; nil while reconnecting
 	genChanged chan struct{} // closed and replaced whenever gen changes
 	srv        *server
-	inflight   shrink.Map[string, struct{}] // sent requests without a final reply yet
-	asks       map[string]chan leaseAnswer  // lease queries waiting, by correlation id
+	inflight   shrink.Map[string, time.Time] // sent requests without a final reply yet: their RunAt
+	asks       map[string]chan leaseAnswer   // lease queries waiting, by correlation id
 
 	retryQueues  sync.Map // retry queue name → when it was last declared (see declareRetry)
 	queues       sync.Map // task → queueState (see queueExists)
@@ -222,8 +224,13 @@ func (t *Transport) Send(ctx context.Context, req *wire.Request) error {
 	if err := t.offered(ctx, req.Task); err != nil {
 		return err
 	}
-	t.track(req.ID)
-	err := t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQueue(), time.Now()))
+	t.track(req.ID, req.RunAt)
+	var err error
+	if wait := time.Until(req.RunAt); delayRung(wait) >= 0 {
+		err = t.sendLater(ctx, req, wait)
+	} else {
+		err = t.publish(ctx, t.topo.tasks(), req.Task, requestPublishing(req, t.replyQueue(), time.Now()))
+	}
 	var u *unconfirmedError
 	switch {
 	case errors.As(err, &u):
@@ -265,6 +272,14 @@ func (t *Transport) Cancel(ctx context.Context, id string) error {
 	msg, err := controlPublishing(typeCancel, cancelRequest{ID: id}, time.Now())
 	if err != nil {
 		return err
+	}
+	t.mu.Lock()
+	runAt, _ := t.inflight.Get(id)
+	t.mu.Unlock()
+	if time.Until(runAt) > 0 { // delayed: the cancel must last until then
+		if err := t.appendCancel(ctx, id, runAt); err != nil {
+			return err
+		}
 	}
 	return t.publish(ctx, t.topo.control(), "", msg)
 }
@@ -485,9 +500,9 @@ func (t *Transport) replaceReplyQueue() {
 	t.replyQ.Store(&name)
 }
 
-func (t *Transport) track(id string) {
+func (t *Transport) track(id string, runAt time.Time) {
 	t.mu.Lock()
-	t.inflight.Set(id, struct{}{})
+	t.inflight.Set(id, runAt)
 	t.mu.Unlock()
 }
 
@@ -519,7 +534,7 @@ func (t *Transport) failInflight(why string) {
 	for id := range t.inflight.All {
 		ids = append(ids, id)
 	}
-	t.inflight = shrink.Map[string, struct{}]{}
+	t.inflight = shrink.Map[string, time.Time]{}
 	t.mu.Unlock()
 	for _, id := range ids {
 		t.deliver(failure(id, "", "", unavailable(why)))

@@ -93,7 +93,10 @@ func (t *Transport) Send(_ context.Context, req *wire.Request) error {
 
 func (t *Transport) handle(ctx context.Context, req *wire.Request) {
 	defer t.wg.Done()
-	rep := t.attempts(ctx, req)
+	rep := t.later(ctx, req)
+	if rep == nil {
+		rep = t.attempts(ctx, req)
+	}
 	t.mu.Lock()
 	if cancel, ok := t.running[req.ID]; ok {
 		cancel(nil)
@@ -216,5 +219,15 @@ func (d *delivery) Resume()              {}
 // does not survive the process.
 func (d *delivery) Retry(_ context.Context, attempt int, delay time.Duration) error {
 	d.attempt, d.delay = attempt, delay
+	return nil
+}
+
+// later waits until req's RunAt, in memory: nil then, or the reply to
+// give if ctx ended first (cancelled, or the transport closed).
+func (t *Transport) later(ctx context.Context, req *wire.Request) *wire.Reply {
+	if err := req.AwaitRunAt(ctx); err != nil {
+		e := wire.AsError(err)
+		return &wire.Reply{ID: req.ID, Task: req.Task, State: e.StateOf(), Err: e}
+	}
 	return nil
 }
