@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"sync"
 	"time"
 
 	"github.com/atasks-go/atasks/wire"
@@ -111,17 +112,42 @@ func declareDue(ch *amqp.Channel, n topology) error {
 	return nil
 }
 
-// consumeDue moves the requests that come out of the ladder on, until
-// the generation ends.
+// dueAtOnce is how many due requests a server moves on at once: many
+// come due together, and each waits for the broker's confirms.
+const dueAtOnce = 64
+
+// consumeDueQueue starts consuming the due queue on a channel of its own.
+func (g *generation) consumeDueQueue() (<-chan amqp.Delivery, error) {
+	ch, err := openChannel(g.conn, "due")
+	if err != nil {
+		return nil, err
+	}
+	if err := ch.Qos(dueAtOnce, 0, false); err != nil {
+		return nil, fmt.Errorf("amqp: qos: %w", err)
+	}
+	msgs, err := ch.Consume(g.t.topo.due(), "due/"+g.t.id, false, false, false, false, nil)
+	if err != nil {
+		return nil, fmt.Errorf("amqp: consume %s: %w", g.t.topo.due(), err)
+	}
+	g.due = ch
+	return msgs, nil
+}
+
+// consumeDue moves the requests that come out of the ladder on, up to
+// dueAtOnce at a time, until the generation ends.
 func (g *generation) consumeDue(msgs <-chan amqp.Delivery) {
 	defer g.wg.Done()
+	var moving sync.WaitGroup
+	defer moving.Wait()
 	for m := range msgs {
-		if err := g.t.moveDue(&m); err != nil {
-			g.t.log.Warn("amqp: move a delayed request on; it comes back", "invocation_id", messageID(&m), "err", err)
-			_ = m.Nack(false, true)
-			continue
-		}
-		_ = m.Ack(false)
+		moving.Go(func() {
+			if err := g.t.moveDue(&m); err != nil {
+				g.t.log.Warn("amqp: move a delayed request on; it comes back", "invocation_id", messageID(&m), "err", err)
+				_ = m.Nack(false, true)
+				return
+			}
+			_ = m.Ack(false)
+		})
 	}
 }
 

@@ -2,6 +2,9 @@ package amqp
 
 import (
 	"context"
+	"slices"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,4 +64,49 @@ func TestCancelDelayedOutlivesTheServer(t *testing.T) {
 	if n := ran.Load(); n != 0 {
 		t.Errorf("the handler ran %d times", n)
 	}
+}
+
+// 200 requests delayed 0.2 s to 3 s, sent at once: each runs once and no
+// earlier than its time; the test logs how late they started.
+func TestDelayedManyOnTime(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	in := newInbox()
+	caller := f.open(Config{}, "caller", in.deliver)
+	var mu sync.Mutex
+	late := map[string][]time.Duration{}
+	srv := f.open(Config{Slots: 50}, "server", ignore)
+	f.serve(srv, handlerFunc(func(_ context.Context, req *wire.Request, _ wire.Delivery) *wire.Reply {
+		mu.Lock()
+		late[req.ID] = append(late[req.ID], time.Since(req.RunAt))
+		mu.Unlock()
+		return succeeded(req, `"ok"`)
+	}), "later")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	var reqs []*wire.Request
+	for i := range 200 {
+		req := request("later", strconv.Itoa(i))
+		req.RunAt = time.Now().Add(200*time.Millisecond + time.Duration(i)*14*time.Millisecond)
+		if err := caller.Send(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		reqs = append(reqs, req)
+	}
+	var all []time.Duration
+	for _, req := range reqs {
+		if got := in.final(req.ID); got.State != wire.Succeeded {
+			t.Fatalf("%s: %s %+v", req.ID, got.State, got.Err)
+		}
+		mu.Lock()
+		l := late[req.ID]
+		mu.Unlock()
+		if len(l) != 1 || l[0] < 0 {
+			t.Fatalf("%s ran %d times, %v after its time; want once, not before", req.ID, len(l), l)
+		}
+		all = append(all, l[0])
+	}
+	slices.Sort(all)
+	t.Logf("200 delayed requests started after their time by p50 %v, p99 %v, max %v",
+		all[len(all)/2].Round(time.Microsecond), all[len(all)*99/100].Round(time.Microsecond), all[len(all)-1].Round(time.Microsecond))
 }

@@ -56,9 +56,9 @@ type generation struct {
 	ladder   bool // the delay ladder is declared (see declareLadder)
 
 	slotMu   sync.Mutex
-	prefetch int    // the work channel's current basic.qos prefetch count
-	deadTag  string // consumer tag on the dead-letter queue, if serving
-	dueTag   string // and on the due queue (delay.go)
+	prefetch int           // the work channel's current basic.qos prefetch count
+	deadTag  string        // consumer tag on the dead-letter queue, if serving
+	due      *amqp.Channel // the due queue's consumer's, if serving (delay.go)
 
 	// wg counts this generation's goroutines: watcher, reply and control
 	// consumers, and when serving the slot manager, announcer, task and

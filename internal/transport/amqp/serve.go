@@ -240,10 +240,9 @@ func (g *generation) serve(srv *server) error {
 	if err := g.followCancels(); err != nil { // before any due request moves on
 		t.log.Warn("amqp: read the stream of cancels: a delayed call cancelled earlier than 10 minutes before its time, or before every server restarted, may run", "err", err)
 	}
-	g.dueTag = "due/" + t.id
-	due, err := g.work.Consume(t.topo.due(), g.dueTag, false, false, false, false, nil)
+	due, err := g.consumeDueQueue()
 	if err != nil {
-		return fmt.Errorf("amqp: consume %s: %w", t.topo.due(), err)
+		return err
 	}
 	g.srv.Store(srv)
 	g.wg.Add(4)
@@ -881,7 +880,12 @@ func (t *Transport) stopServing(srv *server) {
 	g.slotMu.Lock()
 	var tags []string
 	if g.deadTag != "" {
-		tags = append(tags, g.deadTag, g.dueTag)
+		tags = append(tags, g.deadTag)
+	}
+	if g.due != nil {
+		if err := g.due.Cancel("due/"+t.id, false); err != nil {
+			t.log.Warn("amqp: cancel consumer of "+t.topo.due(), "err", err)
+		}
 	}
 	for _, q := range srv.queues {
 		q.mu.Lock()
