@@ -25,7 +25,7 @@ type Pending struct {
 	ctx         context.Context
 	r           *Router
 	observe     func(*wire.Reply)
-	ran         atomic.Bool   // observe saw a state
+	ran         atomic.Bool   // observe saw it running
 	outcome     *wire.Reply   // set once, before closed closes
 	closed      chan struct{} // closed when the outcome is known
 	stop        func() bool   // stops the context watch; guarded by r.mu
@@ -403,7 +403,9 @@ func (r *Router) deliver(rep *wire.Reply) {
 		r.fail(rep.ID, rep)
 	default:
 		for _, p := range r.observers(rep.ID) {
-			p.ran.Store(true)
+			if rep.State == wire.Running { // not queued: a delayed call's time came, or a retry waits
+				p.ran.Store(true)
+			}
 			p.observe(rep)
 		}
 	}
