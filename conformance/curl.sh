@@ -39,7 +39,7 @@ problems() {
     unknown("the file"; ["version", "cases"]),
     (select(.version != 1) | "version \(.version), want 1"),
     (.cases | to_entries[] | "case \(.key) (\(.value.name))" as $where | .value |
-      unknown($where; ["name", "ns", "task", "input", "input_repeat", "wait", "timeout", "cancel_after_ms", "idempotency_key", "parallel", "expect"]),
+      unknown($where; ["name", "ns", "task", "input", "input_repeat", "wait", "timeout", "delay", "cancel_after_ms", "idempotency_key", "parallel", "expect"]),
       (.input_repeat // {} | unknown("\($where).input_repeat"; ["text", "times"])),
       (.expect | unknown("\($where).expect"; ["result", "echo", "error"])),
       (.expect.error // {} | unknown("\($where).expect.error"; ["code", "message", "details", "retryable", "pointers"])),
@@ -50,7 +50,7 @@ problems() {
       (select([.expect | has("result"), .echo == true, has("error")] | map(select(.)) | length != 1)
         | "\($where): expect: want exactly one of result, echo (true) and error"),
       (select(.expect | has("error") and (.error.code | type) != "string") | "\($where): expect.error: code is required"),
-      (.wait, .timeout | select(. != null and (type != "string" or (duration | not))) | "\($where): \(tojson) is not a Go duration"),
+      (.wait, .timeout, .delay | select(. != null and (type != "string" or (duration | not))) | "\($where): \(tojson) is not a Go duration"),
       (.cancel_after_ms, .parallel | select(. != null and (type != "number" or . < 0)) | "\($where): \(tojson) is not a count")
     )' "$cases"
 }
@@ -70,7 +70,7 @@ req() {
 
 # is_final FILE: the invocation in FILE is final.
 is_final() {
-  jq -e '.state | . != "queued" and . != "running"' "$1" >/dev/null
+  jq -e '.state | IN("succeeded", "failed", "cancelled", "timed_out")' "$1" >/dev/null
 }
 
 # as_outcome STATUS FILE: turns the answer in FILE into an outcome: an
@@ -98,6 +98,7 @@ call() {
   [ "$has_input" = false ] || args+=(--data-binary "@$dir/input.json")
   [ -z "$cancel_ms" ] || query="wait=0s" # the answer names the invocation to cancel
   [ -z "$timeout" ] || query+="&timeout=$timeout"
+  [ -z "$delay" ] || query+="&delay=$delay"
   [ -z "$key" ] || args+=(-H "Idempotency-Key: $key")
   status=$(req POST "$base/v1/ns/$ns/tasks/$task?$query" "$out" "${args[@]}") || { echo "$status"; return 1; }
   as_outcome "$status" "$out" || return 1
@@ -121,6 +122,8 @@ call() {
 check() {
   jq -nr --slurpfile c "$dir/case.json" --slurpfile o "$1" --slurpfile in "$dir/input.json" '
     def short: tojson | if length > 200 then .[:200] + "…" else . end;
+    # seconds since the epoch of an RFC 3339 UTC time, its fraction too
+    def ts: capture("^(?<s>[^.Z]+)(?<f>[.][0-9]+)?Z$") | ((.s + "Z") | fromdateiso8601) + ("0" + (.f // ".0") | tonumber);
     # the pointers of a bad_input error'"'"'s details.errors; null when they are not that
     def pointers: .details | if type == "object" then .errors else null end
       | if type == "array" and all(.[]; type == "object" and (.pointer | type) == "string") then map(.pointer) else null end;
@@ -133,6 +136,9 @@ check() {
         | select(length > 0) | "error \($o.error | short): \(join(", "))"
       end
     elif $o.error != null then "want a result, got error \($o.error | short)"
+    # a delayed call started no earlier than its run_at (RFC 3339, UTC)
+    elif $c[0].delay != null and ($o.run_at == null or $o.started_at == null or ($o.started_at | ts) < ($o.run_at | ts))
+    then "a call delayed \($c[0].delay) started at \($o.started_at), its run_at \($o.run_at): want no earlier"
     else (if $e.echo then $in[0] else $e.result end) as $want
       | select($o.result != $want) | "want result \($want | short), got \($o.result | short)"
     end'
@@ -157,15 +163,15 @@ call_and_check() {
 
 # run_case I: runs case I, its calls in parallel, and prints its line. It
 # runs in a subshell of its own: the globals it sets (dir, ns, task,
-# first_wait, timeout, cancel_ms, idem_key, has_input, deadline) are this
+# first_wait, timeout, delay, cancel_ms, idem_key, has_input, deadline) are this
 # case's.
 run_case() {
   dir="$work/$1"
   mkdir -p "$dir"
   jq ".cases[$1]" "$cases" >"$dir/case.json"
   local name parallel i why=""
-  IFS=$'\x1f' read -r name ns task first_wait timeout cancel_ms idem_key parallel has_input < <(jq -r '[.name, (.ns // "default" | @uri),
-    (.task | @uri), .wait, .timeout, .cancel_after_ms, .idempotency_key, .parallel, (has("input") or has("input_repeat") | tostring)]
+  IFS=$'\x1f' read -r name ns task first_wait timeout delay cancel_ms idem_key parallel has_input < <(jq -r '[.name, (.ns // "default" | @uri),
+    (.task | @uri), .wait, .timeout, .delay, .cancel_after_ms, .idempotency_key, .parallel, (has("input") or has("input_repeat") | tostring)]
     | map(. // "") | join("\u001f")' "$dir/case.json")
   deadline=$((SECONDS + case_seconds))
   jq -c 'if has("input_repeat") then .input_repeat | .text * .times else .input end' "$dir/case.json" >"$dir/input.json"

@@ -22,6 +22,7 @@ const CASE_FIELDS = new Set([
   "input_repeat",
   "wait",
   "timeout",
+  "delay",
   "cancel_after_ms",
   "idempotency_key",
   "parallel",
@@ -30,13 +31,17 @@ const CASE_FIELDS = new Set([
 const EXPECT_FIELDS = new Set(["result", "echo", "error"]);
 const ERROR_FIELDS = new Set(["code", "message", "details", "retryable", "pointers"]);
 
+// A Go duration (time.ParseDuration) that is not negative: "300ms", "1.5s", "1h2m", "0".
+const GO_DURATION = /^\+?(?:0|(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+)$/;
+const UNIT_MS = { ns: 1e-6, us: 1e-3, "\u00b5s": 1e-3, "\u03bcs": 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 };
+
 /** Unusable is a reason the runner cannot run at all (exit 2). */
 class Unusable extends Error {}
 
 /**
  * @typedef {{
  *   name: string, ns?: string, task: string, input?: unknown,
- *   input_repeat?: {text: string, times: number}, wait?: string, timeout?: string,
+ *   input_repeat?: {text: string, times: number}, wait?: string, timeout?: string, delay?: string,
  *   cancel_after_ms?: number, idempotency_key?: string, parallel?: number,
  *   expect: {result?: unknown, echo?: boolean, error?: {code: string, message?: string, details?: unknown, retryable?: boolean, pointers?: string[]}}
  * }} Case
@@ -86,8 +91,13 @@ function checkCase(c, where) {
   str("name", true);
   str("task", true);
   str("ns");
-  str("wait");
-  str("timeout");
+  const dur = (k) => {
+    str(k);
+    if (c[k] !== undefined && Number.isNaN(durationMs(c[k]))) throw bad(`${k}: want a Go duration >= 0 such as 300ms`);
+  };
+  dur("wait");
+  dur("timeout");
+  dur("delay");
   str("idempotency_key");
   int("cancel_after_ms", 0);
   int("parallel", 1);
@@ -118,10 +128,19 @@ function checkCase(c, where) {
   }
 }
 
+/** durationMs returns Go duration s in milliseconds, or NaN when it is not one >= 0. */
+function durationMs(s) {
+  if (typeof s !== "string" || !GO_DURATION.test(s)) return NaN;
+  let ms = 0;
+  for (const [, n, unit] of s.matchAll(/(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/g)) ms += Number(n) * UNIT_MS[unit];
+  return ms;
+}
+
 /**
  * attempt makes one call of case c with input (undefined: without one) and
  * returns its outcome: {value} or {error}, with the invocation id when it
- * was accepted.
+ * was accepted, the final invocation when it arrived, and how long the call
+ * took (ms).
  * @param {AtasksClient} client
  * @param {Case} c
  * @param {"ws"|"rest"} transport
@@ -131,10 +150,14 @@ async function attempt(client, c, input, transport, run) {
   const opts = { transport };
   /** @type {string|undefined} */
   let id;
+  /** @type {import("./index.js").Invocation|undefined} */
+  let invocation;
   opts.onState = (ev) => {
     if (ev.type === "accepted") id = ev.id;
+    if (ev.type === "result") invocation = ev.invocation;
   };
   if (c.timeout !== undefined) opts.timeout = c.timeout;
+  if (c.delay !== undefined) opts.delay = c.delay;
   if (c.idempotency_key !== undefined) opts.idempotencyKey = `${c.idempotency_key}-${run}`;
   let timer;
   if (c.cancel_after_ms !== undefined) {
@@ -142,10 +165,12 @@ async function attempt(client, c, input, transport, run) {
     opts.signal = ac.signal;
     timer = setTimeout(() => ac.abort(), c.cancel_after_ms);
   }
+  const began = performance.now();
   try {
-    return { value: await client.call(c.ns ?? "default", c.task, input, opts), id };
+    const value = await client.call(c.ns ?? "default", c.task, input, opts);
+    return { value, id, invocation, took: performance.now() - began };
   } catch (error) {
-    return { error, id };
+    return { error, id, invocation, took: performance.now() - began };
   } finally {
     clearTimeout(timer);
   }
@@ -172,7 +197,7 @@ async function runCase(c, transport, { url, run, shared }) {
       const outs = await Promise.all(Array.from({ length: n }, () => attempt(client, c, sent, transport, run)));
       for (const [i, out] of outs.entries()) {
         const which = [rounds > 1 ? `call ${round + 1}` : "", n > 1 ? `parallel call ${i + 1}` : ""].filter(Boolean).join(", ");
-        const why = judge(c, input, out) || (await cancelledAtGateway(c, client, out));
+        const why = judge(c, input, out) || delayed(c, out) || (await cancelledAtGateway(c, client, out));
         if (why) return which ? `${which}: ${why}` : why;
         ids.push(out.id);
       }
@@ -211,6 +236,33 @@ function judge(c, input, out) {
   }
   const want = e.echo ? input : e.result;
   return jsonEqual(out.value, want) ? "" : `result ${show(out.value)}, want ${show(want)}`;
+}
+
+/**
+ * delayed checks, for a delayed call that succeeded, that it ended no
+ * sooner than its delay, and that its invocation started no earlier than
+ * its run_at; it returns why not, or "".
+ */
+function delayed(c, out) {
+  const delay = c.delay === undefined ? 0 : durationMs(c.delay);
+  if (delay === 0 || "error" in out) return "";
+  if (out.took < delay) return `a call delayed ${c.delay} ended ${out.took.toFixed(1)}ms after it began: want no sooner`;
+  const inv = out.invocation;
+  if (inv === undefined) return "";
+  const runAt = instant(inv.run_at);
+  const startedAt = instant(inv.started_at);
+  if (runAt === undefined || startedAt === undefined || startedAt < runAt) {
+    return `a call delayed ${c.delay}: its invocation has run_at ${show(inv.run_at)}, started_at ${show(inv.started_at)}: want it started no earlier`;
+  }
+  return "";
+}
+
+/** instant returns RFC 3339 time s in nanoseconds since 1970 (exact, unlike Date), or undefined when s is not one. */
+function instant(s) {
+  const m = typeof s === "string" ? /^([^.]+?)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/i.exec(s) : null;
+  const ms = m ? Date.parse(m[1] + m[3]) : NaN;
+  if (Number.isNaN(ms)) return undefined;
+  return BigInt(ms) * 1_000_000n + BigInt((m?.[2] ?? "").padEnd(9, "0"));
 }
 
 /**

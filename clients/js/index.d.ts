@@ -1,7 +1,7 @@
 // Types of @atasks/client (index.js).
 
-/** Where an invocation stands; the last four are final. */
-export type State = "queued" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out";
+/** Where an invocation stands; the last four are final. "scheduled": a delayed call waits for its run_at. */
+export type State = "scheduled" | "queued" | "running" | "succeeded" | "failed" | "cancelled" | "timed_out";
 
 /** The states an invocation ends in. */
 export type FinalState = "succeeded" | "failed" | "cancelled" | "timed_out";
@@ -27,6 +27,8 @@ export interface Invocation<R = unknown> {
   task: string;
   state: State;
   created_at: string;
+  /** A delayed call's time (RFC 3339): it runs no earlier. */
+  run_at?: string;
   started_at?: string;
   finished_at?: string;
   worker?: string;
@@ -65,8 +67,9 @@ export interface BadInputDetails {
 
 /**
  * What onState hears about a call or subscription, in order: "accepted"
- * (state "queued"), any number of "state" ("running", or awaiting `child`),
- * then one "result" carrying the final invocation.
+ * (state "queued"), any number of "state" ("running", or awaiting `child`;
+ * a delayed call's "scheduled" until its time), then one "result" carrying
+ * the final invocation.
  */
 export interface CallEvent {
   type: "accepted" | "state" | "result";
@@ -122,16 +125,18 @@ export interface ClientOptions {
 }
 
 /**
- * Per-call options. An invalid timeout, idempotencyKey or transport rejects
- * with code "bad_request", and an input JSON.stringify cannot encode (a
- * BigInt, a cycle, a function or symbol as the input itself) with code
- * "bad_input", before anything is sent, whatever the transport.
+ * Per-call options. An invalid timeout, delay, idempotencyKey or transport
+ * rejects with code "bad_request", and an input JSON.stringify cannot
+ * encode (a BigInt, a cycle, a function or symbol as the input itself) with
+ * code "bad_input", before anything is sent, whatever the transport.
  */
 export interface CallOptions {
   /** Aborting cancels the invocation (and its children) and rejects at once with an AbortError-like AtasksError, code "cancelled". */
   signal?: AbortSignal;
   /** The invocation's deadline: a Go duration ("5s", "250ms") or milliseconds, >= 0. Past it the call rejects with code "timeout" (its invocation's state is "timed_out"). */
   timeout?: string | number;
+  /** Delays the call: a Go duration ("300ms", "72h") or milliseconds, >= 0, at most 30 days and not past the end of its timeout. The invocation is "scheduled" until its run_at, then runs; cancelling it before then means it never runs. */
+  delay?: string | number;
   /** Makes retries safe: sent as idempotency_key (WebSocket) or the Idempotency-Key header (REST), the same keys both ways. Printable ASCII, at most 255 characters. */
   idempotencyKey?: string;
   /** WebSocket: the call survives the connection's close (the client then follows it over REST). */

@@ -28,6 +28,9 @@ const WS_FRAME_LIMIT = 1 << 20;
 // The longest Idempotency-Key the gateway takes, in bytes, on both transports.
 const IDEMPOTENCY_KEY_MAX = 255;
 
+// The longest delay of a call the gateway takes: 30 days, in nanoseconds.
+const DELAY_MAX_NS = 30 * 24 * 3600e9;
+
 /**
  * AtasksError is how every failure reaches the caller: a failed, cancelled or
  * timed-out invocation (its typed error, with the invocation resource), an
@@ -103,6 +106,33 @@ function duration(name, v) {
     throw badRequest(`${name}: want a duration >= 0 such as 250ms or 5s, got ${JSON.stringify(s)}`);
   }
   return s;
+}
+
+// Nanoseconds per unit of a Go duration.
+const UNIT_NS = { ns: 1, us: 1e3, "\u00b5s": 1e3, "\u03bcs": 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+
+// nanoseconds returns the length of a Go duration duration() returned (not
+// negative) in nanoseconds.
+function nanoseconds(s) {
+  let ns = 0;
+  for (const [, n, unit] of s.matchAll(/(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)/g)) ns += Number(n) * UNIT_NS[unit];
+  return ns;
+}
+
+// delayOption turns a call's delay option into a Go duration as duration()
+// does, and also refuses what the gateway would refuse of a delayed call
+// (so that it fails the same way over WebSocket and REST): a delay over 30
+// days, or one past the end of the call's timeout (it could only time out).
+function delayOption(v, timeout) {
+  const delay = duration("delay", v);
+  if (delay === undefined) return undefined;
+  const ns = nanoseconds(delay);
+  if (ns > DELAY_MAX_NS) throw badRequest(`delay: at most 720h (30 days), got ${delay}`);
+  const deadline = timeout === undefined ? 0 : nanoseconds(timeout);
+  if (deadline > 0 && deadline < ns) {
+    throw badRequest(`delay: the timeout (${timeout}) ends before the call is to run (after ${delay}): it could only time out`);
+  }
+  return delay;
 }
 
 // idempotencyKey checks a key: printable ASCII, so that it is the same bytes
@@ -533,9 +563,10 @@ export class AtasksClient {
     if (!checkTransport(op, opts.transport)) return op;
     // Options and input are checked here, the same way whatever carries the
     // call: it fails before anything is sent.
-    let timeout, key, body;
+    let timeout, delay, key, body;
     try {
       timeout = duration("timeout", opts.timeout);
+      delay = delayOption(opts.delay, timeout);
       key = idempotencyKey(opts.idempotencyKey);
       body = encodeInput(input);
     } catch (err) {
@@ -554,6 +585,7 @@ export class AtasksClient {
     }
     const head = { type: "call", ref: "", ns, task };
     if (timeout) head.timeout = timeout;
+    if (delay) head.delay = delay;
     if (key) head.idempotency_key = key;
     if (opts.detach) head.detach = true;
     // The frame is built around the input already encoded, so a large input
@@ -568,7 +600,7 @@ export class AtasksClient {
         const ref = this.#nextRef();
         conn.start(ref, op, frame(ref));
       },
-      () => this.#restCall(op, body, { timeout, idempotencyKey: key, cancellable }),
+      () => this.#restCall(op, body, { timeout, delay, idempotencyKey: key, cancellable }),
     );
     return op;
   }
@@ -639,10 +671,11 @@ export class AtasksClient {
 
   // restCall invokes over REST: POST ?wait=, then long-poll until final;
   // body is the input, encoded.
-  async #restCall(op, body, { timeout, idempotencyKey, cancellable }) {
+  async #restCall(op, body, { timeout, delay, idempotencyKey, cancellable }) {
     op.onAbort = ignore; // an abort during the POST is seen when it answers
     const q = new URLSearchParams({ wait: cancellable ? CANCELLABLE_FIRST_WAIT : this.#pollWait });
     if (timeout) q.set("timeout", timeout);
+    if (delay) q.set("delay", delay);
     const headers = { "Content-Type": "application/json" };
     if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
     let inv;

@@ -32,6 +32,10 @@ async function usage(signal: AbortSignal) {
   await client.call("default", "demo.sleep", {}, { timeout: "5s", signal: AbortSignal.timeout(100) });
   // @ts-expect-error: timeout is a duration or milliseconds
   await client.call("default", "demo.sleep", {}, { timeout: true });
+  await client.call("default", "demo.add", { a: 1, b: 2 }, { delay: "300ms", timeout: "5s" });
+  await client.call("default", "demo.add", { a: 1, b: 2 }, { delay: 300 });
+  // @ts-expect-error: delay is a duration or milliseconds
+  await client.call("default", "demo.add", { a: 1, b: 2 }, { delay: new Date() });
 
   const sums: number[] = await Promise.all([1, 2].map((b) => client.call<number>("default", "demo.add", { a: 1, b })));
 
@@ -57,6 +61,10 @@ async function usage(signal: AbortSignal) {
     expectType<Equal<typeof inv.state, FinalState>>(true);
   }
   const finals: readonly FinalState[] = FINAL_STATES;
+  const runAt: string | undefined = inv.run_at;
+  const waiting: State = "scheduled";
+  // @ts-expect-error: a scheduled invocation has not ended
+  const notFinal: FinalState = "scheduled";
   const transport: "ws" | "rest" = client.transport;
   const base: string = client.baseUrl;
 
@@ -83,6 +91,6 @@ async function usage(signal: AbortSignal) {
     }
   }
   client.close();
-  return [sum, sums, out, done, cancelled, later, ns, servers, finals, transport, base];
+  return [sum, sums, out, done, cancelled, later, ns, servers, finals, runAt, waiting, notFinal, transport, base];
 }
 usage;

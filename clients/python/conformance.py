@@ -16,16 +16,19 @@ unreadable file, a case with a field it does not know, no gateway).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from atasks_client import AtasksClient, AtasksError  # noqa: E402
+from atasks_client import AtasksClient, AtasksError, Invocation  # noqa: E402
+from atasks_client._duration import duration  # noqa: E402
 
 CASE_LIMIT = 30.0  # seconds per case
 TRANSPORTS = ("ws", "rest")
@@ -38,6 +41,7 @@ CASE_FIELDS = {
     "input_repeat",
     "wait",
     "timeout",
+    "delay",
     "cancel_after_ms",
     "idempotency_key",
     "parallel",
@@ -62,6 +66,8 @@ class Case:
     has_input: bool  # else the call is made without an input
     wait: str | None
     timeout: str | None
+    delay: str | None
+    delay_s: float  # delay in seconds, 0 without one
     cancel_after_ms: float | None
     idempotency_key: str | None
     parallel: int
@@ -107,8 +113,9 @@ def parse_cases(doc: Any) -> list[Case]:
             times = rep.get("times")
             _want(isinstance(times, int) and not isinstance(times, bool) and times >= 0, where, "input_repeat.times: want an integer >= 0")
             value = rep["text"] * times
-        for field in ("wait", "timeout", "idempotency_key"):
+        for field in ("wait", "timeout", "delay", "idempotency_key"):
             _want(c.get(field) is None or isinstance(c[field], str), where, f"{field}: want a string")
+        delay_s = go_duration(c.get("delay"), where, "delay")
         cancel = c.get("cancel_after_ms")
         _want(cancel is None or (isinstance(cancel, (int, float)) and not isinstance(cancel, bool) and cancel >= 0), where, "cancel_after_ms: want a number >= 0")
         parallel = c.get("parallel", 1)
@@ -139,6 +146,8 @@ def parse_cases(doc: Any) -> list[Case]:
                 has_input="input" in c or "input_repeat" in c,
                 wait=c.get("wait"),
                 timeout=c.get("timeout"),
+                delay=c.get("delay"),
+                delay_s=delay_s,
                 cancel_after_ms=cancel,
                 idempotency_key=c.get("idempotency_key"),
                 parallel=parallel,
@@ -146,6 +155,17 @@ def parse_cases(doc: Any) -> list[Case]:
             )
         )
     return cases
+
+
+def go_duration(value: str | None, where: str, field: str) -> float:
+    """The seconds of a Go duration string; 0 for none."""
+    if value is None:
+        return 0.0
+    try:
+        d = duration(value, field)
+    except ValueError as err:
+        raise CannotRun(f"{where}: {err}") from None
+    return 0.0 if d is None else d[1]
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -173,6 +193,8 @@ class Outcome:
     id: str | None
     result: Any = None
     error: AtasksError | None = None
+    took: float = 0.0  # seconds from the call's start to its outcome
+    invocation: Invocation | None = None  # the final resource, when known
 
     def describe(self) -> str:
         if self.error is not None:
@@ -181,10 +203,20 @@ class Outcome:
 
 
 async def run_once(client: AtasksClient, case: Case, key: str | None) -> Outcome:
-    """One call of the case, cancelled after cancel_after_ms if it says so."""
-    opts: dict[str, Any] = {"timeout": case.timeout, "wait": case.wait, "idempotency_key": key}
+    """One call of the case, cancelled after cancel_after_ms if it says so;
+    took and invocation filled in."""
+    began = time.monotonic()
+    out = await call_once(client, case, key)
+    out.took = time.monotonic() - began
+    return out
+
+
+async def call_once(client: AtasksClient, case: Case, key: str | None) -> Outcome:
+    """One call of the case: over a handle, which has the final invocation,
+    unless it is a plain call."""
+    opts: dict[str, Any] = {"timeout": case.timeout, "delay": case.delay, "wait": case.wait, "idempotency_key": key}
     args = (case.input,) if case.has_input else ()
-    if case.cancel_after_ms is None and key is None:
+    if case.cancel_after_ms is None and key is None and case.delay is None:
         try:
             return Outcome(None, result=await client.call(case.ns, case.task, *args, **opts))
         except AtasksError as err:
@@ -197,9 +229,9 @@ async def run_once(client: AtasksClient, case: Case, key: str | None) -> Outcome
         await asyncio.sleep(case.cancel_after_ms / 1000)
         await handle.cancel()
     try:
-        return Outcome(handle.id, result=await handle.result())
+        return Outcome(handle.id, result=await handle.result(), invocation=handle.invocation)
     except AtasksError as err:
-        return Outcome(handle.id, error=err)
+        return Outcome(handle.id, error=err, invocation=err.invocation)
 
 
 def check(case: Case, out: Outcome) -> str | None:
@@ -211,7 +243,7 @@ def check(case: Case, out: Outcome) -> str | None:
             return f"got {out.describe()}, want result {short(want)}"
         if not json_equal(out.result, want):
             return f"got {out.describe()}, want result {short(want)}"
-        return None
+        return check_delay(case, out)
     want_err = exp["error"]
     if out.error is None:
         return f"got {out.describe()}, want error {want_err['code']!r}"
@@ -229,6 +261,40 @@ def check(case: Case, out: Outcome) -> str | None:
         if got is None or sorted(got) != sorted(want_err["pointers"]):
             return f"error details {short(err.details)}: pointers {got!r}, want {want_err['pointers']!r}"
     return None
+
+
+def check_delay(case: Case, out: Outcome) -> str | None:
+    """Why a delayed call that succeeded ran too soon, or None: it must end
+    no sooner than delay after it began, and its invocation start no
+    earlier than its run_at."""
+    if case.delay_s <= 0:
+        return None  # no delay: the client sends none
+    if out.took < case.delay_s:
+        return f"a call delayed {case.delay} ended {out.took:.3f}s after it began: want no sooner"
+    if out.invocation is None:
+        return None
+    run_at, started_at = out.invocation.get("run_at"), out.invocation.get("started_at")
+    try:
+        at, started = timestamp(run_at, "run_at"), timestamp(started_at, "started_at")
+    except ValueError as err:
+        return f"a call delayed {case.delay} succeeded, its invocation's {err} (run_at {run_at!r}, started_at {started_at!r})"
+    if started < at:
+        return f"a call delayed {case.delay} started at {started_at}, before its run_at {run_at}"
+    return None
+
+
+def timestamp(value: Any, field: str) -> datetime.datetime:
+    """An RFC 3339 time of the gateway's; ValueError naming field when it is
+    absent or not one."""
+    if value is None:
+        raise ValueError(f"{field} is missing")
+    try:
+        t = datetime.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        t = None
+    if t is None or t.tzinfo is None:
+        raise ValueError(f"{field} is not an RFC 3339 time")
+    return t
 
 
 def pointers(details: Any) -> list[str] | None:

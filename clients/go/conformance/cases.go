@@ -20,6 +20,7 @@ type testCase struct {
 	InputRepeat    *repeat         `json:"input_repeat"`
 	Wait           string          `json:"wait"`
 	Timeout        string          `json:"timeout"`
+	Delay          string          `json:"delay"`
 	CancelAfterMS  int             `json:"cancel_after_ms"`
 	IdempotencyKey string          `json:"idempotency_key"`
 	Parallel       int             `json:"parallel"`
@@ -29,6 +30,7 @@ type testCase struct {
 	noInput bool            // the case has no input: the call is made without one
 	wait    time.Duration
 	timeout time.Duration
+	delay   time.Duration
 }
 
 type repeat struct {
@@ -93,6 +95,9 @@ func (tc *testCase) prepare() error {
 	}
 	if tc.timeout, err = duration(tc.Timeout); err != nil {
 		return fmt.Errorf("timeout: %w", err)
+	}
+	if tc.delay, err = duration(tc.Delay); err != nil {
+		return fmt.Errorf("delay: %w", err)
 	}
 	e := tc.Expect
 	switch {

@@ -55,6 +55,9 @@ func (tc *testCase) once(ctx context.Context, c *gatewayclient.Client, runID str
 	if tc.timeout > 0 {
 		opts = append(opts, gatewayclient.WithTimeout(tc.timeout))
 	}
+	if tc.delay > 0 {
+		opts = append(opts, gatewayclient.WithDelay(tc.delay))
+	}
 	if tc.IdempotencyKey == "" {
 		_, err := tc.call(ctx, c, opts)
 		return err
@@ -91,10 +94,16 @@ func (tc *testCase) call(ctx context.Context, c *gatewayclient.Client, opts []ga
 	if tc.noInput {
 		in = nil
 	}
+	began := time.Now()
 	inv, err := c.Call(ctx, ns, tc.Task, in, opts...)
 	var id string
 	if inv != nil {
 		id = inv.ID
+	}
+	if err == nil && tc.delay > 0 {
+		if took := time.Since(began); took < tc.delay || inv.RunAt == nil || inv.StartedAt == nil || inv.StartedAt.Before(*inv.RunAt) {
+			return id, fmt.Errorf("a call delayed %v ended %v after it began, started at %v, run_at %v: want no sooner", tc.delay, took, inv.StartedAt, inv.RunAt)
+		}
 	}
 	return id, tc.check(inv, err)
 }

@@ -28,6 +28,7 @@ type CallOption func(*callConfig)
 
 type callConfig struct {
 	timeout time.Duration
+	delay   time.Duration
 	key     string
 }
 
@@ -45,6 +46,13 @@ func newCallConfig(opts []CallOption) callConfig {
 // the call with "bad_request".
 func WithTimeout(d time.Duration) CallOption { return func(c *callConfig) { c.timeout = d } }
 
+// WithDelay delays the call: the invocation is scheduled and runs no
+// earlier than d from when the gateway takes it (up to 30 days; RabbitMQ
+// holds it meanwhile). Cancelling it before then means it never runs. A
+// deadline (WithTimeout, or a Call's context) ending before then fails
+// the call with "bad_request"; so does a negative d.
+func WithDelay(d time.Duration) CallOption { return func(c *callConfig) { c.delay = d } }
+
 // WithIdempotencyKey makes retries safe: a call with the key of an
 // invocation the gateway still keeps (per namespace) follows that invocation
 // instead of starting another, over either transport. The same key with
@@ -55,6 +63,9 @@ func WithIdempotencyKey(key string) CallOption { return func(c *callConfig) { c.
 // maxKey is the longest idempotency key the gateway takes, in bytes.
 const maxKey = 255
 
+// maxDelay is the longest delay the gateway takes.
+const maxDelay = 30 * 24 * time.Hour
+
 // check refuses, before anything is sent, the options the gateway would
 // refuse with other codes over REST and WebSocket: a "bad_request" error.
 func (cfg callConfig) check() error {
@@ -62,6 +73,8 @@ func (cfg callConfig) check() error {
 	switch {
 	case cfg.timeout < 0:
 		msg = fmt.Sprintf("WithTimeout: want a duration >= 0, got %v", cfg.timeout)
+	case cfg.delay < 0 || cfg.delay > maxDelay:
+		msg = fmt.Sprintf("WithDelay: want a duration from 0 to %v, got %v", maxDelay, cfg.delay)
 	case len(cfg.key) > maxKey:
 		msg = fmt.Sprintf("WithIdempotencyKey: at most %d bytes, got %d", maxKey, len(cfg.key))
 	case strings.ContainsFunc(cfg.key, func(r rune) bool { return r < 0x20 || r > 0x7e }):
@@ -85,6 +98,10 @@ func prepare(ctx context.Context, in any, opts []CallOption, untilDone bool) (ca
 	}
 	if dl, ok := ctx.Deadline(); ok && untilDone && (cfg.timeout <= 0 || time.Until(dl) < cfg.timeout) {
 		cfg.timeout = max(time.Until(dl).Truncate(time.Millisecond), time.Millisecond)
+	}
+	if cfg.timeout > 0 && cfg.timeout < cfg.delay { // the gateway refuses it, over REST and WebSocket with other codes
+		return cfg, nil, &wire.Error{Code: codeBadRequest, Message: fmt.Sprintf(
+			"gatewayclient: the deadline (%v) ends before the call is to run (WithDelay %v): it could only time out", cfg.timeout, cfg.delay)}
 	}
 	body, err := json.Marshal(in)
 	if err != nil {
@@ -241,6 +258,9 @@ func (c *Client) invoke(ctx context.Context, ns, task string, body []byte, wait 
 	q := url.Values{"wait": {wait.String()}}
 	if cfg.timeout > 0 {
 		q.Set("timeout", cfg.timeout.String())
+	}
+	if cfg.delay > 0 {
+		q.Set("delay", cfg.delay.String())
 	}
 	h := http.Header{}
 	if cfg.key != "" {

@@ -13,12 +13,13 @@ type Invocation struct {
 	ID         string          `json:"id"`
 	NS         string          `json:"ns"`
 	Task       string          `json:"task"`
-	State      wire.State      `json:"state"` // queued, running, or final: succeeded, failed, cancelled, timed_out
+	State      wire.State      `json:"state"` // scheduled, queued, running, or final: succeeded, failed, cancelled, timed_out
 	CreatedAt  time.Time       `json:"created_at"`
 	StartedAt  *time.Time      `json:"started_at,omitempty"`  // when a worker first reported it running
 	FinishedAt *time.Time      `json:"finished_at,omitempty"` // when it became final
 	Worker     string          `json:"worker,omitempty"`      // the worker that runs or ran it
 	Attempt    int             `json:"attempt,omitempty"`     // its runs so far, from 1: retries, runs cut short by a crash or a drain
+	RunAt      *time.Time      `json:"run_at,omitempty"`      // a delayed call's time (WithDelay): it runs no earlier
 	Parent     string          `json:"parent,omitempty"`      // for a child: the invocation that called it
 	Children   []string        `json:"children,omitempty"`    // ids of the invocations it called
 	Result     json.RawMessage `json:"result,omitempty"`      // the task's output when State is succeeded

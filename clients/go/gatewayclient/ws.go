@@ -64,6 +64,7 @@ type frame struct {
 	ID             string          `json:"id,omitempty"`
 	Input          json.RawMessage `json:"input,omitempty"`
 	Timeout        string          `json:"timeout,omitempty"`
+	Delay          string          `json:"delay,omitempty"`
 	IdempotencyKey string          `json:"idempotency_key,omitempty"`
 	Detach         bool            `json:"detach,omitempty"`
 }

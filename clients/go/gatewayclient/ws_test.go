@@ -543,6 +543,8 @@ func TestWSSameErrors(t *testing.T) {
 		{"cancelled", cancelAfter(150*time.Millisecond, invoke("default", "demo.sleep", slow)), false, "cancelled"},
 		{"cancelled", cancelAfter(0, invoke("default", "demo.sleep", slow)), false, ""},
 		{"bad_request", invoke("default", "demo.add", nil, gatewayclient.WithTimeout(-time.Second)), false, ""},
+		{"bad_request", invoke("default", "demo.add", nil, gatewayclient.WithDelay(-time.Second)), false, ""},
+		{"bad_request", invoke("default", "demo.add", nil, gatewayclient.WithDelay(5*time.Second), gatewayclient.WithTimeout(time.Second)), false, ""},
 		{"bad_request", invoke("default", "demo.add", nil, gatewayclient.WithIdempotencyKey(strings.Repeat("k", 256))), false, ""},
 		{"bad_request", invoke("default", "demo.add", nil, gatewayclient.WithIdempotencyKey("clé")), false, ""},
 		{"bad_input", invoke("default", "demo.echo", func() {}), false, ""},

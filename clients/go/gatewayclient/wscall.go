@@ -18,6 +18,9 @@ func callFrame(ref, ns, task string, body []byte, cfg callConfig) frame {
 	if cfg.timeout > 0 {
 		f.Timeout = cfg.timeout.String()
 	}
+	if cfg.delay > 0 {
+		f.Delay = cfg.delay.String()
+	}
 	return f
 }
 

@@ -237,6 +237,13 @@ describe("WebSocket protocol", () => {
       [1, { timeout: "1.5" }],
       [1, { timeout: "-2ms" }],
       [1, { timeout: NaN }],
+      [1, { delay: "-1s" }],
+      [1, { delay: -300 }],
+      [1, { delay: "later" }],
+      [1, { delay: Infinity }],
+      [1, { delay: "721h" }], // over the gateway's 30 days
+      [1, { delay: "2s", timeout: "1.5s" }], // it could only time out
+      [1, { delay: 2000, timeout: 1999 }],
       [1, { idempotencyKey: "x".repeat(256) }],
       [1, { idempotencyKey: "line\nbreak" }],
       [1, { transport: "smoke" }],
@@ -256,9 +263,31 @@ describe("WebSocket protocol", () => {
     for (const timeout of ["0", "0s", "1h2m3.5s", ".5s", "250ms", "3us", "3\u00b5s", 0, 1500]) {
       assert.ok(await c.call("default", "t", 1, { timeout }), `timeout ${timeout}`);
     }
+    for (const opts of [{ delay: "0" }, { delay: 0 }, { delay: "1ms" }, { delay: "720h" }, { delay: "2s", timeout: "2s" }, { delay: "1h", timeout: 0 }]) {
+      assert.ok(await c.call("default", "t", 1, opts), JSON.stringify(opts));
+    }
     assert.equal(await c.call("default", "t", 1, { idempotencyKey: "x".repeat(255) }), 1);
     // As JSON.stringify does: what it leaves out of an object is not an error.
     assert.deepEqual(await c.call("default", "t", { a: 1, u: undefined, f: () => 1 }), { a: 1 });
+    c.close();
+  });
+
+  it("sends a call's delay as delay in its frame, and as ?delay= over REST", async () => {
+    const gw = fakeGateway(echoing);
+    const urls = [];
+    const fetch = async (url) => {
+      urls.push(url);
+      return new Response(JSON.stringify(inv("r", { state: "succeeded", result: 1 })), { status: 200 });
+    };
+    const c = new AtasksClient({ baseUrl: "http://gw.test", WebSocket: gw.WebSocket, fetch });
+    for (const [delay, sent] of [["1.5s", "1.5s"], [300, "300ms"], ["72h", "72h"]]) {
+      await c.call("default", "t", 1, { delay, timeout: "100h" });
+      assert.deepEqual(gw.sockets[0].sent.at(-1), { type: "call", ref: gw.sockets[0].sent.at(-1).ref, ns: "default", task: "t", input: 1, timeout: "100h", delay: sent });
+      await c.call("default", "t", 1, { delay, transport: "rest" });
+      assert.equal(new URL(urls.at(-1)).searchParams.get("delay"), sent);
+    }
+    await c.call("default", "t", 1);
+    assert.equal("delay" in gw.sockets[0].sent.at(-1), false, "no delay, none sent");
     c.close();
   });
 

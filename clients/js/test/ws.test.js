@@ -93,6 +93,9 @@ describe("WebSocket transport", { skip }, () => {
       ["default", "demo.add", { a: 1, b: 2, c: 3 }],
       ["default", "demo.add", { a: "x", b: 2 }],
       ["default", "demo.add", () => 1],
+      ["default", "demo.add", { a: 1, b: 1 }, { delay: "-1s" }],
+      ["default", "demo.add", { a: 1, b: 1 }, { delay: "721h" }], // the gateway: bad_frame, 400 bad_request
+      ["default", "demo.add", { a: 1, b: 1 }, { delay: "2s", timeout: "1s" }], // the same
     ];
     const shape = (e) => ({
       AtasksError: e instanceof AtasksError,
@@ -123,7 +126,7 @@ describe("WebSocket transport", { skip }, () => {
     assert.deepEqual(
       ws.map((e) => e.code),
       ["task_not_found", "namespace_not_found", "bad_input", "busy", "panic", "timeout", "cancelled"]
-        .concat(Array(5).fill("bad_request"), ["bad_input", "bad_request", "idempotency_conflict"], Array(5).fill("bad_input")),
+        .concat(Array(5).fill("bad_request"), ["bad_input", "bad_request", "idempotency_conflict"], Array(5).fill("bad_input"), Array(3).fill("bad_request")),
     );
     assert.ok(ws.every((e) => e.AtasksError));
     assert.deepEqual(ws[3], { AtasksError: true, name: "AtasksError", code: "busy", message: "later", details: { n: [1, 2] }, retryable: true, state: "failed" });

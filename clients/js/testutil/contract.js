@@ -218,6 +218,31 @@ export function contract(env) {
     }
   });
 
+  it("delays a call: scheduled until its run_at, run no earlier", async () => {
+    const c = client();
+    try {
+      const states = [];
+      const began = Date.now();
+      const out = await c.call("default", "demo.add", { a: 2, b: 5 }, { delay: "300ms", onState: (e) => states.push(e) });
+      assert.equal(out, 7);
+      assert.ok(Date.now() - began >= 300, `ended ${Date.now() - began}ms after it began`);
+      const inv = states.at(-1).invocation;
+      assert.equal(inv.state, "succeeded");
+      assert.ok(inv.run_at && inv.started_at, JSON.stringify(inv));
+      assert.ok(Date.parse(inv.started_at) >= Date.parse(inv.run_at), JSON.stringify(inv));
+
+      const h = await c.start("default", "demo.add", { a: 1, b: 1 }, { delay: 60_000 });
+      const waiting = await c.get("default", h.id);
+      assert.equal(waiting.state, "scheduled");
+      assert.ok(Date.parse(waiting.run_at) - Date.parse(waiting.created_at) > 50_000, JSON.stringify(waiting));
+      const cancelled = await h.cancel();
+      assert.equal(cancelled.state, "cancelled");
+      assert.equal(cancelled.started_at, undefined, "it never ran");
+    } finally {
+      c.close();
+    }
+  });
+
   it("runs many calls in parallel", async () => {
     const c = client();
     try {

@@ -105,12 +105,13 @@ class BlockingClient:
         name: str,
         *,
         timeout: Duration | None = None,
+        delay: Duration | None = None,
         wait: Duration | None = None,
         transport: Transport | None = None,
     ) -> BlockingTaskRef:
         """Returns task ``name`` of namespace ``ns`` as a function:
         ``client.task("default", "demo.add")(a=2, b=3)`` returns 5."""
-        return BlockingTaskRef(self, ns, name, {"timeout": timeout, "wait": wait, "transport": transport})
+        return BlockingTaskRef(self, ns, name, {"timeout": timeout, "delay": delay, "wait": wait, "transport": transport})
 
     def call(
         self,
@@ -119,6 +120,7 @@ class BlockingClient:
         input: Any = None,
         *,
         timeout: Duration | None = None,
+        delay: Duration | None = None,
         wait: Duration | None = None,
         idempotency_key: str | None = None,
         detach: bool = False,
@@ -132,6 +134,7 @@ class BlockingClient:
                 task,
                 input,
                 timeout=timeout,
+                delay=delay,
                 wait=wait,
                 idempotency_key=idempotency_key,
                 detach=detach,
@@ -146,6 +149,7 @@ class BlockingClient:
         input: Any = None,
         *,
         timeout: Duration | None = None,
+        delay: Duration | None = None,
         wait: Duration | None = None,
         idempotency_key: str | None = None,
         detach: bool = False,
@@ -159,6 +163,7 @@ class BlockingClient:
                 task,
                 input,
                 timeout=timeout,
+                delay=delay,
                 wait=wait,
                 idempotency_key=idempotency_key,
                 detach=detach,

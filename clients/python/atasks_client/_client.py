@@ -253,7 +253,8 @@ class Handle:
 
     @property
     def state(self) -> str | None:
-        """The latest state known: ``queued``, ``running``, then final."""
+        """The latest state known: ``queued`` (or ``scheduled``, a delayed
+        call waiting for its time), ``running``, then final."""
         return self._op.state
 
     @property
@@ -531,13 +532,14 @@ class AtasksClient:
         name: str,
         *,
         timeout: Duration | None = None,
+        delay: Duration | None = None,
         wait: Duration | None = None,
         transport: Transport | None = None,
     ) -> TaskRef:
         """Returns task ``name`` of namespace ``ns`` as an awaitable callable:
         ``await client.task("default", "demo.add")(a=2, b=3)``. The options
         apply to each of its calls, as in :meth:`call`."""
-        options: dict[str, Any] = {"timeout": timeout, "wait": wait, "transport": transport}
+        options: dict[str, Any] = {"timeout": timeout, "delay": delay, "wait": wait, "transport": transport}
         return TaskRef(self, ns, name, options)
 
     async def call(
@@ -547,6 +549,7 @@ class AtasksClient:
         input: Any = None,
         *,
         timeout: Duration | None = None,
+        delay: Duration | None = None,
         wait: Duration | None = None,
         idempotency_key: str | None = None,
         detach: bool = False,
@@ -562,6 +565,12 @@ class AtasksClient:
             timeout: the invocation's deadline (seconds, timedelta or
                 ``"5s"``): when it passes, it ends ``timed_out`` (error code
                 ``timeout``).
+            delay: delays the call (seconds, timedelta or ``"72h"``, up to
+                30 days): the invocation is ``scheduled`` and runs no earlier
+                than its ``run_at``, the gateway's time plus ``delay``;
+                cancelling it before then means it never runs. A
+                ``timeout`` ending before then is refused (``bad_request``
+                over REST, ``bad_frame`` over the WebSocket).
             wait: REST only: how long the first request waits for the outcome
                 before the client long-polls (default 0.2 s, so that a cancel
                 soon knows the invocation's id).
@@ -580,7 +589,7 @@ class AtasksClient:
                 cannot be reached (``unavailable``), or the input cannot be
                 encoded as JSON (``bad_input``, before anything is sent).
         """
-        op = self._begin(ns, task, input, timeout, wait, idempotency_key, detach, transport)
+        op = self._begin(ns, task, input, timeout, delay, wait, idempotency_key, detach, transport)
         try:
             inv = await asyncio.shield(op.done)
         except asyncio.CancelledError:
@@ -595,6 +604,7 @@ class AtasksClient:
         input: Any = None,
         *,
         timeout: Duration | None = None,
+        delay: Duration | None = None,
         wait: Duration | None = None,
         idempotency_key: str | None = None,
         detach: bool = False,
@@ -604,7 +614,7 @@ class AtasksClient:
         once the gateway accepted it: ``handle.id``, ``await
         handle.result()``, ``await handle.cancel()``. Cancelling the awaiter
         of ``start`` itself cancels the invocation."""
-        op = self._begin(ns, task, input, timeout, wait, idempotency_key, detach, transport)
+        op = self._begin(ns, task, input, timeout, delay, wait, idempotency_key, detach, transport)
         try:
             await asyncio.shield(op.accepted)
         except asyncio.CancelledError:
@@ -719,6 +729,7 @@ class AtasksClient:
         task: str,
         input: Any,
         timeout: Duration | None,
+        delay: Duration | None,
         wait: Duration | None,
         idempotency_key: str | None,
         detach: bool,
@@ -732,11 +743,16 @@ class AtasksClient:
         self._bind()
         input_json = _encode_input(input)
         t = duration(timeout, "timeout")
+        d = duration(delay, "delay")
+        if d is not None and d[1] == 0:
+            d = None  # no delay
         w = duration(wait, "wait")
         op = _Op("call", ns, task, detach=detach)
         frame: dict[str, Any] = {"type": "call", "ns": ns, "task": task}
         if t is not None:
             frame["timeout"] = t[0]
+        if d is not None:
+            frame["delay"] = d[0]
         if idempotency_key:
             frame["idempotency_key"] = idempotency_key
         if detach:
@@ -745,7 +761,7 @@ class AtasksClient:
             op,
             mode,
             lambda conn: conn.start(self._next_ref(), op, frame, input_json),
-            lambda: self._rest_call(op, input_json, t, w, idempotency_key),
+            lambda: self._rest_call(op, input_json, t, d, w, idempotency_key),
         )
         return op
 
@@ -875,6 +891,7 @@ class AtasksClient:
         op: _Op,
         input_json: str,
         timeout: tuple[str, float] | None,
+        delay: tuple[str, float] | None,
         wait: tuple[str, float] | None,
         idempotency_key: str | None,
     ) -> None:
@@ -885,6 +902,8 @@ class AtasksClient:
         q = {"wait": first[0]}
         if timeout is not None:
             q["timeout"] = timeout[0]
+        if delay is not None:
+            q["delay"] = delay[0]
         path = f"/v1/ns/{_enc(op.ns)}/tasks/{_enc(op.task or '')}?{urllib.parse.urlencode(q)}"
         headers = {"Content-Type": "application/json"}
         if idempotency_key:

@@ -7,7 +7,9 @@ from typing import Any
 __all__ = ["AtasksError", "Invocation"]
 
 #: An invocation resource, as the gateway answers it: ``id``, ``ns``,
-#: ``task``, ``state``, ``created_at``, ``started_at``, ``finished_at``,
+#: ``task``, ``state`` (``scheduled``, ``queued``, ``running``, or final:
+#: ``succeeded``, ``failed``, ``cancelled``, ``timed_out``), ``created_at``,
+#: ``run_at`` (a delayed call's time), ``started_at``, ``finished_at``,
 #: ``worker``, ``children``, and ``result`` or ``error``.
 Invocation = dict[str, Any]
 

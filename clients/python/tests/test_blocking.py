@@ -51,6 +51,15 @@ class BlockingTest(unittest.TestCase):
             self.client.call("default", "demo.sleep", {"ms": 30000}, timeout=0.3)
         self.assertEqual((cm.exception.code, cm.exception.state), ("timeout", "timed_out"))
 
+    def test_delay(self) -> None:
+        t0 = time.monotonic()
+        self.assertEqual(self.client.call("default", "demo.add", {"a": 2, "b": 3}, delay=0.3), 5)
+        self.assertEqual(self.client.task("default", "demo.add", delay="300ms")(a=1, b=2), 3)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.6)
+        h = self.client.start("default", "demo.add", {"a": 1, "b": 1}, delay="1h")
+        inv = h.cancel()
+        self.assertEqual((inv["state"], "run_at" in inv, "started_at" in inv), ("cancelled", True, False))
+
     def test_threads(self) -> None:
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:

@@ -49,8 +49,11 @@ class Calls:
     assertIsInstance: Any
     assertIn: Any
     assertLess: Any
+    assertGreaterEqual: Any
+    assertNotIn: Any
     assertRaises: Any
     assertRaisesRegex: Any
+    assertRegex: Any
 
     async def asyncSetUp(self) -> None:
         await super().asyncSetUp()  # type: ignore[misc]
@@ -214,6 +217,46 @@ class Calls:
             self.assertEqual((err.code, err.state, err.retryable), ("timeout", "timed_out", False))
             assert err.invocation is not None
             self.assertEqual(err.invocation["state"], "timed_out")
+
+    async def test_delay(self) -> None:
+        delays: tuple[Duration, ...] = (0.3, "300ms", datetime.timedelta(milliseconds=300))
+        for delay in delays:
+            t0 = time.monotonic()
+            h = await self.client.start("default", "demo.add", {"a": 2, "b": 5}, delay=delay)
+            self.assertEqual(await h, 7)
+            self.assertGreaterEqual(time.monotonic() - t0, 0.3)
+            inv = h.invocation
+            assert inv is not None
+            # It started no earlier than its run_at.
+            run_at, started_at = (datetime.datetime.fromisoformat(inv[k]) for k in ("run_at", "started_at"))
+            self.assertGreaterEqual(started_at, run_at)
+        add = self.client.task("default", "demo.add", delay=0.3)
+        t0 = time.monotonic()
+        self.assertEqual(await add(a=1, b=2), 3)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.3)
+        self.assertEqual(await self.client.call("default", "demo.add", {"a": 1, "b": 1}, delay=0), 2)
+
+    async def test_delay_cancelled_before_its_time(self) -> None:
+        h = await self.client.start("default", "demo.add", {"a": 1, "b": 1}, delay="1h")
+        inv = await self.client.get("default", h.id)
+        self.assertEqual(inv["state"], "scheduled")
+        self.assertIn("run_at", inv)
+        inv = await asyncio.wait_for(h.cancel(), 10)
+        self.assertEqual((inv["state"], inv["error"]["code"]), ("cancelled", "cancelled"))
+        self.assertNotIn("started_at", inv)  # it never ran
+
+    async def test_delay_refused(self) -> None:
+        # A deadline before the call's time could only time out.
+        with self.assertRaises(AtasksError) as cm:
+            await self.client.call("default", "demo.add", {"a": 1, "b": 1}, delay="2s", timeout="1s")
+        code, status = ("bad_frame", None) if self.TRANSPORT == "ws" else ("bad_request", 400)
+        self.assertEqual((cm.exception.code, cm.exception.status), (code, status))
+        self.assertRegex(cm.exception.message, "timeout")
+        for bad in (-1, "-1s", "soon", datetime.timedelta(seconds=-1)):
+            with self.assertRaisesRegex(ValueError, "^delay: "):
+                await self.client.call("default", "demo.add", {"a": 1, "b": 1}, delay=bad)
+            with self.assertRaisesRegex(ValueError, "^delay: "):
+                await self.client.start("default", "demo.add", {"a": 1, "b": 1}, delay=bad)
 
     async def test_typed_error(self) -> None:
         details = {"balance": 100, "currency": "EUR"}

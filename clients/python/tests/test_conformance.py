@@ -87,6 +87,9 @@ class ConformanceRunnerTest(unittest.TestCase):
         ok: dict[str, Any] = {"name": "add", "task": "demo.add", "input": {"a": 2, "b": 3}, "expect": {"result": 5}}
         bad_cases: list[list[dict[str, Any]]] = [
             [{**ok, "retries": 3}],  # an unknown field
+            [{**ok, "delay": "soon"}],
+            [{**ok, "delay": "-1s"}],
+            [{**ok, "delay": 0.3}],  # a Go duration string, not seconds
             [{**ok, "expect": {"result": 5, "echo": True}}],
             [{**ok, "expect": {"error": {"code": "x", "status": 404}}}],
             [{**ok, "expect": {"error": {"code": "x", "pointers": "/a"}}}],

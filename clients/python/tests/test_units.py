@@ -144,7 +144,7 @@ class InputTest(unittest.TestCase):
             self.assertRegex(err.message, "^the input cannot be encoded as JSON: ")
 
     def test_is_final(self) -> None:
-        self.assertEqual([s for s in ("queued", "running", "succeeded", "failed", "cancelled", "timed_out") if is_final(s)], ["succeeded", "failed", "cancelled", "timed_out"])
+        self.assertEqual([s for s in ("scheduled", "queued", "running", "succeeded", "failed", "cancelled", "timed_out") if is_final(s)], ["succeeded", "failed", "cancelled", "timed_out"])
 
 
 class UnencodableInputTest(unittest.IsolatedAsyncioTestCase):
@@ -162,11 +162,30 @@ class UnencodableInputTest(unittest.IsolatedAsyncioTestCase):
                 self.assertEqual(cm.exception.code, "bad_input")
 
 
+class BadOptionTest(unittest.IsolatedAsyncioTestCase):
+    async def test_refused_before_sending(self) -> None:
+        # A negative or malformed timeout or delay is a ValueError naming it,
+        # whatever the transport; nothing listens there.
+        for transport in ("ws", "rest"):
+            async with AtasksClient(f"http://127.0.0.1:{free_port()}", transport=transport) as client:  # type: ignore[arg-type]
+                for option in ("timeout", "delay"):
+                    for bad in (-1, "-1s", "soon", datetime.timedelta(seconds=-1)):
+                        for call in (client.call, client.start):
+                            with self.subTest(transport=transport, option=option, bad=bad, call=call.__name__):
+                                with self.assertRaisesRegex(ValueError, f"^{option}: "):
+                                    await call("default", "demo.add", {"a": 1, "b": 1}, **{option: bad})
+                    with self.assertRaisesRegex(ValueError, f"^{option}: "):
+                        await client.task("default", "demo.add", **{option: -1})(a=1, b=1)
+
+
 class UnencodableInputBlockingTest(unittest.TestCase):
     def test_refused_before_sending(self) -> None:
-        with BlockingClient(f"http://127.0.0.1:{free_port()}") as client, self.assertRaises(AtasksError) as cm:
-            client.call("default", "demo.echo", b"bytes")
-        self.assertEqual(cm.exception.code, "bad_input")
+        with BlockingClient(f"http://127.0.0.1:{free_port()}") as client:
+            with self.assertRaises(AtasksError) as cm:
+                client.call("default", "demo.echo", b"bytes")
+            self.assertEqual(cm.exception.code, "bad_input")
+            with self.assertRaisesRegex(ValueError, "^delay: "):
+                client.call("default", "demo.add", {"a": 1, "b": 1}, delay=-1)
 
 
 class URLTest(unittest.TestCase):
