@@ -203,10 +203,11 @@ type callConfig struct {
 func WithID(id string) CallOption { return func(c *callConfig) { c.id = id } }
 
 // After delays the call: the invocation is scheduled, and runs no
-// earlier than d from now. RabbitMQ holds it meanwhile (so it outlives
-// every process); the embedded default holds it in memory. The call's
-// deadline, if any, must not come before then. Cancelling it before then
-// means it never runs.
+// earlier than d from now, up to 30 days. RabbitMQ holds it meanwhile (so
+// it outlives every process); the embedded default holds it in memory.
+// The call's deadline, if any, must not come before then. Cancelling it
+// before then means it does not run (docs/PROTOCOL.md §15 says the
+// narrow exceptions).
 func After(d time.Duration) CallOption {
 	return func(c *callConfig) { c.runAt = time.Now().Add(d) }
 }

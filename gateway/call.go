@@ -326,6 +326,9 @@ func (g *Gateway) observe(rep *wire.Reply) { g.observeAt(rep, time.Now()) }
 // observeAt records a state change of an invocation made at time at.
 func (g *Gateway) observeAt(rep *wire.Reply, at time.Time) {
 	g.store.update(rep.ID, func(inv *Invocation) {
+		if rep.State == wire.Queued && inv.State == wire.Running && rep.Attempt <= inv.Attempt {
+			return // a delayed call's "queued" overtaken by its "running" (another connection sent it)
+		}
 		if inv.StartedAt == nil && rep.State != wire.Queued { // queued: a delayed call's time came
 			at := at.UTC()
 			inv.StartedAt = &at

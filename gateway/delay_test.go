@@ -11,7 +11,8 @@ import (
 // ?delay= and ?run_at=: the invocation is scheduled, with its run_at, and
 // runs no earlier; both at once, a bad value, too far ahead or a timeout
 // that ends first are refused; a delayed call cancelled before its time
-// ends cancelled and never starts.
+// ends cancelled (that it never runs, the transports' tests show:
+// transporttest's CancelDelayed).
 func TestDelayedCall(t *testing.T) {
 	t.Parallel()
 	srv := setup(t, gateway.Config{})
@@ -46,13 +47,8 @@ func TestDelayedCall(t *testing.T) {
 	}
 
 	r = do(t, "POST", base+"?delay=1s&wait=0", `{"a":1,"b":2}`)
-	if c := do(t, "DELETE", srv.URL+r.location, ""); c.body["state"] != "cancelled" {
+	if c := do(t, "DELETE", srv.URL+r.location, ""); c.body["state"] != "cancelled" || c.body["error"] == nil {
 		t.Fatalf("cancelled before its time: %v", c.body)
-	}
-	runAt, _ = time.Parse(time.RFC3339Nano, r.body["run_at"].(string))
-	time.Sleep(time.Until(runAt.Add(500 * time.Millisecond))) // past its time: it must not have started
-	if got := do(t, "GET", srv.URL+r.location, ""); got.body["state"] != "cancelled" || got.body["started_at"] != nil {
-		t.Errorf("a delayed call cancelled before its time: %s", fmt.Sprint(got.body))
 	}
 }
 
@@ -64,7 +60,7 @@ func TestDelayedCallWebSocket(t *testing.T) {
 	began := time.Now()
 	wsSend(t, c, `{"type":"call","ref":"a","ns":"default","task":"demo.add","input":{"a":1,"b":1},"delay":"500ms"}`)
 	if m, _ := wsUntil(t, c, "a", "result"); m.Invocation == nil || m.Invocation.State != "succeeded" || m.Invocation.RunAt == nil ||
-		m.Invocation.StartedAt.Before(*m.Invocation.RunAt) || time.Since(began) < 500*time.Millisecond {
+		m.Invocation.StartedAt == nil || m.Invocation.StartedAt.Before(*m.Invocation.RunAt) || time.Since(began) < 500*time.Millisecond {
 		t.Fatalf("a call delayed 500ms: %+v after %v", m.Invocation, time.Since(began))
 	}
 	wsSend(t, c, `{"type":"call","ref":"b","ns":"default","task":"demo.add","input":{"a":1,"b":1},"delay":"soon"}`)

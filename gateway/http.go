@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/atasks-go/atasks/internal/router"
 	"io"
 	"net/http"
 	"strconv"
@@ -145,7 +146,7 @@ func durationParam(r *http.Request, name string) (time.Duration, error) {
 }
 
 // maxDelay is how far ahead a call may be delayed.
-const maxDelay = 30 * 24 * time.Hour
+const maxDelay = router.MaxDelay
 
 // runAtParams reads ?delay= or ?run_at= (RFC 3339): when a delayed call
 // is to run, zero for now. It refuses both at once, a time more than

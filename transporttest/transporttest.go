@@ -399,8 +399,8 @@ func testCancel(t *testing.T, newPair NewPairFunc) {
 	wantFinal(t, e.in.final(req.ID), wire.Cancelled, wire.CodeCancelled)
 }
 
-// A request with RunAt 1.5 s ahead runs once, no earlier; one without runs
-// at once meanwhile.
+// Requests with RunAt 1.5 s and 50 ms ahead run once, no earlier; one
+// without runs at once meanwhile.
 func testDelayed(t *testing.T, newPair NewPairFunc) {
 	e := open(t, newPair)
 	var mu sync.Mutex
@@ -411,16 +411,21 @@ func testDelayed(t *testing.T, newPair NewPairFunc) {
 		mu.Unlock()
 		return succeeded(req, req.Body)
 	}, "echo")
-	later, now := request("echo", "later"), request("echo", "now")
+	later, soon, now := request("echo", "later"), request("echo", "soon"), request("echo", "now")
 	later.RunAt = time.Now().Add(1500 * time.Millisecond)
+	soon.RunAt = time.Now().Add(50 * time.Millisecond)
 	e.send(later)
+	e.send(soon)
 	e.send(now)
-	wantFinal(t, e.in.final(now.ID), wire.Succeeded, "")
-	wantFinal(t, e.in.final(later.ID), wire.Succeeded, "")
+	for _, req := range []*wire.Request{now, soon, later} {
+		wantFinal(t, e.in.final(req.ID), wire.Succeeded, "")
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if got := ranAt[later.ID]; len(got) != 1 || got[0].Before(later.RunAt) {
-		t.Errorf("the delayed request ran at %v; want once, at or after %v", got, later.RunAt)
+	for _, req := range []*wire.Request{later, soon} {
+		if got := ranAt[req.ID]; len(got) != 1 || got[0].Before(req.RunAt) {
+			t.Errorf("the request delayed to %v ran at %v; want once, no earlier", req.RunAt, got)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/atasks-go/atasks"
 	"github.com/atasks-go/atasks/internal/demo"
+	transport "github.com/atasks-go/atasks/internal/transport/amqp"
 )
 
 // demoTasks lists the demo tasks by namespace.
@@ -32,7 +33,7 @@ func deleteAtasksObjects(e *env, tasks map[string][]string) error {
 	for ns, names := range tasks {
 		base := e.prefix + "." + ns
 		queues := []string{base + ".dead", base + ".lease", base + ".history", base + ".journal", base + ".due", base + ".cancels"}
-		for k := range 25 { // the delay ladder
+		for k := range transport.DelayRungs { // the delay ladder
 			queues = append(queues, fmt.Sprintf("%s.delay.%d", base, k))
 		}
 		for _, t := range names {

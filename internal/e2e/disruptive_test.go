@@ -254,8 +254,10 @@ func TestDisruptiveBrokerAwayAnswersInTime(t *testing.T) {
 // A call delayed 3 s (demo.step, through a gateway with the history, so
 // its outcome outlives the broker's restart) survives the restart of the
 // broker and of its only worker during the wait: it runs once, not before
-// its time. Another, cancelled before its time, never runs; one delayed a
-// little longer, sent after it, shows when the first's time has passed.
+// its time. Another, cancelled before its time, never runs, although the
+// worker that heard the cancel is replaced before its time (the new one
+// knows it from the stream of cancels); one delayed a little longer, sent
+// after it, shows when the first's time has passed.
 func TestDisruptiveDelayedCall(t *testing.T) {
 	s := newSystem(t)
 	l := newRunLedger(t, s)
@@ -270,7 +272,7 @@ func TestDisruptiveDelayedCall(t *testing.T) {
 	w.kill()
 	restore := brokerFaults[0].start(t) // stop_app
 	restore()
-	s.worker()
+	w = s.worker()
 	got := poll(t, gw, "default", inv.ID, time.Minute)
 	if got.State != "succeeded" || string(got.Result) != `{"step":1}` {
 		t.Fatalf("the delayed call after the restarts: %s %s %+v", got.State, got.Result, got.Error)
@@ -289,8 +291,8 @@ func TestDisruptiveDelayedCall(t *testing.T) {
 	}
 	t.Logf("delayed 3 s across a broker and worker restart: started %v after its run_at", runs[0].Sub(inv.RunAt).Round(time.Millisecond))
 
-	cancelled := call(t, gw, "default", "demo.step", `{"step":2,"ms":10}`, "?delay=2s&wait=0")
-	after := call(t, gw, "default", "demo.step", `{"step":3,"ms":10}`, "?delay=3s&wait=0")
+	cancelled := call(t, gw, "default", "demo.step", `{"step":2,"ms":10}`, "?delay=4s&wait=0")
+	after := call(t, gw, "default", "demo.step", `{"step":3,"ms":10}`, "?delay=5s&wait=0")
 	req, _ := http.NewRequest("DELETE", gw+"/v1/ns/default/invocations/"+cancelled.ID, nil)
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -299,6 +301,8 @@ func TestDisruptiveDelayedCall(t *testing.T) {
 	if got := read(t, res); got.State != "cancelled" {
 		t.Fatalf("DELETE of a scheduled call: %d %s", got.status, got.State)
 	}
+	w.kill() // it heard the cancel broadcast; its successor did not
+	s.worker()
 	if got := poll(t, gw, "default", after.ID, time.Minute); got.State != "succeeded" {
 		t.Fatalf("the call delayed after the cancelled one: %s %+v", got.State, got.Error)
 	}

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/atasks-go/atasks"
+	"github.com/atasks-go/atasks/internal/transport/amqp"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
 
@@ -121,7 +122,7 @@ func (s *system) deleteTopology() {
 	for _, ns := range namespaces {
 		b := s.prefix + "." + ns
 		queues = append(queues, b+".dead", b+".lease", b+".journal", b+".history", b+".due", b+".cancels")
-		for k := range 25 { // the delay ladder (PROTOCOL §15)
+		for k := range amqp.DelayRungs { // the delay ladder (PROTOCOL §15)
 			queues = append(queues, fmt.Sprintf("%s.delay.%d", b, k))
 		}
 		for _, task := range append(append(atasks.Defined(ns), s.extra[ns]...), "test.crash", "test.fib_all") {

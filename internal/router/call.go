@@ -94,8 +94,8 @@ func (r *Router) Start(ctx context.Context, req *wire.Request, opts StartOptions
 		p.finish(ctxFailure(req.ID, ctx), nil)
 		return p
 	}
-	if !req.RunAt.IsZero() && !req.Deadline.IsZero() && req.Deadline.Before(req.RunAt) {
-		p.sendErr = &wire.Error{Code: wire.CodeBadInput, Message: fmt.Sprintf("the call's deadline comes before its run_at %s: it could only time out", req.RunAt.UTC().Format(time.RFC3339))}
+	if err := checkRunAt(req); err != nil {
+		p.sendErr = err
 		p.finish(failure(req.ID, p.sendErr), nil)
 		return p
 	}
@@ -449,4 +449,22 @@ func ctxFailure(id string, ctx context.Context) *wire.Reply {
 		e.Message = cause.Error()
 	}
 	return &wire.Reply{ID: id, State: e.StateOf(), Err: e}
+}
+
+// MaxDelay is how far ahead a call may be delayed (wire.Request.RunAt):
+// cancels of delayed calls are kept a little longer than that.
+const MaxDelay = 30 * 24 * time.Hour
+
+// checkRunAt refuses a delayed call that could only time out, or is
+// delayed more than MaxDelay.
+func checkRunAt(req *wire.Request) error {
+	switch {
+	case req.RunAt.IsZero():
+		return nil
+	case time.Until(req.RunAt) > MaxDelay:
+		return &wire.Error{Code: wire.CodeBadInput, Message: fmt.Sprintf("run_at %s is more than %v ahead", req.RunAt.UTC().Format(time.RFC3339), MaxDelay)}
+	case !req.Deadline.IsZero() && req.Deadline.Before(req.RunAt):
+		return &wire.Error{Code: wire.CodeBadInput, Message: fmt.Sprintf("the call's deadline comes before its run_at %s: it could only time out", req.RunAt.UTC().Format(time.RFC3339))}
+	}
+	return nil
 }

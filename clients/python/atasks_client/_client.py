@@ -38,6 +38,9 @@ log = logging.getLogger("atasks_client")
 #: The states an invocation ends in.
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 
+# The longest delay the gateway takes, in seconds (30 days).
+MAX_DELAY = 30 * 24 * 3600
+
 #: How calls travel: ``"ws"`` (one shared WebSocket), ``"rest"`` (HTTP
 #: requests and long-polls), or ``"auto"`` (WebSocket, REST when it cannot be
 #: opened).
@@ -746,6 +749,11 @@ class AtasksClient:
         d = duration(delay, "delay")
         if d is not None and d[1] == 0:
             d = None  # no delay
+        if d is not None and d[1] > MAX_DELAY:
+            raise ValueError(f"delay: at most 30 days, got {delay!r}")
+        if d is not None and t is not None and 0 < t[1] < d[1]:
+            # the gateway refuses it, over REST and WebSocket with other codes
+            raise ValueError(f"timeout {timeout!r} ends before the call is to run (delay {delay!r})")
         w = duration(wait, "wait")
         op = _Op("call", ns, task, detach=detach)
         frame: dict[str, Any] = {"type": "call", "ns": ns, "task": task}

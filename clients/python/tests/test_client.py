@@ -246,13 +246,11 @@ class Calls:
         self.assertNotIn("started_at", inv)  # it never ran
 
     async def test_delay_refused(self) -> None:
-        # A deadline before the call's time could only time out.
-        with self.assertRaises(AtasksError) as cm:
+        # A deadline before the call's time could only time out: refused
+        # before sending, the same way over both transports.
+        with self.assertRaisesRegex(ValueError, "^timeout .* ends before"):
             await self.client.call("default", "demo.add", {"a": 1, "b": 1}, delay="2s", timeout="1s")
-        code, status = ("bad_frame", None) if self.TRANSPORT == "ws" else ("bad_request", 400)
-        self.assertEqual((cm.exception.code, cm.exception.status), (code, status))
-        self.assertRegex(cm.exception.message, "timeout")
-        for bad in (-1, "-1s", "soon", datetime.timedelta(seconds=-1)):
+        for bad in (-1, "-1s", "soon", datetime.timedelta(seconds=-1), "721h"):
             with self.assertRaisesRegex(ValueError, "^delay: "):
                 await self.client.call("default", "demo.add", {"a": 1, "b": 1}, delay=bad)
             with self.assertRaisesRegex(ValueError, "^delay: "):

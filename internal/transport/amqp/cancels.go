@@ -20,8 +20,8 @@ import (
 const (
 	typeDelayCancel = "cancel"
 	typeCancelsMark = "cancels-mark"
-	cancelsMaxAge   = 31 * 24 * time.Hour // beyond the gateway's 30 days of delay
-	cancelsKeep     = time.Hour           // a cancel is kept this long past its request's time
+	cancelsMaxAge   = 31 * 24 * time.Hour // beyond the 30 days a call may be delayed
+	cancelsRead     = time.Minute         // how long a server may take to read the stream at first
 )
 
 // delayCancel is the body of a message in the stream of cancels.
@@ -38,24 +38,30 @@ func cancelsArgs() amqp.Table {
 // laterCancels are the cancelled delayed requests a server knows of, by
 // id, with their time.
 type laterCancels struct {
-	mu sync.Mutex
-	at map[string]time.Time
+	mu     sync.Mutex
+	at     map[string]time.Time
+	pruned int // how many there were after the last pruning
 }
 
+// add keeps c as long as the stream keeps it (its request may wait in the
+// due queue long past its time, while no server runs); past that, the
+// oldest go whenever the set has doubled.
 func (l *laterCancels) add(c delayCancel, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.at == nil {
 		l.at = map[string]time.Time{}
 	}
+	l.at[c.ID] = c.RunAt
+	if len(l.at) < 2*max(l.pruned, 1024) {
+		return
+	}
 	for id, at := range l.at {
-		if now.Sub(at) > cancelsKeep {
+		if now.Sub(at) > cancelsMaxAge {
 			delete(l.at, id)
 		}
 	}
-	if now.Sub(c.RunAt) <= cancelsKeep {
-		l.at[c.ID] = c.RunAt
-	}
+	l.pruned = len(l.at)
 }
 
 func (l *laterCancels) has(id string) bool {
@@ -86,13 +92,20 @@ func (g *generation) followCancels() error {
 	if err != nil {
 		return err
 	}
+	following := false
+	defer func() {
+		if !following {
+			_ = ch.Close()
+		}
+	}()
 	if _, err := ch.QueueDeclare(t.topo.cancels(), true, false, false, false, cancelsArgs()); err != nil {
 		return fmt.Errorf("amqp: declare %s: %w", t.topo.cancels(), err)
 	}
 	mark := randomID()
-	ctx, cancel := context.WithTimeout(t.stopCtx, dialTimeout)
+	ctx, cancel := context.WithTimeout(t.stopCtx, cancelsRead)
 	defer cancel()
-	if err := t.publish(ctx, "", t.topo.cancels(), amqp.Publishing{Type: typeCancelsMark, CorrelationId: mark, Timestamp: time.Now(), AppId: appID}); err != nil {
+	// On this generation: while it connects, the transport has none yet.
+	if err := g.publish(ctx, "", t.topo.cancels(), amqp.Publishing{Type: typeCancelsMark, CorrelationId: mark, Timestamp: time.Now(), AppId: appID}); err != nil {
 		return err
 	}
 	if err := ch.Qos(500, 0, false); err != nil {
@@ -109,12 +122,12 @@ func (g *generation) followCancels() error {
 				return fmt.Errorf("amqp: reading %s: the channel closed", t.topo.cancels())
 			}
 			if t.readCancel(&m) == mark {
+				following = true
 				g.wg.Add(1)
 				go g.followOn(msgs)
 				return nil
 			}
 		case <-ctx.Done():
-			_ = ch.Close()
 			return fmt.Errorf("amqp: reading %s: %w", t.topo.cancels(), context.Cause(ctx))
 		}
 	}
@@ -126,6 +139,7 @@ func (g *generation) followOn(msgs <-chan amqp.Delivery) {
 	for m := range msgs {
 		g.t.readCancel(&m)
 	}
+	g.endUnlessDone("the stream of cancels' consumer ended")
 }
 
 // readCancel takes in the cancel in m, acks it (a stream's acks give

@@ -27,7 +27,9 @@ const (
 	headerTask  = "atasks-task"   // on a delayed request: the task whose queue it goes to when due
 
 	delayFloor = 100 * time.Millisecond // the shortest rung; less than this left runs now
-	delayRungs = 25                     // the longest rung holds messages 0.1 s × 2^24, 19.4 days
+	// DelayRungs is how many rungs the ladder has: "<B>.delay.0" to
+	// "<B>.delay.24"; the longest holds messages 0.1 s × 2^24, 19.4 days.
+	DelayRungs = 25
 )
 
 // delayRung returns the longest rung not longer than d, or -1 when d is
@@ -36,7 +38,7 @@ func delayRung(d time.Duration) int {
 	if d < delayFloor {
 		return -1
 	}
-	return min(bits.Len64(uint64(d/delayFloor))-1, delayRungs-1)
+	return min(bits.Len64(uint64(d/delayFloor))-1, DelayRungs-1)
 }
 
 // rungDelay is how long rung k holds its messages.
@@ -46,7 +48,6 @@ func rungDelay(k int) time.Duration { return delayFloor << k }
 func (t *Transport) sendLater(ctx context.Context, req *wire.Request, d time.Duration) error {
 	msg := requestPublishing(req, t.replyQueue(), time.Now())
 	msg.Expiration = "" // the rung's TTL; the deadline's is set when the request goes to its task's queue
-	msg.Headers[headerRunAt] = req.RunAt.UTC().Format(time.RFC3339Nano)
 	msg.Headers[headerTask] = req.Task
 	return t.hop(ctx, delayRung(d), msg)
 }
@@ -82,7 +83,7 @@ func (t *Transport) declareLadder(ctx context.Context) error {
 	if _, err := ch.QueueDeclare(t.topo.cancels(), true, false, false, false, cancelsArgs()); err != nil {
 		return fmt.Errorf("amqp: declare %s: %w", t.topo.cancels(), err)
 	}
-	for k := range delayRungs {
+	for k := range DelayRungs {
 		q := t.topo.delay(k)
 		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{
 			"x-queue-type":           "quorum",
@@ -142,13 +143,26 @@ func (g *generation) consumeDue(msgs <-chan amqp.Delivery) {
 	for m := range msgs {
 		moving.Go(func() {
 			if err := g.t.moveDue(&m); err != nil {
-				g.t.log.Warn("amqp: move a delayed request on; it comes back", "invocation_id", messageID(&m), "err", err)
+				g.t.log.Warn("amqp: move a delayed request on; it comes back in a second", "invocation_id", messageID(&m), "err", err)
+				select { // not at once: a move that keeps failing must not spin
+				case <-time.After(time.Second):
+				case <-g.done:
+				}
 				_ = m.Nack(false, true)
 				return
 			}
 			_ = m.Ack(false)
 		})
 	}
+	if srv := g.srv.Load(); srv != nil {
+		srv.mu.Lock()
+		stopping := srv.stopping // stopServing cancelled it
+		srv.mu.Unlock()
+		if stopping {
+			return
+		}
+	}
+	g.endUnlessDone("the due queue's consumer ended")
 }
 
 // moveDue sends the delayed request in m to the next rung, or, when its
@@ -164,7 +178,7 @@ func (t *Transport) moveDue(m *amqp.Delivery) error {
 		t.log.Warn("amqp: dropped a delayed request without its task or time", "invocation_id", messageID(m), "task", task, "run_at", raw)
 		return nil
 	}
-	msg := copyOf(m, attempt(m.Headers))
+	msg := copyOf(m, max(1, headerInt(m.Headers, headerAttempt))) // not the due queue's redeliveries
 	if k := delayRung(time.Until(runAt)); k >= 0 {
 		return t.hop(ctx, k, msg)
 	}
@@ -179,7 +193,7 @@ func (t *Transport) moveDue(m *amqp.Delivery) error {
 		return err
 	}
 	if m.ReplyTo != "" && !headerTrue(m.Headers, headerQuiet) { // scheduled, now queued
-		if note, err := replyPublishing(&wire.Reply{ID: messageID(m), Task: task, State: wire.Queued, Attempt: max(1, attempt(m.Headers))}, time.Now()); err == nil {
+		if note, err := replyPublishing(&wire.Reply{ID: messageID(m), Task: task, State: wire.Queued, Attempt: max(1, headerInt(m.Headers, headerAttempt))}, time.Now()); err == nil {
 			_ = t.publish(ctx, "", m.ReplyTo, note)
 		}
 	}

@@ -18,7 +18,7 @@ func TestDelayRung(t *testing.T) {
 		d    time.Duration
 		want int
 	}{{99 * time.Millisecond, -1}, {100 * time.Millisecond, 0}, {199 * time.Millisecond, 0}, {200 * time.Millisecond, 1},
-		{3 * time.Second, 4}, {72 * time.Hour, 21}, {365 * 24 * time.Hour, delayRungs - 1}} {
+		{3 * time.Second, 4}, {72 * time.Hour, 21}, {365 * 24 * time.Hour, DelayRungs - 1}} {
 		if got := delayRung(c.d); got != c.want {
 			t.Errorf("delayRung(%v) = %d; want %d", c.d, got, c.want)
 		}

@@ -90,9 +90,6 @@ func (n topology) history() string { return n.base + ".history" }
 // the tasks exchange.
 func (n topology) lease() string { return n.base + ".lease" }
 
-// retry is the classic queue where retries of task wait about delay (a
-// bucket of the ladder retryBucket makes); its messages expire back to
-// the tasks exchange, to the task's queue.
 // delay is rung k of the delay ladder.
 func (n topology) delay(k int) string { return n.base + ".delay." + strconv.Itoa(k) }
 
@@ -101,6 +98,10 @@ func (n topology) due() string { return n.base + ".due" }
 
 // cancels is the stream of cancels of delayed requests.
 func (n topology) cancels() string { return n.base + ".cancels" }
+
+// retry is the classic queue where retries of task wait about delay (a
+// bucket of the ladder retryBucket makes); its messages expire back to
+// the tasks exchange, to the task's queue.
 
 func (n topology) retry(task string, bucket time.Duration) string {
 	return fmt.Sprintf("%s.retry.%s.%d", n.base, task, bucket.Milliseconds())
@@ -198,6 +199,9 @@ func requestPublishing(req *wire.Request, replyTo string, now time.Time) amqp.Pu
 	}
 	if req.Resent {
 		h[headerResent] = true
+	}
+	if !req.RunAt.IsZero() {
+		h[headerRunAt] = req.RunAt.UTC().Format(time.RFC3339Nano)
 	}
 	sent := now
 	if !req.Sent.IsZero() {

@@ -75,6 +75,23 @@ func (g *generation) isDone() bool {
 	}
 }
 
+// endUnlessDone ends the generation (the transport reconnects) when a
+// consumer of its that should live as long as it ended first, say because
+// the broker cancelled it.
+func (g *generation) endUnlessDone(why string) {
+	select {
+	case <-g.done: // the consumer ended with the connection: watch saw it, or is about to
+		return
+	case <-g.t.stopCtx.Done():
+		return
+	case <-time.After(time.Second):
+	}
+	if !g.isDone() {
+		g.t.log.Warn("amqp: "+why+"; reconnecting", "url", redacted(g.url))
+		_ = g.conn.Close()
+	}
+}
+
 func (g *generation) cause() error {
 	g.causeMu.Lock()
 	defer g.causeMu.Unlock()

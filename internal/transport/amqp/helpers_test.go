@@ -192,7 +192,7 @@ func (f *fixture) deleteAll() {
 		exchanges[tr.topo.due()] = true
 		queues[tr.topo.due()] = true
 		queues[tr.topo.cancels()] = true
-		for k := range delayRungs {
+		for k := range DelayRungs {
 			queues[tr.topo.delay(k)] = true
 		}
 		tr.retryQueues.Range(func(q, _ any) bool { queues[q.(string)] = true; return true })

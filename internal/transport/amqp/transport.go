@@ -276,12 +276,11 @@ func (t *Transport) Cancel(ctx context.Context, id string) error {
 	t.mu.Lock()
 	runAt, _ := t.inflight.Get(id)
 	t.mu.Unlock()
+	var lasting error
 	if time.Until(runAt) > 0 { // delayed: the cancel must last until then
-		if err := t.appendCancel(ctx, id, runAt); err != nil {
-			return err
-		}
+		lasting = t.appendCancel(ctx, id, runAt)
 	}
-	return t.publish(ctx, t.topo.control(), "", msg)
+	return errors.Join(lasting, t.publish(ctx, t.topo.control(), "", msg))
 }
 
 // Catalog lists the tasks that servers have announced, with how many
@@ -531,13 +530,19 @@ func (t *Transport) received(r *wire.Reply) {
 func (t *Transport) failInflight(why string) {
 	t.mu.Lock()
 	ids := make([]string, 0, t.inflight.Len())
-	for id := range t.inflight.All {
+	later := map[string]bool{}
+	for id, runAt := range t.inflight.All {
 		ids = append(ids, id)
+		later[id] = !runAt.IsZero()
 	}
 	t.inflight = shrink.Map[string, time.Time]{}
 	t.mu.Unlock()
 	for _, id := range ids {
-		t.deliver(failure(id, "", "", unavailable(why)))
+		e := unavailable(why)
+		if later[id] { // it may still run at its time: calling again would run it twice
+			e = &wire.Error{Code: wire.CodeUnavailable, Message: why + "; the delayed call may still run at its time, its outcome unseen"}
+		}
+		t.deliver(failure(id, "", "", e))
 	}
 }
 
