@@ -200,7 +200,7 @@ func (t *Transport) connect(ctx context.Context, first bool) (*generation, error
 			return nil, err
 		}
 	}
-	if lost {
+	if lost || t.replyReplaced.Swap(false) { // replaced by an attempt that failed after, maybe
 		t.failInflight("reply queue lost with the connection")
 	}
 	t.cat.queried(time.Now())

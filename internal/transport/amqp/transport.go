@@ -71,9 +71,10 @@ type Transport struct {
 	// replyQ is the name of the reply queue: the history's with History;
 	// otherwise one of this transport's, replaced when its node is out of
 	// reach (see replaceReplyQueue).
-	replyQ atomic.Pointer[string]
-	cat    *catalog
-	hist   *history // with Config.History, else nil
+	replyQ        atomic.Pointer[string]
+	replyReplaced atomic.Bool // replaced, and the calls waiting on the old one not failed yet
+	cat           *catalog
+	hist          *history // with Config.History, else nil
 
 	journal   journalReads // Kept calls waiting for a read of the journal
 	journalOK atomic.Bool  // the journal is declared (see Journal)
@@ -497,6 +498,7 @@ func (t *Transport) replyQueue() string { return *t.replyQ.Load() }
 func (t *Transport) replaceReplyQueue() {
 	name := t.topo.replyQueue(randomID())
 	t.replyQ.Store(&name)
+	t.replyReplaced.Store(true)
 }
 
 func (t *Transport) track(id string, runAt time.Time) {
