@@ -21,7 +21,6 @@ const (
 	typeDelayCancel = "cancel"
 	typeCancelsMark = "cancels-mark"
 	cancelsMaxAge   = 31 * 24 * time.Hour // beyond the 30 days a call may be delayed
-	cancelsRead     = time.Minute         // how long a server may take to read the stream at first
 )
 
 // delayCancel is the body of a message in the stream of cancels.
@@ -86,60 +85,89 @@ func (t *Transport) appendCancel(ctx context.Context, id string, runAt time.Time
 
 // followCancels reads the stream of cancels on a channel of its own to a
 // marker it appends, then goes on reading it until the generation ends.
+// If it cannot read to its marker within dialTimeout (say, the stream has
+// no leader for a while), it says so and goes on reading anyway.
 func (g *generation) followCancels() error {
 	t := g.t
-	ch, err := openChannel(g.conn, "cancels")
-	if err != nil {
-		return err
-	}
-	following := false
-	defer func() {
-		if !following {
-			_ = ch.Close()
-		}
-	}()
-	if _, err := ch.QueueDeclare(t.topo.cancels(), true, false, false, false, cancelsArgs()); err != nil {
-		return fmt.Errorf("amqp: declare %s: %w", t.topo.cancels(), err)
-	}
-	mark := randomID()
-	ctx, cancel := context.WithTimeout(t.stopCtx, cancelsRead)
+	ctx, cancel := context.WithTimeout(t.stopCtx, dialTimeout)
 	defer cancel()
-	// On this generation: while it connects, the transport has none yet.
-	if err := g.publish(ctx, "", t.topo.cancels(), amqp.Publishing{Type: typeCancelsMark, CorrelationId: mark, Timestamp: time.Now(), AppId: appID}); err != nil {
-		return err
+	mark := randomID()
+	msgs, ch, err := g.consumeCancels("first") // declares the stream, before the marker
+	if err == nil {
+		// On this generation: while it connects, the transport has none yet.
+		err = g.publish(ctx, "", t.topo.cancels(), amqp.Publishing{Type: typeCancelsMark, CorrelationId: mark, Timestamp: time.Now(), AppId: appID})
 	}
-	if err := ch.Qos(500, 0, false); err != nil {
-		return err
+	if err == nil {
+		err = g.readToMark(ctx, msgs, mark)
 	}
-	msgs, err := ch.Consume(t.topo.cancels(), "cancels/"+t.id, false, false, false, false, amqp.Table{headerStreamOffset: "first"})
-	if err != nil {
-		return fmt.Errorf("amqp: consume %s: %w", t.topo.cancels(), err)
-	}
+	g.wg.Add(1)
+	go g.followOn(ch, msgs)
+	return err
+}
+
+// readToMark reads the stream of cancels until mark, or ctx's end.
+func (g *generation) readToMark(ctx context.Context, msgs <-chan amqp.Delivery, mark string) error {
 	for {
 		select {
 		case m, ok := <-msgs:
 			if !ok {
-				return fmt.Errorf("amqp: reading %s: the channel closed", t.topo.cancels())
+				return fmt.Errorf("amqp: reading %s: the channel closed", g.t.topo.cancels())
 			}
-			if t.readCancel(&m) == mark {
-				following = true
-				g.wg.Add(1)
-				go g.followOn(msgs)
+			if g.t.readCancel(&m) == mark {
 				return nil
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("amqp: reading %s: %w", t.topo.cancels(), context.Cause(ctx))
+			return fmt.Errorf("amqp: reading %s: %w", g.t.topo.cancels(), context.Cause(ctx))
 		}
 	}
 }
 
-// followOn reads the stream of cancels on, until the generation ends.
-func (g *generation) followOn(msgs <-chan amqp.Delivery) {
-	defer g.wg.Done()
-	for m := range msgs {
-		g.t.readCancel(&m)
+// consumeCancels consumes the stream of cancels from offset on a channel
+// of its own, declaring it first.
+func (g *generation) consumeCancels(offset any) (<-chan amqp.Delivery, *amqp.Channel, error) {
+	t := g.t
+	ch, err := openChannel(g.conn, "cancels")
+	if err != nil {
+		return nil, nil, err
 	}
-	g.endUnlessDone("the stream of cancels' consumer ended")
+	if _, err = ch.QueueDeclare(t.topo.cancels(), true, false, false, false, cancelsArgs()); err == nil {
+		err = ch.Qos(500, 0, false)
+	}
+	var msgs <-chan amqp.Delivery
+	if err == nil {
+		msgs, err = ch.Consume(t.topo.cancels(), "cancels/"+t.id, false, false, false, false, amqp.Table{headerStreamOffset: offset})
+	}
+	if err != nil {
+		_ = ch.Close()
+		return nil, nil, fmt.Errorf("amqp: consume %s: %w", t.topo.cancels(), err)
+	}
+	return msgs, ch, nil
+}
+
+// followOn reads the stream of cancels on until the generation ends. A
+// consumer that ends alone (the broker cancels it when the stream's
+// member it reads from goes) is opened again from where it stopped.
+func (g *generation) followOn(ch *amqp.Channel, msgs <-chan amqp.Delivery) {
+	defer g.wg.Done()
+	var next any = "first"
+	for {
+		for m := range orClosed(msgs) {
+			g.t.readCancel(&m)
+			if off, ok := m.Headers[headerStreamOffset].(int64); ok {
+				next = off + 1
+			}
+		}
+		if ch != nil {
+			_ = ch.Close()
+		}
+		if g.ended(time.Second) {
+			return
+		}
+		var err error
+		if msgs, ch, err = g.consumeCancels(next); err != nil {
+			g.t.log.Warn("amqp: follow the stream of cancels again", "err", err)
+		}
+	}
 }
 
 // readCancel takes in the cancel in m, acks it (a stream's acks give

@@ -118,51 +118,71 @@ func declareDue(ch *amqp.Channel, n topology) error {
 const dueAtOnce = 64
 
 // consumeDueQueue starts consuming the due queue on a channel of its own.
-func (g *generation) consumeDueQueue() (<-chan amqp.Delivery, error) {
+func (g *generation) consumeDueQueue() (<-chan amqp.Delivery, *amqp.Channel, error) {
 	ch, err := openChannel(g.conn, "due")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := ch.Qos(dueAtOnce, 0, false); err != nil {
-		return nil, fmt.Errorf("amqp: qos: %w", err)
+		_ = ch.Close()
+		return nil, nil, fmt.Errorf("amqp: qos: %w", err)
 	}
 	msgs, err := ch.Consume(g.t.topo.due(), "due/"+g.t.id, false, false, false, false, nil)
 	if err != nil {
-		return nil, fmt.Errorf("amqp: consume %s: %w", g.t.topo.due(), err)
+		_ = ch.Close()
+		return nil, nil, fmt.Errorf("amqp: consume %s: %w", g.t.topo.due(), err)
 	}
+	g.dueMu.Lock()
 	g.due = ch
-	return msgs, nil
+	g.dueMu.Unlock()
+	return msgs, ch, nil
 }
 
 // consumeDue moves the requests that come out of the ladder on, up to
-// dueAtOnce at a time, until the generation ends.
-func (g *generation) consumeDue(msgs <-chan amqp.Delivery) {
+// dueAtOnce at a time, until the generation ends or serving stops. A
+// consumer that ends alone (the broker cancelled it) is opened again.
+func (g *generation) consumeDue(ch *amqp.Channel, msgs <-chan amqp.Delivery) {
 	defer g.wg.Done()
 	var moving sync.WaitGroup
 	defer moving.Wait()
-	for m := range msgs {
-		moving.Go(func() {
-			if err := g.t.moveDue(&m); err != nil {
-				g.t.log.Warn("amqp: move a delayed request on; it comes back in a second", "invocation_id", messageID(&m), "err", err)
-				select { // not at once: a move that keeps failing must not spin
-				case <-time.After(time.Second):
-				case <-g.done:
-				}
-				_ = m.Nack(false, true)
-				return
-			}
-			_ = m.Ack(false)
-		})
-	}
-	if srv := g.srv.Load(); srv != nil {
-		srv.mu.Lock()
-		stopping := srv.stopping // stopServing cancelled it
-		srv.mu.Unlock()
-		if stopping {
+	for {
+		for m := range orClosed(msgs) {
+			moving.Go(func() { g.moveOne(&m) })
+		}
+		if g.ended(time.Second) || g.stopping() {
 			return
 		}
+		if ch != nil {
+			_ = ch.Close()
+		}
+		var err error
+		if msgs, ch, err = g.consumeDueQueue(); err != nil {
+			g.t.log.Warn("amqp: consume the due queue again", "err", err)
+		}
 	}
-	g.endUnlessDone("the due queue's consumer ended")
+}
+
+// orClosed is msgs, or a closed channel for a nil one (a consume that
+// failed): ranging over it ends at once.
+func orClosed(msgs <-chan amqp.Delivery) <-chan amqp.Delivery {
+	if msgs != nil {
+		return msgs
+	}
+	closed := make(chan amqp.Delivery)
+	close(closed)
+	return closed
+}
+
+// moveOne moves due request m on and acks it, or requeues it a second
+// later if it cannot: a move that keeps failing must not spin.
+func (g *generation) moveOne(m *amqp.Delivery) {
+	if err := g.t.moveDue(m); err != nil {
+		g.t.log.Warn("amqp: move a delayed request on; it comes back in a second", "invocation_id", messageID(m), "err", err)
+		g.ended(time.Second)
+		_ = m.Nack(false, true)
+		return
+	}
+	_ = m.Ack(false)
 }
 
 // moveDue sends the delayed request in m to the next rung, or, when its

@@ -56,8 +56,9 @@ type generation struct {
 	ladder   bool // the delay ladder is declared (see declareLadder)
 
 	slotMu   sync.Mutex
-	prefetch int           // the work channel's current basic.qos prefetch count
-	deadTag  string        // consumer tag on the dead-letter queue, if serving
+	prefetch int    // the work channel's current basic.qos prefetch count
+	deadTag  string // consumer tag on the dead-letter queue, if serving
+	dueMu    sync.Mutex
 	due      *amqp.Channel // the due queue's consumer's, if serving (delay.go)
 
 	// wg counts this generation's goroutines: watcher, reply and control
@@ -75,21 +76,30 @@ func (g *generation) isDone() bool {
 	}
 }
 
-// endUnlessDone ends the generation (the transport reconnects) when a
-// consumer of its that should live as long as it ended first, say because
-// the broker cancelled it.
-func (g *generation) endUnlessDone(why string) {
+// ended waits up to d for the generation to end and reports whether it
+// did (or the transport is closing).
+func (g *generation) ended(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
 	select {
-	case <-g.done: // the consumer ended with the connection: watch saw it, or is about to
-		return
+	case <-g.done:
+		return true
 	case <-g.t.stopCtx.Done():
-		return
-	case <-time.After(time.Second):
+		return true
+	case <-timer.C:
+		return false
 	}
-	if !g.isDone() {
-		g.t.log.Warn("amqp: "+why+"; reconnecting", "url", redacted(g.url))
-		_ = g.conn.Close()
+}
+
+// stopping reports whether serving stops (stopServing).
+func (g *generation) stopping() bool {
+	srv := g.srv.Load()
+	if srv == nil {
+		return false
 	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	return srv.stopping
 }
 
 func (g *generation) cause() error {

@@ -224,6 +224,16 @@ func (g *generation) serve(srv *server) error {
 	if stopping {
 		return nil
 	}
+	if err := declareDue(ch, t.topo); err != nil {
+		return err
+	}
+	if err := g.followCancels(); err != nil { // before any due request moves on; it follows on anyway
+		t.log.Warn("amqp: read the stream of cancels: a delayed call cancelled before every server restarted may run", "err", err)
+	}
+	due, dueCh, err := g.consumeDueQueue()
+	if err != nil {
+		return err
+	}
 	g.slotMu.Lock()
 	defer g.slotMu.Unlock()
 	if err := g.qos(1); err != nil {
@@ -234,20 +244,10 @@ func (g *generation) serve(srv *server) error {
 	if err != nil {
 		return fmt.Errorf("amqp: consume %s: %w", t.topo.dead(), err)
 	}
-	if err := declareDue(ch, t.topo); err != nil {
-		return err
-	}
-	if err := g.followCancels(); err != nil { // before any due request moves on
-		t.log.Warn("amqp: read the stream of cancels: a delayed call cancelled earlier than 10 minutes before its time, or before every server restarted, may run", "err", err)
-	}
-	due, err := g.consumeDueQueue()
-	if err != nil {
-		return err
-	}
 	g.srv.Store(srv)
 	g.wg.Add(4)
 	go g.consumeDead(dead)
-	go g.consumeDue(due)
+	go g.consumeDue(dueCh, due)
 	go g.manageSlots(srv)
 	go g.announceLoop(srv)
 	select {
@@ -882,8 +882,11 @@ func (t *Transport) stopServing(srv *server) {
 	if g.deadTag != "" {
 		tags = append(tags, g.deadTag)
 	}
-	if g.due != nil {
-		if err := g.due.Cancel("due/"+t.id, false); err != nil {
+	g.dueMu.Lock()
+	due := g.due
+	g.dueMu.Unlock()
+	if due != nil {
+		if err := due.Cancel("due/"+t.id, false); err != nil {
 			t.log.Warn("amqp: cancel consumer of "+t.topo.due(), "err", err)
 		}
 	}
