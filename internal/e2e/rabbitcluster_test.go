@@ -78,7 +78,7 @@ func TestRabbitClusterNodeLoss(t *testing.T) {
 			// Half the calls through the gateway on the lost node: its reply
 			// queue goes with the node.
 			load := startClusterLoad([]string{base, onLost}, 64, 30*time.Second)
-			t.Cleanup(func() { load.wait(3 * time.Minute) }) // the next run starts without it
+			t.Cleanup(func() { load.wait(2 * time.Minute) }) // the next run starts without it
 			time.Sleep(5 * time.Second)
 			c.script(t, f.cause, strconv.Itoa(lost))
 			load.lose()
@@ -106,7 +106,7 @@ func TestRabbitClusterNodeLoss(t *testing.T) {
 			if f.restore == "heal-node" {
 				c.waitRunning(t, lost)
 			}
-			r := load.wait(3 * time.Minute)
+			r := load.wait(2 * time.Minute)
 			if now := metricSum(t, metrics, "atasks_worker_invocations_total"); reconnected && (now <= served || otherNode(w.output(), c.port+lost-1) == 0) {
 				t.Errorf("the worker on the lost node served %v invocations after it reconnected to another node, and is connected to port %d; want more than none, elsewhere", now-served, otherNode(w.output(), 0))
 			}
@@ -348,7 +348,8 @@ func (l *clusterLoad) sinceLoss() time.Duration {
 var loadClient = &http.Client{Timeout: time.Minute}
 
 // call makes call i until it ends with a result or a non-retryable error,
-// for at most three minutes.
+// for at most 90 s: so that the whole test, however it fails, ends well
+// within scripts/test's timeout and its cleanup stops the cluster.
 func (l *clusterLoad) call(i int) {
 	l.inflight.Add(1)
 	defer l.inflight.Add(-1)
@@ -356,9 +357,9 @@ func (l *clusterLoad) call(i int) {
 	retries := 0
 	var verdict, problem string
 	var sentAt time.Time
-	for deadline := time.Now().Add(3 * time.Minute); ; retries++ {
+	for deadline := time.Now().Add(90 * time.Second); ; retries++ {
 		if time.Now().After(deadline) {
-			verdict, problem = "hung", "no outcome in 3 minutes"
+			verdict, problem = "hung", "no outcome in 90 s"
 			break
 		}
 		if retries > 0 {
